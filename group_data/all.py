@@ -1,0 +1,194 @@
+"""The KITTY host of the operations manual, as data.
+
+Every value here is a default for every host; override per group or with
+`--data`. Values the manual does not give are None and say so in `note`:
+the deploy refuses to download a model whose revision is not pinned unless
+`kitty_model_policy["allow_unpinned"]` is set.
+"""
+
+NOT_IN_MANUAL = "not given by the operations manual: pin it after checking the repository"
+
+kitty_paths = {
+    "kitty_root": "/Users/Shared/Coding/KITT",
+    "models_dir": "/Users/Shared/Coding/models",
+    "logs_dir": "/Users/Shared/Coding/KITT/.logs",
+    "opt_dir": "/opt/kitty",
+    # None: the SSH/admin user that runs the deploy.
+    "service_user": None,
+}
+
+kitty_packages = {
+    # Homebrew formulae on macOS (installed as the admin user, never as root).
+    "brew": ["git", "cmake", "ccache", "huggingface-cli", "colima", "docker", "docker-compose"],
+    # Debian/Ubuntu packages on Linux.
+    "apt": [
+        "git",
+        "cmake",
+        "build-essential",
+        "ccache",
+        "libssl-dev",
+        "python3-venv",
+        "curl",
+        "ca-certificates",
+    ],
+}
+
+kitty_llamacpp = {
+    "git_url": "https://github.com/ggml-org/llama.cpp.git",
+    # The manual builds whatever `git pull` gives; the deploy builds this tag only.
+    "ref": "b11434",
+    "build_number": 11434,
+    "backend": "auto",
+    "cmake_options": {},
+    "targets": ["llama-server"],
+    "keep_builds": 3,
+}
+
+kitty_models = {
+    "athene-v2-agent-q4": {
+        "repo": "Nexesenex/Athene-V2-Agent-GGUF",
+        "revision": None,
+        "dir": "athene-v2-agent",
+        "kind": "text",
+        # Athene-V2-Agent is a 72B model: its Q4_K_M is ~47 GB, not the manual's 15-20 GB.
+        "files": [{"name": "Athene-V2-Agent-Q4_K_M.gguf", "approx_gb": 47.4, "sha256": None}],
+        "note": f"Q4 tool orchestrator (manual step 3.3). revision/size/sha256 {NOT_IN_MANUAL}",
+    },
+    "llama-3.3-70b-f16": {
+        "repo": "bartowski/Llama-3.3-70B-Instruct-GGUF",
+        "revision": None,
+        "dir": "llama-3.3-70b-instruct-f16",
+        "kind": "text",
+        # Four shards per the manual (step 3.2); llama-server is given the first.
+        "files": [
+            {"name": f"Llama-3.3-70B-Instruct-f16/Llama-3.3-70B-Instruct-f16-0000{i}-of-00004.gguf", "approx_gb": 35.3}
+            for i in range(1, 5)
+        ],
+        "note": f"F16 reasoning engine (manual step 3.4), ~141 GB. repo/revision/sha256 {NOT_IN_MANUAL}",
+    },
+    "hermes-summary": {
+        "repo": "NousResearch/Hermes-3-Llama-3.1-8B-GGUF",
+        "revision": None,
+        "dir": "hermes-3-llama-3.1-8b",
+        "kind": "text",
+        "files": [{"name": "Hermes-3-Llama-3.1-8B.Q4_K_M.gguf", "approx_gb": 4.9}],
+        "note": f"Hermes 8B summarizer (manual step 3.5). The manual names no file: repo/file {NOT_IN_MANUAL}",
+    },
+    "gemma-3-27b-vision": {
+        "repo": "bartowski/google_gemma-3-27b-it-GGUF",
+        "revision": None,
+        "dir": "gemma-3-27b-it-GGUF",
+        "kind": "vision",
+        "files": [{"name": "google_gemma-3-27b-it-Q4_K_M.gguf", "approx_gb": 16.5}],
+        "note": f"Gemma 3 27B vision (manual step 3.5). revision/sha256 {NOT_IN_MANUAL}",
+    },
+    "gemma-3-27b-mmproj": {
+        "repo": "bartowski/google_gemma-3-27b-it-GGUF",
+        "revision": None,
+        "dir": "gemma-3-27b-it-GGUF",
+        "kind": "mmproj",
+        "files": [{"name": "mmproj-google_gemma-3-27b-it-bf16.gguf", "approx_gb": 0.86}],
+        "note": f"Vision projector, 818 MB per the manual. revision/sha256 {NOT_IN_MANUAL}",
+    },
+}
+
+kitty_model_policy = {
+    "allow_unpinned": False,
+    "verify": "stamp",
+    "delete_unreferenced": False,
+}
+
+kitty_servers = {
+    "q4": {
+        "model": "athene-v2-agent-q4",
+        "port": 8083,
+        "alias": "kitty-q4",
+        "ctx_size": 16384,
+        "threads": 20,
+        "batch_size": 4096,
+        "ubatch_size": 1024,
+        "parallel": 4,
+        "n_gpu_layers": 999,
+        "flash_attn": "on",
+        "jinja": True,
+        "health_timeout": 300,
+    },
+    "f16": {
+        "model": "llama-3.3-70b-f16",
+        "port": 8082,
+        "alias": "kitty-f16",
+        "ctx_size": 16384,
+        "threads": 20,
+        "batch_size": 4096,
+        "ubatch_size": 1024,
+        "parallel": 4,
+        "n_gpu_layers": 999,
+        "flash_attn": "on",
+        "jinja": True,
+        # The manual measures 5m30s for a first load of the 140 GB model.
+        "health_timeout": 900,
+    },
+    "summary": {
+        "model": "hermes-summary",
+        "port": 8085,
+        "alias": "kitty-summary",
+        "optional": True,
+        "ctx_size": 8192,
+        "threads": 12,
+        "batch_size": 1024,
+        "parallel": 2,
+        "n_gpu_layers": 999,
+        "health_timeout": 300,
+    },
+    "vision": {
+        "model": "gemma-3-27b-vision",
+        "mmproj": "gemma-3-27b-mmproj",
+        "port": 8086,
+        "alias": "kitty-vision",
+        "optional": True,
+        "ctx_size": 8192,
+        "threads": 16,
+        "n_gpu_layers": 999,
+        "health_timeout": 400,
+    },
+}
+
+kitty_stack = {
+    "enabled": True,
+    "repo_url": "git@github.com:kitty/KITT.git",
+    # None: not pinned; the manual runs whatever is checked out.
+    "ref": None,
+    "compose_file": "infra/compose/docker-compose.yml",
+    "env_file": ".env",
+    "project_name": "kitty",
+    "runtime": "colima",
+    "services": {
+        "brain": {"port": 8000, "health": "/health", "health_timeout": 180},
+        "gateway": {"port": 8080, "health": "/health"},
+        "cad": {"port": 8200, "health": "/health"},
+        "fabrication": {"port": 8300, "health": "/health"},
+        "safety": {"port": 8400, "health": "/health"},
+        "voice": {},
+        "ui": {"port": 4173, "health": "/"},
+        "redis": {"port": 6379, "health": "redis"},
+        "postgres": {"port": 5432, "health": "postgres"},
+        "minio": {"port": 9000, "health": "/minio/health/live"},
+        "mosquitto": {"port": 1883},
+    },
+    "env": {"OFFLINE_MODE": "true"},
+    # Taken from the operator's environment or a git-ignored secrets file.
+    "secrets": [
+        "ADMIN_USERS",
+        "OPENAI_API_KEY",
+        "ANTHROPIC_API_KEY",
+        "PERPLEXITY_API_KEY",
+        "ZOO_API_KEY",
+        "TRIPO_API_KEY",
+    ],
+}
+
+kitty_images = {
+    "enabled": False,
+    "port": 8089,
+    "path": "services/images_service",
+}

@@ -1,0 +1,249 @@
+"""The one description of a KITTY host, validated before any operation is planned.
+
+group_data holds plain values under `kitty_*` names; `load()` turns them into a
+`KittyConfig` or raises `ConfigError` naming each bad field and why.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pyinfra.api.exceptions import DeployError
+
+# Each top-level group_data name maps to one section of the config.
+SECTIONS = {
+    "kitty_paths": "paths",
+    "kitty_packages": "packages",
+    "kitty_llamacpp": "llamacpp",
+    "kitty_models": "models",
+    "kitty_model_policy": "model_policy",
+    "kitty_servers": "servers",
+    "kitty_stack": "stack",
+    "kitty_images": "images",
+}
+
+Port = Annotated[int, Field(ge=1, le=65535)]
+PositiveInt = Annotated[int, Field(gt=0)]
+AbsPath = Annotated[str, Field(pattern=r"^/")]
+Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+
+
+class ConfigError(DeployError):
+    """Bad host data. The message lists every problem, one per line."""
+
+
+class Strict(BaseModel):
+    # A typo in group_data must fail loudly, not fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Paths(Strict):
+    kitty_root: AbsPath
+    models_dir: AbsPath
+    logs_dir: AbsPath
+    # Versioned llama.cpp builds, the `current` link, stamps: owned by the deploy.
+    opt_dir: AbsPath
+    # The account the model servers and the app checkout belong to.
+    service_user: Name | None = None
+
+
+class Packages(Strict):
+    brew: list[str] = []
+    apt: list[str] = []
+
+
+class LlamaCpp(Strict):
+    git_url: str
+    ref: str = Field(min_length=1)
+    # auto: Metal on macOS, CPU on Linux.
+    backend: Literal["auto", "metal", "cpu", "cuda"] = "auto"
+    build_number: int | None = None
+    cmake_options: dict[str, str] = {}
+    targets: list[str] = ["llama-server"]
+    keep_builds: PositiveInt = 3
+
+
+class ModelFile(Strict):
+    name: str = Field(min_length=1)
+    # Exact bytes when known; `approx_gb` otherwise, used for disk and memory budgets.
+    size: PositiveInt | None = None
+    approx_gb: float | None = Field(default=None, gt=0)
+    sha256: SHA256 | None = None
+
+
+class Model(Strict):
+    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    # A commit sha. None means "not pinned": downloads are refused unless
+    # kitty_model_policy.allow_unpinned is set.
+    revision: str | None
+    dir: str = Field(pattern=r"^[^/].*$")
+    kind: Literal["text", "vision", "mmproj"] = "text"
+    files: list[ModelFile] = Field(min_length=1)
+    note: str = ""
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_is_a_commit(cls, value: str | None) -> str | None:
+        if value is not None and not COMMIT_SHA.match(value):
+            raise ValueError("must be a full 40-character commit sha (branches and tags move)")
+        return value
+
+    @property
+    def pinned(self) -> bool:
+        return self.revision is not None
+
+
+class ModelPolicy(Strict):
+    allow_unpinned: bool = False
+    # "stamp": trust size+mtime of a file hashed before; "full": re-hash everything.
+    verify: Literal["stamp", "full"] = "stamp"
+    delete_unreferenced: bool = False
+
+
+class ModelServer(Strict):
+    model: Name
+    port: Port
+    alias: str = Field(min_length=1)
+    enabled: bool = True
+    optional: bool = False
+    host: str = "127.0.0.1"
+    ctx_size: PositiveInt
+    threads: PositiveInt
+    batch_size: PositiveInt | None = None
+    ubatch_size: PositiveInt | None = None
+    parallel: PositiveInt = 1
+    n_gpu_layers: Annotated[int, Field(ge=0)] = 999
+    flash_attn: Literal["on", "off", "auto"] | None = None
+    jinja: bool = False
+    mmproj: Name | None = None
+    extra_args: list[str] = []
+    health_timeout: PositiveInt = 120
+
+
+class StackService(Strict):
+    port: Port | None = None
+    # HTTP path for a health check, or the name of a built-in probe.
+    health: str | None = None
+    health_timeout: PositiveInt = 120
+
+
+class Stack(Strict):
+    enabled: bool = True
+    repo_url: str
+    ref: str | None
+    compose_file: str = "infra/compose/docker-compose.yml"
+    env_file: str = ".env"
+    project_name: Name = "kitty"
+    runtime: Literal["colima", "docker-desktop", "orbstack", "engine"] = "colima"
+    services: dict[Name, StackService]
+    env: dict[str, str] = {}
+    secrets: list[str] = []
+
+
+class Images(Strict):
+    enabled: bool = False
+    port: Port = 8089
+    path: str = "services/images_service"
+
+
+class KittyConfig(Strict):
+    paths: Paths
+    packages: Packages = Packages()
+    llamacpp: LlamaCpp
+    models: dict[Name, Model]
+    model_policy: ModelPolicy = ModelPolicy()
+    servers: dict[Name, ModelServer]
+    stack: Stack
+    images: Images = Images()
+
+    @model_validator(mode="after")
+    def _servers_fit_models(self) -> KittyConfig:
+        for name, server in self.servers.items():
+            where = f"kitty_servers.{name}"
+            model = self.models.get(server.model)
+            if model is None:
+                raise ValueError(f"{where}.model: no model named {server.model!r} is defined in kitty_models")
+            if model.kind == "mmproj":
+                raise ValueError(f"{where}.model: {server.model!r} is an mmproj file, not a model")
+            if server.mmproj is not None:
+                if model.kind != "vision":
+                    raise ValueError(
+                        f"{where}.mmproj: model {server.model!r} is not multimodal (kind {model.kind!r}); "
+                        "only a vision model takes an mmproj"
+                    )
+                projector = self.models.get(server.mmproj)
+                if projector is None:
+                    raise ValueError(f"{where}.mmproj: no model named {server.mmproj!r} is defined in kitty_models")
+                if projector.kind != "mmproj":
+                    raise ValueError(f"{where}.mmproj: {server.mmproj!r} is of kind {projector.kind!r}, not 'mmproj'")
+            elif model.kind == "vision":
+                raise ValueError(f"{where}.mmproj: vision model {server.model!r} needs an mmproj file")
+        return self
+
+    @model_validator(mode="after")
+    def _ports_are_unique(self) -> KittyConfig:
+        owners: dict[int, str] = {}
+        claims = [(f"kitty_servers.{n}.port", s.port) for n, s in self.servers.items() if s.enabled]
+        if self.stack.enabled:
+            claims += [(f"kitty_stack.services.{n}.port", s.port) for n, s in self.stack.services.items() if s.port]
+        if self.images.enabled:
+            claims.append(("kitty_images.port", self.images.port))
+        for where, port in claims:
+            if port in owners:
+                raise ValueError(f"{where}: port {port} is already used by {owners[port]}")
+            owners[port] = where
+        return self
+
+    def enabled_servers(self) -> dict[str, ModelServer]:
+        return {name: server for name, server in self.servers.items() if server.enabled}
+
+
+def load(data: Mapping[str, Any] | Any) -> KittyConfig:
+    """Validate host data (a mapping, or pyinfra's `host.data`)."""
+    get = data.get if isinstance(data, Mapping) else (lambda key, default=None: getattr(data, key, default))
+    raw = {section: get(key) for key, section in SECTIONS.items() if get(key) is not None}
+    errors = [
+        f"{key}: unknown setting (known: {', '.join(SECTIONS)})" for key in _kitty_keys(data) if key not in SECTIONS
+    ]
+    try:
+        config = KittyConfig.model_validate(raw)
+    except ValidationError as exc:
+        errors += [_describe(error) for error in exc.errors()]
+        config = None
+    if errors:
+        raise ConfigError("invalid KITTY host data:\n" + "\n".join(f"  - {line}" for line in errors))
+    return config
+
+
+def _kitty_keys(data: Mapping[str, Any] | Any) -> list[str]:
+    keys = data.keys() if isinstance(data, Mapping) else data.dict().keys()
+    return sorted(key for key in keys if key.startswith("kitty_"))
+
+
+def _describe(error: dict) -> str:
+    sections = {section: key for key, section in SECTIONS.items()}
+    # pydantic marks a bad dict key with a "[key]" element after it.
+    location = [str(part) for part in error["loc"] if part != "[key]"]
+    if location and location[0] in sections:
+        location[0] = sections[location[0]]
+    message = error["msg"].removeprefix("Value error, ")
+    if "[key]" in error["loc"]:
+        message = f"bad name: {message}"
+    if error["type"] == "extra_forbidden":
+        message = "unknown setting (a typo?)"
+    if not location:
+        # Cross-field checks name their field themselves.
+        return message
+    return f"{'.'.join(location)}: {message}"

@@ -1,0 +1,70 @@
+"""The only place that knows macOS from Linux.
+
+Everything platform-specific the other steps need (package manager,
+supervisor, Homebrew prefix, whether system changes need sudo, the default
+llama.cpp backend) is decided here, once, from facts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from pyinfra import host
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Arch, Kernel, Which
+
+from tasks.facts import CurrentUser
+
+# Homebrew's own choice: Apple Silicon under /opt/homebrew, Intel under /usr/local.
+BREW_PREFIX = {"arm64": "/opt/homebrew", "x86_64": "/usr/local"}
+SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: Literal["macos", "linux"]
+    arch: str
+    user: str
+    # Operations that change the system run with sudo unless we are root.
+    sudo: bool
+    brew_prefix: str | None = None
+
+    @property
+    def supervisor(self) -> Literal["launchd", "systemd"]:
+        return "launchd" if self.os == "macos" else "systemd"
+
+    @property
+    def package_manager(self) -> Literal["brew", "apt"]:
+        return "brew" if self.os == "macos" else "apt"
+
+    @property
+    def default_backend(self) -> Literal["metal", "cpu"]:
+        return "metal" if self.os == "macos" else "cpu"
+
+    @property
+    def env(self) -> dict[str, str]:
+        """Environment for commands: a non-login SSH session has no Homebrew on PATH."""
+        if self.brew_prefix:
+            return {"PATH": f"{self.brew_prefix}/bin:{self.brew_prefix}/sbin:{SYSTEM_PATH}"}
+        return {}
+
+
+def detect() -> Platform:
+    kernel = (host.get_fact(Kernel) or "").strip()
+    arch = (host.get_fact(Arch) or "").strip()
+    user = host.get_fact(CurrentUser)
+    if kernel == "Darwin":
+        if arch not in BREW_PREFIX:
+            raise DeployError(f"{host.name}: unsupported Mac architecture {arch!r} (expected arm64 or x86_64)")
+        return Platform(os="macos", arch=arch, user=user, sudo=user != "root", brew_prefix=BREW_PREFIX[arch])
+    if kernel == "Linux":
+        missing = [tool for tool in ("apt-get", "systemctl") if not host.get_fact(Which, command=tool)]
+        if missing:
+            raise DeployError(
+                f"{host.name}: Linux without {' and '.join(missing)}: only Debian/Ubuntu with systemd is supported"
+            )
+        return Platform(os="linux", arch=arch, user=user, sudo=user != "root")
+    raise DeployError(
+        f"{host.name}: unsupported operating system {kernel or 'unknown'!r}: KITTY runs on macOS or Linux"
+    )

@@ -1,0 +1,54 @@
+"""Packages and tools every later step relies on (manual step 1.3)."""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.facts.server import Which
+from pyinfra.operations import apt, brew
+
+from tasks.config import KittyConfig
+from tasks.platform import Platform
+
+HOMEBREW_INSTALL = (
+    'NONINTERACTIVE=1 /bin/bash -c "$(curl -fsSL https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"'
+)
+
+
+@deploy("Prerequisites")
+def install(cfg: KittyConfig, plat: Platform) -> None:
+    if plat.package_manager == "brew":
+        _brew_packages(cfg.packages.brew, plat)
+    else:
+        _apt_packages(cfg.packages.apt, plat)
+
+
+def _brew_packages(packages: list[str], plat: Platform) -> None:
+    if plat.user == "root":
+        raise DeployError(f"{host.name}: Homebrew refuses to run as root: deploy as the admin user")
+    if not host.get_fact(Which, command="brew", _env=plat.env):
+        raise DeployError(
+            f"{host.name}: Homebrew is not installed under {plat.brew_prefix}. Install it as the admin user:\n"
+            f"  {HOMEBREW_INSTALL}"
+        )
+    if packages:
+        brew.packages(name="Install Homebrew packages", packages=packages, _env=plat.env)
+
+
+def _apt_packages(packages: list[str], plat: Platform) -> None:
+    installed = host.get_fact(DebPackages) or {}
+    missing = [package for package in packages if package not in installed]
+    if not missing:
+        return
+    # Refresh the index only when something has to be installed: a converged
+    # host must plan nothing, whatever the age of its apt cache.
+    apt.update(name="Refresh the apt index", _sudo=plat.sudo)
+    apt.packages(
+        name="Install apt packages",
+        packages=missing,
+        no_recommends=True,
+        _sudo=plat.sudo,
+        _env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
