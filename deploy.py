@@ -5,11 +5,19 @@ pyinfra inventory.py deploy.py [--dry]
 
 from pyinfra import host
 
-from tasks import config, llamacpp, models, platform, prerequisites, servers, stack, verify
+from tasks import config, llamacpp, macos, memory_budget, models, platform, prerequisites, servers, stack, verify
 
 # Bad host data fails here, before a single operation is planned.
 cfg = config.load(host.data)
 plat = platform.detect()
+
+# Servers that cannot fit in the Mac's GPU memory fail here, before any download or restart.
+if "inference" in host.groups:
+    memory_budget.check(cfg, plat)
+
+# A fresh Mac: developer tools, Homebrew, power settings, the Metal wired-memory limit.
+if plat.os == "macos":
+    macos.bootstrap(cfg, plat, gpu="inference" in host.groups)
 
 prerequisites.install(cfg, plat)
 

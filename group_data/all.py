@@ -52,6 +52,10 @@ kitty_models = {
         "kind": "text",
         # Athene-V2-Agent is a 72B model: its Q4_K_M is ~47 GB, not the manual's 15-20 GB.
         "files": [{"name": "Athene-V2-Agent-Q4_K_M.gguf", "approx_gb": 47.4, "sha256": None}],
+        # Qwen2.5-72B's attention: 80 layers, 8 KV heads of 128 (for the KV cache budget).
+        "n_layers": 80,
+        "n_kv_heads": 8,
+        "head_dim": 128,
         "note": f"Q4 tool orchestrator (manual step 3.3). revision/size/sha256 {NOT_IN_MANUAL}",
     },
     "llama-3.3-70b-f16": {
@@ -64,6 +68,9 @@ kitty_models = {
             {"name": f"Llama-3.3-70B-Instruct-f16/Llama-3.3-70B-Instruct-f16-0000{i}-of-00004.gguf", "approx_gb": 35.3}
             for i in range(1, 5)
         ],
+        "n_layers": 80,
+        "n_kv_heads": 8,
+        "head_dim": 128,
         "note": f"F16 reasoning engine (manual step 3.4), ~141 GB. repo/revision/sha256 {NOT_IN_MANUAL}",
     },
     "hermes-summary": {
@@ -72,6 +79,9 @@ kitty_models = {
         "dir": "hermes-3-llama-3.1-8b",
         "kind": "text",
         "files": [{"name": "Hermes-3-Llama-3.1-8B.Q4_K_M.gguf", "approx_gb": 4.9}],
+        "n_layers": 32,
+        "n_kv_heads": 8,
+        "head_dim": 128,
         "note": f"Hermes 8B summarizer (manual step 3.5). The manual names no file: repo/file {NOT_IN_MANUAL}",
     },
     "gemma-3-27b-vision": {
@@ -80,6 +90,10 @@ kitty_models = {
         "dir": "gemma-3-27b-it-GGUF",
         "kind": "vision",
         "files": [{"name": "google_gemma-3-27b-it-Q4_K_M.gguf", "approx_gb": 16.5}],
+        # 5 of every 6 layers use a 1024-token sliding window: the budget's full-context KV is an upper bound.
+        "n_layers": 62,
+        "n_kv_heads": 16,
+        "head_dim": 128,
         "note": f"Gemma 3 27B vision (manual step 3.5). revision/sha256 {NOT_IN_MANUAL}",
     },
     "gemma-3-27b-mmproj": {
@@ -151,6 +165,30 @@ kitty_servers = {
         "n_gpu_layers": 999,
         "health_timeout": 400,
     },
+}
+
+# How the model servers run on macOS (see tasks/launchd.py).
+kitty_launchd = {
+    # A LaunchDaemon in the system domain: a headless Mac reached over SSH has
+    # no GUI session, so a LaunchAgent (gui/<uid>) could not be loaded there.
+    "kind": "daemon",
+    "label_prefix": "com.kitty.llama-server.",
+    "throttle_interval": 10,
+}
+
+# A fresh Mac made server-ready (tasks/macos.py) and its GPU memory budget (tasks/memory_budget.py).
+kitty_macos = {
+    # Missing Xcode Command Line Tools: "install" (unattended, via softwareupdate) or "stop".
+    "command_line_tools": "install",
+    # AC power profile: never sleep (display sleep is left alone), restart after a
+    # power failure, wake on network access.
+    "pmset": {"sleep": 0, "autorestart": 1, "womp": 1},
+    # None: the whole memory less reserve_gib (a 192 GiB Mac: 168 GiB, 172032 MiB).
+    "wired_limit_mb": None,
+    # Kept back for macOS and the container VM of the application stack.
+    "reserve_gib": 24,
+    # Per model server, for llama.cpp's compute buffers.
+    "compute_gib": 1.5,
 }
 
 kitty_stack = {

@@ -7,7 +7,9 @@ group_data holds plain values under `kitty_*` names; `load()` turns them into a
 from __future__ import annotations
 
 import re
+import runpy
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -20,6 +22,8 @@ from pydantic import (
 )
 from pyinfra.api.exceptions import DeployError
 
+from tasks.server_args import MANAGED_FLAGS, SECRET_FLAGS, flag_name
+
 # Each top-level group_data name maps to one section of the config.
 SECTIONS = {
     "kitty_paths": "paths",
@@ -30,6 +34,8 @@ SECTIONS = {
     "kitty_servers": "servers",
     "kitty_stack": "stack",
     "kitty_images": "images",
+    "kitty_launchd": "launchd",
+    "kitty_macos": "macos",
 }
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -38,6 +44,8 @@ AbsPath = Annotated[str, Field(pattern=r"^/")]
 Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
 SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
+LABEL_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*\.$"
+SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
 
 
 class ConfigError(DeployError):
@@ -92,6 +100,18 @@ class Model(Strict):
     kind: Literal["text", "vision", "mmproj"] = "text"
     files: list[ModelFile] = Field(min_length=1)
     note: str = ""
+    # The model's attention shape, for the GPU memory budget's KV cache estimate.
+    n_layers: PositiveInt | None = None
+    n_kv_heads: PositiveInt | None = None
+    head_dim: PositiveInt | None = None
+
+    @model_validator(mode="after")
+    def _dims_all_or_none(self) -> Model:
+        dims = {"n_layers": self.n_layers, "n_kv_heads": self.n_kv_heads, "head_dim": self.head_dim}
+        missing = [name for name, value in dims.items() if value is None]
+        if missing and len(missing) < len(dims):
+            raise ValueError(f"give all of n_layers, n_kv_heads, head_dim or none (missing: {', '.join(missing)})")
+        return self
 
     @field_validator("revision")
     @classmethod
@@ -130,6 +150,57 @@ class ModelServer(Strict):
     mmproj: Name | None = None
     extra_args: list[str] = []
     health_timeout: PositiveInt = 120
+    # The KV cache in GiB, when the model's dims are not given (or to override them).
+    kv_cache_gib: float | None = Field(default=None, gt=0)
+    # A file with the key, mode 0600, readable by the service user: a key in
+    # the arguments would sit in a world-readable plist or unit.
+    api_key_file: AbsPath | None = None
+    # The server's environment; written to a world-readable plist or unit.
+    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+
+    @field_validator("extra_args")
+    @classmethod
+    def _extra_args_do_not_repeat_fields(cls, value: list[str]) -> list[str]:
+        for arg in value:
+            flag = flag_name(arg)
+            if flag in SECRET_FLAGS:
+                # The flag only: its value is the secret.
+                raise ValueError(f"{flag} would put the key in a world-readable plist or unit: use api_key_file")
+            if flag in MANAGED_FLAGS:
+                raise ValueError(f"{arg!r} is set by the field {MANAGED_FLAGS[flag]!r}: set that instead")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_holds_no_secret(cls, value: dict[str, str]) -> dict[str, str]:
+        for key in value:
+            if SECRET_NAME.search(key):
+                raise ValueError(f"{key!r} looks like a secret; plists and units are world-readable: use api_key_file")
+        return value
+
+
+class Launchd(Strict):
+    # daemon: /Library/LaunchDaemons, system domain, runs as UserName; works on
+    # a headless Mac reached over SSH. agent: ~/Library/LaunchAgents in
+    # gui/<uid>, which only exists while that user is logged in at the GUI.
+    kind: Literal["daemon", "agent"] = "daemon"
+    # Reverse-DNS, ending in a dot: the server name completes the label.
+    label_prefix: str = Field(default="com.kitty.llama-server.", pattern=LABEL_PREFIX)
+    # Seconds launchd waits before respawning a server that exited.
+    throttle_interval: PositiveInt = 10
+
+
+class MacOS(Strict):
+    # Missing Command Line Tools: install them unattended, or stop and print the commands.
+    command_line_tools: Literal["install", "stop"] = "install"
+    # pmset settings for the AC power profile; a setting not listed is left as it is.
+    pmset: dict[Annotated[str, Field(pattern=r"^[a-z]+$")], Annotated[int, Field(ge=0)]] = {}
+    # Metal's wired-memory limit in MiB; None: the whole memory less reserve_gib.
+    wired_limit_mb: PositiveInt | None = None
+    # GiB kept back from Metal for macOS and the containers.
+    reserve_gib: float = Field(default=24, ge=0)
+    # GiB allowed per model server for llama.cpp's compute buffers.
+    compute_gib: float = Field(default=1.5, ge=0)
 
 
 class StackService(Strict):
@@ -167,6 +238,8 @@ class KittyConfig(Strict):
     servers: dict[Name, ModelServer]
     stack: Stack
     images: Images = Images()
+    launchd: Launchd = Launchd()
+    macos: MacOS = MacOS()
 
     @model_validator(mode="after")
     def _servers_fit_models(self) -> KittyConfig:
@@ -247,3 +320,17 @@ def _describe(error: dict) -> str:
         # Cross-field checks name their field themselves.
         return message
     return f"{'.'.join(location)}: {message}"
+
+
+def read_group_data(*directories: str | Path) -> dict[str, Any]:
+    """The `kitty_*` values of each directory's all.py, later directories winning, as pyinfra merges them.
+
+    For controller-side tools (the host test suite) that need the same data as the deploy.
+    """
+    merged: dict[str, Any] = {}
+    for directory in directories:
+        path = Path(directory) / "all.py"
+        if path.exists():
+            values = runpy.run_path(str(path))
+            merged.update({key: value for key, value in values.items() if key.startswith("kitty_")})
+    return merged

@@ -6,15 +6,10 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
-from pyinfra.facts.server import Which
 from pyinfra.operations import apt, brew
 
 from tasks.config import KittyConfig
 from tasks.platform import Platform
-
-HOMEBREW_INSTALL = (
-    'NONINTERACTIVE=1 /bin/bash -c "$(curl -fsSL https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"'
-)
 
 
 @deploy("Prerequisites")
@@ -28,11 +23,7 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
 def _brew_packages(packages: list[str], plat: Platform) -> None:
     if plat.user == "root":
         raise DeployError(f"{host.name}: Homebrew refuses to run as root: deploy as the admin user")
-    if not host.get_fact(Which, command="brew", _env=plat.env):
-        raise DeployError(
-            f"{host.name}: Homebrew is not installed under {plat.brew_prefix}. Install it as the admin user:\n"
-            f"  {HOMEBREW_INSTALL}"
-        )
+    # Homebrew itself is installed by the macOS bootstrap (tasks/macos.py), which runs first.
     if packages:
         brew.packages(name="Install Homebrew packages", packages=packages, _env=plat.env)
 

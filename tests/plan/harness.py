@@ -54,8 +54,11 @@ def group_data() -> dict:
     return {key: value for key, value in values.items() if not key.startswith("_") and key.isidentifier()}
 
 
-def plan(responses: dict, data: dict | None = None, groups=("inference", "application")) -> Plan:
-    """Plan deploy.py for one fake host answering `responses`; `data` overrides group data."""
+def plan(
+    responses: dict, data: dict | None = None, groups=("inference", "application"), deploy_file: str = "deploy.py"
+) -> Plan:
+    """Plan `deploy_file` (relative to the project root) for one fake host answering
+    `responses`; `data` overrides group data."""
     host_data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0}
     inventory = Inventory(
         ([(HOST, host_data)], group_data()),
@@ -73,7 +76,7 @@ def plan(responses: dict, data: dict | None = None, groups=("inference", "applic
             host = inventory.get_host(HOST)
             executed = _record_commands(host)
             state.set_stage(StateStage.Prepare)
-            load_deploy_file(state, str(ROOT / "deploy.py"))
+            load_deploy_file(state, str(ROOT / deploy_file))
             return Plan(ops=_collect(state, host), executed=executed)
     finally:
         os.chdir(old_cwd)

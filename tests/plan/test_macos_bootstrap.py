@@ -1,0 +1,262 @@
+"""A fresh Mac taken to a server-ready state, planned from simulated facts; a converged one plans nothing."""
+
+import copy
+import plistlib
+import subprocess
+
+import pytest
+from pyinfra.api.command import FileUploadCommand, StringCommand
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_host
+
+from tasks import macos
+from tests.plan import harness, hosts
+from tests.plan.harness import plan
+
+BOOTSTRAP = [
+    "Install the Xcode Command Line Tools",
+    "Install Homebrew",
+    "Set the power settings (pmset)",
+    "Let Metal wire 237568 MiB (iogpu.wired_limit_mb)",
+    "Set the wired-memory limit at boot (LaunchDaemon)",
+]
+BREW_PATH = "/opt/homebrew/bin:/opt/homebrew/sbin:"
+
+
+def bootstrap_ops(result):
+    """The operations of the macOS bootstrap step; later steps have their own tests."""
+    fixed = {name for name in BOOTSTRAP if not name.startswith("Let Metal wire")}
+    return [op for op in result.ops if op.name in fixed or op.name.startswith("Let Metal wire")]
+
+
+@pytest.fixture
+def planned(monkeypatch):
+    """Each planned operation's global arguments (_sudo, _env) and raw commands, by name."""
+    details = {}
+    collect = harness._collect
+
+    def recording_collect(state, host):
+        for op_hash in state.get_op_order():
+            if op_hash not in state.ops[host]:
+                continue
+            op_data = state.get_op_data_for_host(host, op_hash)
+            with ctx_host.use(host):
+                commands = list(op_data.command_generator())
+            name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
+            details[name] = (op_data.global_arguments, commands)
+        return collect(state, host)
+
+    monkeypatch.setattr(harness, "_collect", recording_collect)
+    return details
+
+
+def servers_without(*names):
+    servers = copy.deepcopy(hosts.DEFAULTS["kitty_servers"])
+    for name in names:
+        servers[name]["enabled"] = False
+    return {"kitty_servers": servers}
+
+
+def test_brand_new_mac_gets_the_whole_bootstrap_in_order_before_anything_else():
+    names = [op.name for op in plan(hosts.macos_new()).ops]
+    assert names[: len(BOOTSTRAP)] == BOOTSTRAP
+    assert "Install Homebrew packages" in names[len(BOOTSTRAP) :]
+
+
+def test_command_line_tools_are_installed_through_softwareupdate_like_homebrews_installer():
+    (command,) = plan(hosts.macos_new()).op("Install the Xcode Command Line Tools").commands
+    # The placeholder makes softwareupdate list the tools; it is removed however the install ends.
+    assert command.startswith(f"touch {macos.CLT_PLACEHOLDER} && trap 'rm -f {macos.CLT_PLACEHOLDER}' EXIT")
+    assert "softwareupdate -l" in command and "grep -B 1 -E 'Command Line Tools'" in command
+    assert 'softwareupdate -i "$label"' in command
+    assert command.endswith("xcode-select --switch /Library/Developer/CommandLineTools")
+
+
+def test_system_changes_use_sudo_and_homebrew_installs_as_the_admin_user(planned):
+    plan(hosts.macos_new())
+    for name in BOOTSTRAP:
+        arguments, _ = planned[name]
+        assert arguments["_sudo"] is (name != "Install Homebrew"), name
+    (install,) = plan(hosts.macos_new()).op("Install Homebrew").commands
+    assert install == macos.HOMEBREW_INSTALL and install.startswith("NONINTERACTIVE=1 ")
+
+
+def test_every_brew_command_gets_the_homebrew_prefix_on_path_for_non_login_ssh(planned):
+    result = plan(hosts.macos_new())
+    fact_paths = [env.get("PATH", "") for command, env in result.executed if "brew" in command]
+    assert fact_paths and all(path.startswith(BREW_PATH) for path in fact_paths)
+    for name in ("Install Homebrew", "Install Homebrew packages"):
+        arguments, _ = planned[name]
+        assert arguments["_env"]["PATH"].startswith(BREW_PATH), name
+
+
+def test_intel_mac_installs_homebrew_with_usr_local_on_path(planned):
+    plan(hosts.macos_new(arch="x86_64"))
+    arguments, _ = planned["Install Homebrew packages"]
+    assert arguments["_env"]["PATH"].startswith("/usr/local/bin:/usr/local/sbin:")
+
+
+def test_pmset_changes_only_the_settings_that_differ():
+    # As shipped: sleep 1, autorestart 0, womp already 1; displaysleep is not managed.
+    assert plan(hosts.macos_new()).op("Set the power settings (pmset)").commands == ["pmset -c sleep 0 autorestart 1"]
+
+
+def test_pmset_with_extra_wanted_settings_sets_them_too():
+    data = {"kitty_macos": {**hosts.DEFAULTS["kitty_macos"], "pmset": {"sleep": 0, "displaysleep": 30}}}
+    result = plan(hosts.macos_converged(), data=data)
+    assert [op.commands for op in bootstrap_ops(result)] == [["pmset -c displaysleep 30"]]
+
+
+def test_wired_limit_is_total_memory_less_the_reserve_and_survives_reboots(planned):
+    result = plan(hosts.macos_new())
+    # 256 GiB less the 24 GiB reserve.
+    assert result.op("Let Metal wire 237568 MiB (iogpu.wired_limit_mb)").commands == [
+        "sysctl iogpu.wired_limit_mb=237568"
+    ]
+    arguments, commands = planned["Set the wired-memory limit at boot (LaunchDaemon)"]
+    assert arguments["_sudo"] is True
+    upload = commands[0]
+    assert isinstance(upload, FileUploadCommand) and upload.dest == macos.WIRED_LIMIT_PLIST
+    daemon = plistlib.loads(upload.src.getvalue().encode())
+    assert daemon["Label"] == macos.WIRED_LIMIT_LABEL
+    assert daemon["ProgramArguments"] == ["/usr/sbin/sysctl", "iogpu.wired_limit_mb=237568"]
+    assert daemon["RunAtLoad"] is True
+    ownership = [str(command) for command in commands[1:] if isinstance(command, StringCommand)]
+    assert ownership == [f"chown root:wheel {macos.WIRED_LIMIT_PLIST}", f"chmod 644 {macos.WIRED_LIMIT_PLIST}"]
+
+
+def test_a_configured_wired_limit_wins_over_the_reserve():
+    data = {"kitty_macos": {**hosts.DEFAULTS["kitty_macos"], "wired_limit_mb": 230000}}
+    result = plan(hosts.macos_converged(), data=data)
+    assert [op.name for op in bootstrap_ops(result)] == [
+        "Let Metal wire 230000 MiB (iogpu.wired_limit_mb)",
+        "Set the wired-memory limit at boot (LaunchDaemon)",
+    ]
+
+
+def test_converged_mac_plans_no_bootstrap_step():
+    assert bootstrap_ops(plan(hosts.macos_converged())) == []
+
+
+def test_a_mac_with_xcode_instead_of_the_tools_is_left_alone():
+    facts = hosts.macos_converged()
+    facts["xcode-select -p"] = "/Applications/Xcode.app/Contents/Developer"
+    assert bootstrap_ops(plan(facts)) == []
+
+
+def test_stop_policy_names_the_commands_instead_of_installing():
+    data = {"kitty_macos": {**hosts.DEFAULTS["kitty_macos"], "command_line_tools": "stop"}}
+    with pytest.raises(PyinfraError, match=r"(?s)Command Line Tools are missing.*sudo softwareupdate -i"):
+        plan(hosts.macos_new(), data=data)
+
+
+def test_the_manuals_four_servers_are_refused_on_a_192_gib_mac_before_anything_else(monkeypatch):
+    asked = []
+    record = harness._record_commands
+    monkeypatch.setattr(harness, "_record_commands", lambda host: asked.append(record(host)) or asked[0])
+    with pytest.raises(PyinfraError) as refused:
+        plan(hosts.macos_new(memory_gib=192))
+    message = str(refused.value)
+    assert "do not fit in GPU memory" in message and "f16" in message and "217.3" in message
+    assert "q4 + summary + vision" in message
+    # Stopped at the budget: not a single fact of the bootstrap or of a later step was gathered.
+    commands = [command for command, _ in asked[0]]
+    assert any("hw.memsize" in command for command in commands)
+    assert not any(word in command for command in commands for word in ("xcode-select", "pmset", "brew"))
+
+
+def test_without_the_q4_server_a_192_gib_mac_is_bootstrapped():
+    result = plan(hosts.macos_new(memory_gib=192), data=servers_without("q4"))
+    # 192 GiB less the 24 GiB reserve.
+    assert result.op("Let Metal wire 172032 MiB (iogpu.wired_limit_mb)").commands == [
+        "sysctl iogpu.wired_limit_mb=172032"
+    ]
+
+
+def test_a_macos_without_the_wired_limit_setting_is_refused_by_name():
+    facts = hosts.macos_converged()
+    facts["sysctl hw.memsize iogpu.wired_limit_mb"] = [f"hw.memsize: {256 * 1024**3}"]
+    with pytest.raises(PyinfraError, match="needs macOS 14 or later"):
+        plan(facts)
+
+
+def test_an_application_only_mac_gets_no_gpu_budget_or_wired_limit():
+    result = plan(hosts.macos_new(memory_gib=16), groups=("application",))
+    assert [op.name for op in bootstrap_ops(result)] == BOOTSTRAP[:3]
+    assert not any("hw.memsize" in command for command, _ in result.executed)
+
+
+def test_linux_hosts_skip_the_bootstrap_and_the_budget():
+    result = plan(hosts.linux())
+    assert not any("sysctl" in command or "pmset" in command for command, _ in result.executed)
+    assert not any(name in BOOTSTRAP for name in (op.name for op in result.ops))
+
+
+def test_pmset_output_is_read_per_power_profile():
+    output = [
+        "Battery Power:",
+        " sleep                1",
+        " displaysleep         2",
+        "AC Power:",
+        " Sleep On Power Button 1",
+        " sleep                0 (sleep prevented by powerd)",
+        " hibernatefile        /var/vm/sleepimage",
+        " womp                 1",
+    ]
+    assert macos.parse_pmset(output) == {
+        "Battery Power": {"sleep": 1, "displaysleep": 2},
+        "AC Power": {"Sleep On Power Button": 1, "sleep": 0, "womp": 1},
+    }
+
+
+SOFTWAREUPDATE_LIST = """\
+Software Update Tool
+
+Finding available software
+Software Update found the following new or updated software:
+* Label: Command Line Tools for Xcode-15.3
+\tTitle: Command Line Tools for Xcode, Version: 15.3, Size: 707501KiB, Recommended: YES,
+* Label: Command Line Tools for Xcode-16.0
+\tTitle: Command Line Tools for Xcode, Version: 16.0, Size: 751394KiB, Recommended: YES,
+* Label: macOS Sonoma 14.7.1-23H222
+\tTitle: macOS Sonoma 14.7.1, Version: 14.7.1, Size: 1234567KiB, Recommended: YES, Action: restart,
+"""
+
+
+def run_clt_install(tmp_path, listing: str):
+    """The planned install command, run by sh against stub softwareupdate and xcode-select."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "calls.log"
+    bin_dir.mkdir()
+    placeholder = tmp_path / "placeholder"
+    (tmp_path / "listing").write_text(listing)
+    for tool, behaviour in {
+        # Like the real one: it lists the tools only while the placeholder exists.
+        "softwareupdate": f'if [ "$1" = -l ]; then test -e {placeholder} && cat {tmp_path}/listing; '
+        f'else echo "softwareupdate $*" >> {log}; fi',
+        "xcode-select": f'echo "xcode-select $*" >> {log}',
+    }.items():
+        (bin_dir / tool).write_text(f"#!/bin/sh\n{behaviour}\n")
+        (bin_dir / tool).chmod(0o755)
+    (command,) = plan(hosts.macos_new()).op("Install the Xcode Command Line Tools").commands
+    command = command.replace(macos.CLT_PLACEHOLDER, str(placeholder))
+    env = {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+    done = subprocess.run(["sh", "-c", command], env=env, capture_output=True, text=True, timeout=30)
+    calls = log.read_text().splitlines() if log.exists() else []
+    return done, calls, placeholder
+
+
+def test_clt_install_picks_the_newest_tools_label_and_removes_the_placeholder(tmp_path):
+    done, calls, placeholder = run_clt_install(tmp_path, SOFTWAREUPDATE_LIST)
+    assert done.returncode == 0, done.stderr
+    assert calls == [
+        "softwareupdate -i Command Line Tools for Xcode-16.0",
+        "xcode-select --switch /Library/Developer/CommandLineTools",
+    ]
+    assert not placeholder.exists()
+
+
+def test_clt_install_fails_by_name_when_softwareupdate_offers_no_tools(tmp_path):
+    done, calls, placeholder = run_clt_install(tmp_path, "Software Update Tool\n\nNo new software available.\n")
+    assert done.returncode != 0
+    assert "softwareupdate offers no Command Line Tools" in done.stderr
+    assert calls == [] and not placeholder.exists()
