@@ -20,6 +20,19 @@ from tasks.facts import CurrentUser
 BREW_PREFIX = {"arm64": "/opt/homebrew", "x86_64": "/usr/local"}
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
 
+# llama.cpp backends each OS can build, and the CMake switches that select them.
+# Metal's shader library is embedded so the binary runs from any folder.
+LLAMACPP_BACKENDS = {
+    "macos": {
+        "metal": ["-DGGML_METAL=ON", "-DGGML_METAL_EMBED_LIBRARY=ON", "-DGGML_BLAS=ON", "-DGGML_BLAS_VENDOR=Apple"],
+        "cpu": ["-DGGML_METAL=OFF", "-DGGML_BLAS=ON", "-DGGML_BLAS_VENDOR=Apple"],
+    },
+    "linux": {
+        "cpu": [],
+        "cuda": ["-DGGML_CUDA=ON"],
+    },
+}
+
 
 @dataclass(frozen=True)
 class Platform:
@@ -41,6 +54,24 @@ class Platform:
     @property
     def default_backend(self) -> Literal["metal", "cpu"]:
         return "metal" if self.os == "macos" else "cpu"
+
+    def hf_binary(self, opt_dir: str) -> str:
+        """The Hugging Face CLI: Homebrew's formula on macOS, a venv of ours on Linux."""
+        if self.brew_prefix:
+            return f"{self.brew_prefix}/bin/hf"
+        return f"{opt_dir}/hf/bin/hf"
+
+    def llamacpp_backend_flags(self, backend: str) -> tuple[str, list[str]]:
+        """The backend to build (`auto` resolved) and its CMake switches."""
+        if backend == "auto":
+            backend = self.default_backend
+        flags = LLAMACPP_BACKENDS[self.os].get(backend)
+        if flags is None:
+            raise DeployError(
+                f"kitty_llamacpp.backend: {backend!r} cannot be built on {self.os} "
+                f"(choose from {', '.join(['auto', *LLAMACPP_BACKENDS[self.os]])})"
+            )
+        return backend, flags
 
     @property
     def env(self) -> dict[str, str]:
