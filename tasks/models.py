@@ -1,10 +1,161 @@
-"""GGUF model files at pinned revisions, sha256-verified once."""
+"""GGUF model files at pinned revisions, downloaded with `hf download` and sha256-verified once.
+
+A file is hashed once, after download (or when found without a stamp); its
+hash, size and mtime go into a stamp beside it (`<dir>/.kitty/<file>.stamp`).
+Later converges compare stat data with the stamp only, so a 140 GB model is
+never re-read unless asked (`--data verify_models=full`).
+"""
 
 from __future__ import annotations
 
-from tasks.config import KittyConfig
+from dataclasses import dataclass
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
+from pyinfra.operations import files
+
+from tasks.config import KittyConfig, Model, ModelFile
+from tasks.facts import FreeSpace, ModelDirFiles, ModelFileStates
+from tasks.operations import run_with_progress
 from tasks.platform import Platform
 
+FETCH_SCRIPT = str(Path(__file__).resolve().parent.parent / "templates" / "model-fetch.sh")
+GB = 10**9
 
-def download(cfg: KittyConfig, plat: Platform) -> None:
-    """Plans nothing yet: model download and verification (issue 5) is not implemented, so nothing is claimed either."""
+
+@dataclass(frozen=True)
+class Wanted:
+    model_name: str
+    model: Model
+    file: ModelFile
+
+    @property
+    def rel(self) -> str:
+        return f"{self.model.dir}/{self.file.name}"
+
+    @property
+    def expected_bytes(self) -> int:
+        return self.file.size or int((self.file.approx_gb or 0) * GB)
+
+
+def wanted_files(cfg: KittyConfig) -> list[Wanted]:
+    """Every file an enabled server needs (weights, shards, projector), and prefetched models' files.
+
+    A disabled server's files are not fetched: the F16 model alone is 141 GB.
+    """
+    names = [name for name, model in cfg.models.items() if model.prefetch]
+    for server in cfg.enabled_servers().values():
+        names += [server.model] + ([server.mmproj] if server.mmproj else [])
+    seen = dict.fromkeys(names)
+    return [Wanted(name, cfg.models[name], file) for name in seen for file in cfg.models[name].files]
+
+
+def is_verified(wanted: Wanted, state: dict | None, full: bool) -> bool:
+    """Stamped at this size and mtime, with the pinned hash (and, in full mode, still hashing to it)."""
+    if not state or not state["exists"] or not state["stamp"]:
+        return False
+    stamp = state["stamp"]
+    if (stamp["size"], stamp["mtime"]) != (state["size"], state["mtime"]):
+        return False
+    if wanted.file.sha256 and stamp["sha256"] != wanted.file.sha256:
+        return False
+    if wanted.file.size and state["size"] != wanted.file.size:
+        return False
+    return not full or state["sha256"] == stamp["sha256"]
+
+
+@deploy("Model files")
+def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]:
+    """Make every wanted file present and verified. Returns, per model, the operations that replaced a file."""
+    models_dir = cfg.paths.models_dir
+    wanted = wanted_files(cfg)
+    full = cfg.model_policy.verify == "full"
+    states = host.get_fact(ModelFileStates, models_dir=models_dir, files=[w.rel for w in wanted], full=full) or {}
+    todo = [w for w in wanted if not is_verified(w, states.get(w.rel), full)]
+
+    _report_unreferenced(cfg, wanted)
+    if not todo:
+        return {}
+
+    _refuse_unpinned(cfg, todo)
+    _preflight_disk(cfg, todo, states)
+    files.directory(name="models folder", path=models_dir, user=plat.user, _sudo=plat.sudo)
+    files.put(name="model fetch script", src=FETCH_SCRIPT, dest=f"{models_dir}/.kitty-fetch.sh", mode="755")
+    env = _hf_env(cfg)
+    changed: dict[str, list[OperationMeta]] = {}
+    for item in todo:
+        changed.setdefault(item.model_name, []).append(
+            run_with_progress(
+                name=f"Fetch {item.rel}",
+                command=[
+                    "bash",
+                    f"{models_dir}/.kitty-fetch.sh",
+                    plat.hf_binary(cfg.paths.opt_dir),
+                    models_dir,
+                    item.model.dir,
+                    item.model.repo,
+                    item.model.revision or "main",
+                    item.file.name,
+                    item.file.sha256 or "-",
+                ],
+                env=env,
+            )
+        )
+    return changed
+
+
+def _refuse_unpinned(cfg: KittyConfig, todo: list[Wanted]) -> None:
+    unpinned = sorted({w.model_name for w in todo if not w.model.pinned})
+    if unpinned and not cfg.model_policy.allow_unpinned:
+        raise DeployError(
+            f"{host.name}: refusing to download models whose revision is not pinned: {', '.join(unpinned)}.\n"
+            "  Pin a commit sha in kitty_models.<name>.revision, or accept what the repository's main branch "
+            "holds today with --data allow_unpinned_models=true"
+        )
+
+
+def _preflight_disk(cfg: KittyConfig, todo: list[Wanted], states: dict) -> None:
+    # A re-download of a file that exists needs room for the new copy beside the old one.
+    needed = sum(w.expected_bytes for w in todo)
+    free = host.get_fact(FreeSpace, path=cfg.paths.models_dir)
+    if free is not None and needed > free:
+        lines = [f"    {w.rel:<70} {w.expected_bytes / GB:8.1f} GB" for w in todo]
+        raise DeployError(
+            f"{host.name}: not enough disk for the model files: {needed / GB:.1f} GB needed, "
+            f"{free / GB:.1f} GB free on the volume of {cfg.paths.models_dir}\n" + "\n".join(lines)
+        )
+
+
+def _report_unreferenced(cfg: KittyConfig, wanted: list[Wanted]) -> None:
+    referenced = {w.rel for w in wanted}
+    # Files of defined but disabled servers are kept: enabling one must not mean a new download.
+    defined = {f"{m.dir}/{f.name}" for m in cfg.models.values() for f in m.files}
+    present = host.get_fact(ModelDirFiles, models_dir=cfg.paths.models_dir) or []
+    stray = [rel for rel in present if rel not in referenced and rel not in defined]
+    for rel in stray:
+        if cfg.model_policy.delete_unreferenced:
+            files.file(
+                name=f"Remove unreferenced model file {rel}", path=f"{cfg.paths.models_dir}/{rel}", present=False
+            )
+        else:
+            logger.warning(
+                f"{host.name}: {cfg.paths.models_dir}/{rel} is not used by any model "
+                "(remove it with --data delete_unreferenced_models=true)"
+            )
+
+
+def _hf_env(cfg: KittyConfig) -> dict[str, str]:
+    env = {
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_UPDATE_CHECK": "1",
+        "HF_HOME": f"{cfg.paths.opt_dir}/hf/home",
+        "NO_COLOR": "1",
+    }
+    if cfg.model_policy.hf_endpoint:
+        env["HF_ENDPOINT"] = cfg.model_policy.hf_endpoint
+    if cfg.model_policy.offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    return env

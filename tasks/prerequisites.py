@@ -6,7 +6,7 @@ from pyinfra import host
 from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, brew
+from pyinfra.operations import apt, brew, files, pip
 
 from tasks.config import KittyConfig
 from tasks.platform import Platform
@@ -18,6 +18,7 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
         _brew_packages(cfg.packages.brew, plat)
     else:
         _apt_packages(cfg.packages.apt, plat)
+        _hf_venv(cfg, plat)
 
 
 def _brew_packages(packages: list[str], plat: Platform) -> None:
@@ -42,4 +43,17 @@ def _apt_packages(packages: list[str], plat: Platform) -> None:
         no_recommends=True,
         _sudo=plat.sudo,
         _env={"DEBIAN_FRONTEND": "noninteractive"},
+    )
+
+
+def _hf_venv(cfg: KittyConfig, plat: Platform) -> None:
+    # Debian's packages lag far behind the `hf` CLI the models step uses: a pinned venv of our own.
+    venv = f"{cfg.paths.opt_dir}/hf"
+    files.directory(name="Hugging Face CLI folder", path=venv, user=plat.user, _sudo=plat.sudo)
+    pip.virtualenv(name="Hugging Face CLI venv", path=venv, python="python3", venv=True)
+    pip.packages(
+        name="Hugging Face CLI",
+        packages=[cfg.packages.hf_pip],
+        pip=f"{venv}/bin/pip",
+        _env={"PIP_DISABLE_PIP_VERSION_CHECK": "1"},
     )
