@@ -22,9 +22,11 @@ if plat.os == "macos":
 prerequisites.install(cfg, plat)
 
 if "inference" in host.groups:
-    llamacpp.build(cfg, plat)
-    models.download(cfg, plat)
-    servers.run(cfg, plat)
+    # What a server runs is the `current` build and its model files: when
+    # either is replaced in this run, the servers using it restart.
+    new_build = llamacpp.build(cfg, plat)
+    new_model_files = models.download(cfg, plat)
+    servers.run(cfg, plat, new_build, new_model_files)
 
 if "application" in host.groups:
     stack.up(cfg, plat)

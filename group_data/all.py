@@ -194,12 +194,23 @@ kitty_macos = {
 kitty_stack = {
     "enabled": True,
     "repo_url": "git@github.com:kitty/KITT.git",
-    # None: not pinned; the manual runs whatever is checked out.
+    # A tag or commit. None: not pinned (the manual runs whatever is checked out):
+    # cloned once at the default branch, then never moved by the deploy.
     "ref": None,
     "compose_file": "infra/compose/docker-compose.yml",
     "env_file": ".env",
     "project_name": "kitty",
-    "runtime": "colima",
+    # auto: colima on macOS (headless, no GUI login, MIT licence; a LaunchDaemon keeps
+    # it up across reboots), the Docker engine on Linux. "docker-desktop" or
+    # "orbstack" if you run those (checked, not managed).
+    "runtime": "auto",
+    # The Linux VM of the containers; the model servers run natively, outside it.
+    "colima": {"cpu": 4, "memory_gib": 8, "disk_gib": 100, "profile": "default"},
+    "runtime_timeout": 300,
+    # colima and Docker Desktop resolve host.docker.internal to the Mac's own
+    # loopback, where the llama-servers listen: no extra_hosts needed there.
+    "model_host": "host.docker.internal",
+    "extra_hosts": {},
     "services": {
         "brain": {"port": 8000, "health": "/health", "health_timeout": 180},
         "gateway": {"port": 8080, "health": "/health"},
@@ -214,7 +225,9 @@ kitty_stack = {
         "mosquitto": {"port": 1883},
     },
     "env": {"OFFLINE_MODE": "true"},
-    # Taken from the operator's environment or a git-ignored secrets file.
+    # Names only. Values: the operator's environment (same name) or else
+    # secrets_file on the controller (NAME=value lines, git-ignored, keep it 0600).
+    "secrets_file": "secrets.env",
     "secrets": [
         "ADMIN_USERS",
         "OPENAI_API_KEY",

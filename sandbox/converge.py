@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -36,7 +37,28 @@ def is_running(name: str) -> bool:
     return result.stdout.strip() == "true" and (ROOT / ".sandbox" / name / "env").exists()
 
 
+HF_MIRROR = [sys.executable, str(ROOT / "sandbox" / "hf-mirror.py")]
+
+
+def hf_mirror_port() -> int:
+    endpoint = runpy.run_path(str(GROUP_DATA / "all.py"))["kitty_model_policy"]["hf_endpoint"]
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+def prepare_mirrors() -> None:
+    """The offline stand-ins for upstream: a llama.cpp git mirror (/srv/mirrors in the
+    sandbox) and a Hugging Face mirror on loopback, shared with the sandbox's network."""
+    subprocess.run(["bash", str(ROOT / "sandbox" / "make-llama-mirror.sh")], check=True)
+    subprocess.run([*HF_MIRROR, "prepare"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run([*HF_MIRROR, "serve", "--port", str(hf_mirror_port())], check=True)
+
+
+def stop_mirrors() -> None:
+    subprocess.run([*HF_MIRROR, "stop"], check=False)
+
+
 def ensure_sandbox(name: str, port: int, fresh: bool) -> dict[str, str]:
+    prepare_mirrors()
     if fresh or not is_running(name):
         subprocess.run([*SANDBOX, "start", "--name", name, "--ssh-port", str(port), "--replace"], check=True)
     return sandbox_env(name)

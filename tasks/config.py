@@ -70,6 +70,8 @@ class Paths(Strict):
 class Packages(Strict):
     brew: list[str] = []
     apt: list[str] = []
+    # On Linux the Hugging Face CLI lives in a venv of its own (<opt_dir>/hf).
+    hf_pip: str = "huggingface_hub==2.4.0"
 
 
 class LlamaCpp(Strict):
@@ -100,6 +102,8 @@ class Model(Strict):
     kind: Literal["text", "vision", "mmproj"] = "text"
     files: list[ModelFile] = Field(min_length=1)
     note: str = ""
+    # Download even while no enabled server uses it (stage a big model before switching to it).
+    prefetch: bool = False
     # The model's attention shape, for the GPU memory budget's KV cache estimate.
     n_layers: PositiveInt | None = None
     n_kv_heads: PositiveInt | None = None
@@ -130,6 +134,10 @@ class ModelPolicy(Strict):
     # "stamp": trust size+mtime of a file hashed before; "full": re-hash everything.
     verify: Literal["stamp", "full"] = "stamp"
     delete_unreferenced: bool = False
+    # A LAN mirror of the Hugging Face hub (HF_ENDPOINT); None: the hub itself.
+    hf_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    # No network at all: only files already present can be verified.
+    offline: bool = False
 
 
 class ModelServer(Strict):
@@ -203,24 +211,98 @@ class MacOS(Strict):
     compute_gib: float = Field(default=1.5, ge=0)
 
 
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+
+
 class StackService(Strict):
+    # The port the service publishes on the host (rendered into .env as <SERVICE>_PORT).
     port: Port | None = None
-    # HTTP path for a health check, or the name of a built-in probe.
-    health: str | None = None
+    # "/path": an HTTP GET on the port must answer 2xx; "redis": PING; "postgres":
+    # SELECT 1; None: the container must be running (and healthy, if it has a healthcheck).
+    health: str | None = Field(default=None, pattern=r"^(/.*|redis|postgres)$")
+    # Seconds to wait for it after `docker compose up`.
     health_timeout: PositiveInt = 120
+
+    @model_validator(mode="after")
+    def _http_health_needs_a_port(self) -> StackService:
+        if self.health and self.health.startswith("/") and self.port is None:
+            raise ValueError(f"health {self.health!r} is an HTTP check: give the service's port")
+        return self
+
+
+class Colima(Strict):
+    # The VM colima runs the containers in; changing these restarts it.
+    cpu: PositiveInt = 4
+    memory_gib: PositiveInt = 8
+    # The disk can only grow: colima refuses to shrink it.
+    disk_gib: PositiveInt = 100
+    profile: Name = "default"
+
+
+class ComposePlugin(Strict):
+    # Linux: Debian 12 packages only compose v1. `{arch}` becomes x86_64 or aarch64.
+    url: str = "https://github.com/docker/compose/releases/download/v2.40.3/docker-compose-linux-{arch}"
+    sha256: SHA256 | None = None
 
 
 class Stack(Strict):
     enabled: bool = True
     repo_url: str
+    # A tag or commit. None: clone the default branch once and never move it
+    # (the manual's way); the deploy reports it as unpinned.
     ref: str | None
     compose_file: str = "infra/compose/docker-compose.yml"
     env_file: str = ".env"
     project_name: Name = "kitty"
-    runtime: Literal["colima", "docker-desktop", "orbstack", "engine"] = "colima"
+    # auto: colima on macOS, engine on Linux. colima (macOS, headless, supervised
+    # by launchd), docker-desktop / orbstack (macOS, need a GUI login: only
+    # checked), engine (Linux: docker.io from apt), external (an engine already
+    # answers, e.g. a mounted socket: only the client is installed, and checked).
+    runtime: Literal["auto", "colima", "docker-desktop", "orbstack", "engine", "external"] = "auto"
+    colima: Colima = Colima()
+    compose_plugin: ComposePlugin = ComposePlugin()
+    # Seconds to wait for `docker info` once the runtime is started.
+    runtime_timeout: PositiveInt = 300
+    # How containers reach the model servers: LLAMACPP_<NAME>_HOST=http://<model_host>:<port>.
+    model_host: str = Field(default="host.docker.internal", pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    # Added to every service (a compose override file), e.g. host.docker.internal:
+    # host-gateway where the runtime does not provide that name (a Linux engine).
+    extra_hosts: dict[str, str] = {}
     services: dict[Name, StackService]
-    env: dict[str, str] = {}
-    secrets: list[str] = []
+    # Non-secret .env values; ports and LLAMACPP_*_HOST are derived, not listed here.
+    env: dict[EnvName, str] = {}
+    # Names only: values come from the operator's environment or `secrets_file`.
+    secrets: list[EnvName] = []
+    # On the controller, relative to the directory pyinfra runs in; git-ignored.
+    secrets_file: str | None = "secrets.env"
+
+    @field_validator("env")
+    @classmethod
+    def _env_holds_no_secret(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, item in value.items():
+            if SECRET_NAME.search(key):
+                raise ValueError(f"{key!r} looks like a secret: list its name in kitty_stack.secrets instead")
+            if "'" in item or "\n" in item:
+                raise ValueError(f"{key!r}: a .env value cannot hold a single quote or a newline")
+        return value
+
+    @model_validator(mode="after")
+    def _names_are_set_once(self) -> Stack:
+        derived = {f"{service_env_name(name)}_PORT" for name, s in self.services.items() if s.port}
+        for name in self.env:
+            if name in derived:
+                raise ValueError(f"kitty_stack.env.{name}: derived from kitty_stack.services; set the port there")
+            if name.startswith("LLAMACPP_") and name.endswith("_HOST"):
+                raise ValueError(f"kitty_stack.env.{name}: derived from kitty_servers and kitty_stack.model_host")
+            if name in self.secrets:
+                raise ValueError(f"kitty_stack.env.{name}: also listed in kitty_stack.secrets")
+        return self
+
+
+def service_env_name(name: str) -> str:
+    """`brain` -> `BRAIN`, `images-api` -> `IMAGES_API`: the prefix of a service's .env names."""
+    return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 class Images(Strict):
@@ -283,10 +365,21 @@ class KittyConfig(Strict):
         return {name: server for name, server in self.servers.items() if server.enabled}
 
 
+# One-off switches for the command line: `pyinfra ... --data verify_models=full`.
+SWITCHES = {
+    "verify_models": ("model_policy", "verify"),
+    "delete_unreferenced_models": ("model_policy", "delete_unreferenced"),
+    "allow_unpinned_models": ("model_policy", "allow_unpinned"),
+}
+
+
 def load(data: Mapping[str, Any] | Any) -> KittyConfig:
     """Validate host data (a mapping, or pyinfra's `host.data`)."""
     get = data.get if isinstance(data, Mapping) else (lambda key, default=None: getattr(data, key, default))
     raw = {section: get(key) for key, section in SECTIONS.items() if get(key) is not None}
+    for switch, (section, field) in SWITCHES.items():
+        if get(switch) is not None:
+            raw[section] = {**raw.get(section, {}), field: _switch_value(get(switch))}
     errors = [
         f"{key}: unknown setting (known: {', '.join(SECTIONS)})" for key in _kitty_keys(data) if key not in SECTIONS
     ]
@@ -298,6 +391,11 @@ def load(data: Mapping[str, Any] | Any) -> KittyConfig:
     if errors:
         raise ConfigError("invalid KITTY host data:\n" + "\n".join(f"  - {line}" for line in errors))
     return config
+
+
+def _switch_value(value: Any) -> Any:
+    # --data gives strings: "true"/"false" mean booleans here.
+    return {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value
 
 
 def _kitty_keys(data: Mapping[str, Any] | Any) -> list[str]:

@@ -272,8 +272,6 @@ def job(
         if job_domain != "system":
             raise OperationError(f"launchd job {job_label}: a {job_domain} job needs its plist path")
         path = plist_path(job_label, "daemon")
-    if (inputs is None) != (inputs_path is None):
-        raise OperationError(f"launchd job {job_label}: inputs and inputs_path go together")
     target = f"{job_domain}/{job_label}"
     status = host.get_fact(LaunchdJob, target=target)
     if status["error"]:
@@ -291,6 +289,8 @@ def job(
 
     if plist is None:
         raise OperationError(f"launchd job {job_label}: present=True needs the plist text")
+    if (inputs is None) != (inputs_path is None):
+        raise OperationError(f"launchd job {job_label}: inputs and inputs_path go together")
     plist_changed = host.get_fact(Sha1File, path=path) != _sha1(plist)
     inputs_record = None if inputs is None else f"{inputs}\n"
     inputs_changed = inputs_record is not None and host.get_fact(Sha1File, path=inputs_path) != _sha1(inputs_record)
@@ -348,3 +348,9 @@ def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
         f'echo "launchctl bootstrap of {target} did not load it in {int(timeout)}s: $out" >&2; exit 1; fi; '
         f"i=$((i + 1)); sleep 1; done"
     )
+
+
+@operation()
+def kickstart(job_label: str, job_domain: str = "system"):
+    """Restart a loaded job in place (`kickstart -k`): for inputs that changed during this run."""
+    yield f"launchctl kickstart -k {job_domain}/{job_label}"

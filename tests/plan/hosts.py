@@ -6,27 +6,75 @@ wins), so more specific keys go first. Later steps add their facts here.
 
 from __future__ import annotations
 
+import hashlib
+
+from tasks import config, memory_budget
+from tasks import macos as mac
+from tests.plan import inference_facts, launchd_facts, llamacpp_facts
 from tests.plan.harness import group_data
 
 DEFAULTS = group_data()
 BREW_PACKAGES = DEFAULTS["kitty_packages"]["brew"]
 APT_PACKAGES = DEFAULTS["kitty_packages"]["apt"]
 
+# A 256 GiB Mac Studio: the manual's four servers need ~217 GiB of GPU memory,
+# more than a 192 GiB Mac has (tests/unit/test_memory_budget.py).
+MAC_MEMORY_GIB = 256
+# `pmset -g custom` on a Mac as it comes: it sleeps, and stays off after a power cut.
+PMSET_AS_SHIPPED = {"sleep": 1, "autorestart": 0, "womp": 1}
 
-def macos(*, installed: list[str] = (), arch: str = "arm64", user: str = "admin") -> dict:
+
+def macos(
+    *,
+    installed: list[str] = (),
+    arch: str = "arm64",
+    user: str = "admin",
+    memory_gib: int = MAC_MEMORY_GIB,
+    bootstrapped: bool = True,
+) -> dict:
+    """A Mac with the given brew packages; `bootstrapped=False`: brand new, without even the developer tools."""
     prefix = "/opt/homebrew" if arch == "arm64" else "/usr/local"
-    return {
+    memory = memory_gib * memory_budget.GIB
+    wired_limit = memory_budget.wired_limit_mb(config.load(DEFAULTS), memory) if bootstrapped else 0
+    pmset = {**PMSET_AS_SHIPPED, **DEFAULTS["kitty_macos"]["pmset"]} if bootstrapped else PMSET_AS_SHIPPED
+    plist = mac.WIRED_LIMIT_PLIST
+    facts = {
         "uname -s": "Darwin",
         "uname -m": arch,
         "id -un": user,
+        # pyinfra's Home fact: colima keeps its VM and socket in the admin's home.
+        "echo ~": f"/Users/{user}",
+        "xcode-select -p": mac.CLT_DIR if bootstrapped else "",
+        "sudo -n -l mkdir": "yes",
+        "pmset -g custom": ["AC Power:", " Sleep On Power Button 1", " disksleep            10"]
+        + [f" {name:<20} {value}" for name, value in pmset.items()]
+        + [" displaysleep         10", " hibernatefile        /var/vm/sleepimage"],
+        "sysctl hw.memsize iogpu.wired_limit_mb": [f"hw.memsize: {memory}", f"iogpu.wired_limit_mb: {wired_limit}"],
+        "sysctl iogpu.wired_limit_mb": f"iogpu.wired_limit_mb: {wired_limit}",
         # Before "command -v brew": pyinfra wraps brew facts in `if command -v brew`.
         "brew list --versions": [f"{name} 1.0" for name in installed],
-        "command -v brew": f"{prefix}/bin/brew",
+        "command -v brew": f"{prefix}/bin/brew" if bootstrapped else "",
     }
+    if bootstrapped:
+        content = mac.render_wired_limit_plist(wired_limit).encode()
+        facts[f"sha1sum {plist}"] = f"{hashlib.sha1(content).hexdigest()}  {plist}"
+        facts[f"test -L {plist}"] = (
+            f"user=root group=wheel mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size={len(content)} {plist}"
+        )
+    return facts
+
+
+def macos_new(**kwargs) -> dict:
+    """A Mac as it comes out of the box: no developer tools, no Homebrew, default pmset and wired limit."""
+    return macos(bootstrapped=False, **kwargs)
 
 
 def macos_converged(**kwargs) -> dict:
-    return macos(installed=BREW_PACKAGES, **kwargs)
+    who = {"user": kwargs.get("user", "admin"), "arch": kwargs.get("arch", "arm64")}
+    llama = llamacpp_facts.converged(DEFAULTS, os="macos", **who)
+    inference = inference_facts.converged(DEFAULTS, os="macos", **who)
+    stack = stack_converged(os="macos", **who)
+    return {**llama, **inference, **stack, **macos(installed=BREW_PACKAGES, **kwargs)}
 
 
 def linux(*, installed: list[str] = (), user: str = "admin") -> dict:
@@ -41,4 +89,30 @@ def linux(*, installed: list[str] = (), user: str = "admin") -> dict:
 
 
 def linux_converged(**kwargs) -> dict:
-    return linux(installed=APT_PACKAGES, **kwargs)
+    llama = llamacpp_facts.converged(DEFAULTS, os="linux", user=kwargs.get("user", "admin"))
+    inference = inference_facts.converged(DEFAULTS, os="linux", user=kwargs.get("user", "admin"))
+    return {
+        **llama,
+        **inference,
+        **hf_venv(user=kwargs.get("user", "admin")),
+        **stack_converged(os="linux", user=kwargs.get("user", "admin")),
+        # docker.io: the Linux engine of the application stack (tasks/stack.py).
+        **linux(installed=[*APT_PACKAGES, "docker.io"], **kwargs),
+    }
+
+
+def hf_venv(user: str) -> dict:
+    """The Hugging Face CLI venv of a converged Linux host."""
+    venv = f"{DEFAULTS['kitty_paths']['opt_dir']}/hf"
+    return {
+        f"{venv}/bin/pip freeze --all": [DEFAULTS["kitty_packages"].get("hf_pip", "huggingface_hub==2.4.0")],
+        **launchd_facts.file(f"{venv}/bin/activate", "# venv", user=user, group=user),
+        **launchd_facts.directory(venv, user=user, group=user),
+    }
+
+
+def stack_converged(*, os: str, user: str, arch: str = "x86_64", data: dict | None = None) -> dict:
+    """The application stack up to date: runtime running, checkout at its ref, .env current, compose in step."""
+    from tests.plan import stack_facts
+
+    return stack_facts.converged(data or DEFAULTS, os=os, user=user, arch=arch)

@@ -13,7 +13,9 @@ _SIMULATED = [
     ("@fake/linux-fresh", _hosts.linux()),
     ("@fake/linux-converged", _hosts.linux_converged()),
 ]
-_HOSTS = [(name, {"fake_responses": facts, "fake_delay": 0, "fake_delay_jitter": 0}) for name, facts in _SIMULATED]
+# The manual pins no model revision; show the whole plan anyway.
+_DATA = {"fake_delay": 0, "fake_delay_jitter": 0, "allow_unpinned_models": True}
+_HOSTS = [(name, {"fake_responses": facts, **_DATA}) for name, facts in _SIMULATED]
 
 inference = _HOSTS
 application = _HOSTS

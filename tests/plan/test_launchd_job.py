@@ -38,13 +38,13 @@ def rendered(**q4_changes) -> str:
 
 def mac(*, loaded, plist, disabled=False, inputs=None, plist_mode="rw-r--r--", plist_user="root") -> dict:
     """A converged Mac whose q4 job is in the given state; `plist`/`inputs` are the files on disk."""
-    facts = {}
+    # The rest of the Mac converged first; this job's state on top (first match wins, later keys replace).
+    facts = dict(hosts.macos_converged())
     facts.update(launchd_facts.job(TARGET, loaded=loaded, disabled=disabled))
     facts.update(launchd_facts.file(PLIST, plist, mode=plist_mode, user=plist_user))
     facts.update(launchd_facts.file(INPUTS, inputs))
     facts.update(launchd_facts.directory("/Library/LaunchDaemons"))
     facts.update(launchd_facts.directory("/opt/kitty/state/launchd"))
-    facts.update(hosts.macos_converged())
     return facts
 
 
