@@ -20,6 +20,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 SANDBOX = [sys.executable, str(ROOT / "sandbox" / "sandbox.py")]
+PYINFRA = [sys.executable, "-m", "pyinfra", "inventory.py", "deploy.py"]
 GROUP_DATA = ROOT / "sandbox" / "group_data"
 # hf runs on the sandbox, but keep the controller quiet too.
 QUIET_HF = {"HF_HUB_DISABLE_TELEMETRY": "1", "HF_HUB_DISABLE_UPDATE_CHECK": "1"}
@@ -68,11 +69,7 @@ def converge(name: str, *args: str, log: Path | None = None) -> tuple[int, dict 
     """Run the deploy against the sandbox. Returns pyinfra's exit code and its --json results."""
     env = {**os.environ, **sandbox_env(name), **QUIET_HF}
     command = [
-        sys.executable,
-        "-m",
-        "pyinfra",
-        "inventory.py",
-        "deploy.py",
+        *PYINFRA,
         "-y",
         "--group-data",
         str(GROUP_DATA),

@@ -34,6 +34,9 @@ IMAGE_DIR = ROOT / "sandbox" / "image"
 STATE = ROOT / ".sandbox"
 CACHE = STATE / "cache"
 MIRRORS = STATE / "mirrors"
+# One compiler cache for every sandbox: a fresh sandbox rebuilds llama.cpp from
+# cache hits instead of from scratch (sandbox/group_data sets kitty_llamacpp.ccache_dir).
+CCACHE = STATE / "ccache"
 
 SUITE = "bookworm"
 MIRROR = "http://deb.debian.org/debian"
@@ -340,6 +343,9 @@ def start(name: str, port: int, replace: bool, timeout: float) -> None:
     shutil.rmtree(p["dir"], ignore_errors=True)
     p["dir"].mkdir(parents=True)
     MIRRORS.mkdir(parents=True, exist_ok=True)
+    CCACHE.mkdir(parents=True, exist_ok=True)
+    # The sandbox's admin (another uid) writes the cache.
+    CCACHE.chmod(0o1777)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"admin@{name}", "-f", str(p["key"]))
     p["port"].write_text(f"{port}\n")
 
@@ -379,6 +385,8 @@ def start(name: str, port: int, replace: bool, timeout: float) -> None:
         f"{DOCKER_SOCKET}:/var/run/docker.sock",
         "-v",
         f"{MIRRORS}:/srv/mirrors:ro",
+        "-v",
+        f"{CCACHE}:/var/cache/kitty-ccache",
         image,
     )
     pub = (p["key"].with_suffix(".pub")).read_text()

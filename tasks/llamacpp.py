@@ -105,7 +105,7 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
                     wanted.ref,
                     *wanted.cmake_args,
                 ],
-                env=plat.env,
+                env={**plat.env, "CCACHE_DIR": cfg.llamacpp.ccache_dir or f"{base}/ccache"},
             )
         )
     changes.append(

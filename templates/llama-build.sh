@@ -51,7 +51,7 @@ git -C "$src" -c advice.detachedHead=false checkout --quiet --force --detach "$c
 
 begin "configure ($commit)"
 # ccache keys on paths relative to CCACHE_BASEDIR: builds in other folders still hit.
-export CCACHE_DIR=$root/ccache CCACHE_BASEDIR=$root
+export CCACHE_DIR=${CCACHE_DIR:-$root/ccache} CCACHE_BASEDIR=$root
 cmake -S "$src" -B "$work" "$@" >>"$log" 2>&1
 
 begin "compile ${targets[*]}"

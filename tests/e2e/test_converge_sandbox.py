@@ -1,36 +1,27 @@
-"""Converge a fresh sandbox host twice over SSH: the second converge changes nothing."""
+"""Converge a fresh sandbox host over SSH: the second converge changes nothing; the host suite passes."""
 
 import pytest
 
-from sandbox.converge import converge, verify
+from sandbox.converge import verify
+from tests.e2e.conftest import converge
 
 pytestmark = pytest.mark.e2e
 
 
-def changed_ops(results: dict) -> list[str]:
-    return [op["name"] for op in results["results"]["operations"] if op["success"]]
-
-
-def failed_ops(results: dict) -> list[str]:
-    return [op["name"] for op in results["results"]["operations"] if op["error"]]
-
-
-@pytest.fixture(scope="module")
-def first_converge(sandbox, tmp_path_factory):
-    code, results = converge(sandbox, "--json", log=tmp_path_factory.mktemp("converge") / "first.json")
-    assert code == 0 and not failed_ops(results), f"first converge failed: {failed_ops(results)}"
-    return results
-
-
-def test_first_converge_installs_the_prerequisites(first_converge):
-    assert "Prerequisites | Install apt packages" in changed_ops(first_converge)
+def test_first_converge_installs_builds_downloads_and_starts(first_converge):
+    changed = first_converge.changed
+    assert "Prerequisites | Install apt packages" in changed
+    assert "llama.cpp | Build llama.cpp b11434 (cpu)" in changed
+    assert "Model files | Fetch smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" in changed
+    assert {"Model servers | q4: start", "Model servers | summary: start"} <= set(changed)
+    assert "Model servers | Wait for /health of (re)started servers" in changed
 
 
 def test_second_converge_changes_nothing(sandbox, first_converge):
-    code, results = converge(sandbox, "--json")
-    assert code == 0
-    assert changed_ops(results) == []
-    assert results["results"]["totals"]["success"] == 0 and results["results"]["totals"]["error"] == 0
+    result = converge(sandbox)
+    assert result.code == 0
+    assert result.changed == []
+    assert result.results["results"]["totals"]["success"] == 0 and result.results["results"]["totals"]["error"] == 0
 
 
 def test_host_suite_passes_over_ssh(sandbox, first_converge):

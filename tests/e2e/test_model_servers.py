@@ -1,0 +1,106 @@
+"""Model servers on the sandbox host for real: systemd, health-gated, restarted only when something changed."""
+
+import subprocess
+import time
+
+import httpx
+import pytest
+
+from sandbox.converge import SANDBOX
+from tests.e2e.conftest import converge, sandbox_config, sandbox_data, ssh, wait_healthy
+
+pytestmark = pytest.mark.e2e
+
+
+def pids(name: str) -> dict[str, str]:
+    return {
+        server: ssh(name, f"systemctl show -p MainPID --value kitty-llama-{server}.service").stdout.strip()
+        for server in sandbox_config().servers
+    }
+
+
+def port(server: str) -> int:
+    return sandbox_config().servers[server].port
+
+
+def servers_with(**changes) -> dict:
+    servers = sandbox_data()["kitty_servers"]
+    for path, value in changes.items():
+        server, field = path.split("__")
+        servers[server][field] = value
+    return {"kitty_servers": servers}
+
+
+def test_servers_answer_a_chat_completion(sandbox, first_converge):
+    reply = httpx.post(
+        f"http://127.0.0.1:{port('q4')}/v1/chat/completions",
+        json={"messages": [{"role": "user", "content": "Say hi"}], "max_tokens": 8, "temperature": 0},
+        timeout=60,
+    )
+    assert reply.status_code == 200 and reply.json()["choices"][0]["message"]["content"]
+    assert reply.json()["model"] == "kitty-q4"
+
+
+def test_an_unchanged_converge_restarts_nothing(sandbox, first_converge):
+    before = pids(sandbox)
+    result = converge(sandbox)
+    assert result.code == 0 and result.changed == []
+    assert pids(sandbox) == before
+
+
+def test_one_changed_flag_restarts_that_server_alone(sandbox, first_converge, tmp_path):
+    before = pids(sandbox)
+    result = converge(sandbox, tmp_path, overrides=servers_with(summary__ctx_size=512))
+    assert result.code == 0, result.output[-3000:]
+    after = pids(sandbox)
+    assert after["q4"] == before["q4"] and after["summary"] != before["summary"]
+    assert "--ctx-size 512" in ssh(sandbox, "ps -o args= -p " + after["summary"]).stdout
+    assert "[health] summary: healthy" in result.output and "[health] q4" not in result.output
+
+
+def test_disabling_a_server_removes_its_unit_and_frees_its_port(sandbox, first_converge, tmp_path):
+    result = converge(sandbox, tmp_path, overrides=servers_with(summary__enabled=False))
+    assert result.code == 0, result.output[-3000:]
+    assert ssh(sandbox, "test -e /etc/systemd/system/kitty-llama-summary.service", check=False).returncode != 0
+    with pytest.raises(httpx.HTTPError):
+        httpx.get(f"http://127.0.0.1:{port('summary')}/health", timeout=2)
+    wait_healthy(port("q4"), timeout=10)
+    # And back as configured.
+    assert converge(sandbox).code == 0
+    wait_healthy(port("summary"))
+
+
+def test_a_killed_server_comes_back_by_itself(sandbox, first_converge):
+    pid = pids(sandbox)["q4"]
+    ssh(sandbox, f"sudo kill -9 {pid}")
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and pids(sandbox)["q4"] in (pid, "0"):
+        time.sleep(1)
+    assert pids(sandbox)["q4"] not in (pid, "0")
+    wait_healthy(port("q4"))
+
+
+def test_servers_come_back_after_a_reboot(sandbox, first_converge):
+    subprocess.run([*SANDBOX, "restart", "--name", sandbox], check=True, capture_output=True)
+    for server in sandbox_config().enabled_servers().values():
+        wait_healthy(server.port, timeout=120)
+
+
+def test_a_port_held_by_a_foreign_process_is_an_error_and_the_process_survives(sandbox, first_converge, tmp_path):
+    foreign_port = port("q4") + 50
+    started = ssh(
+        sandbox,
+        f"nohup python3 -m http.server {foreign_port} --bind 127.0.0.1 >/dev/null 2>&1 & echo $!",
+    ).stdout.strip()
+    try:
+        time.sleep(1)
+        servers = sandbox_data()["kitty_servers"]
+        servers["extra"] = {**servers["summary"], "port": foreign_port, "alias": "kitty-extra"}
+        result = converge(sandbox, tmp_path, overrides={"kitty_servers": servers})
+        assert result.code != 0
+        assert f"port {foreign_port} of model server 'extra' is held by another process: PID {started} (python3)" in (
+            result.output
+        )
+        assert ssh(sandbox, f"kill -0 {started}", check=False).returncode == 0
+    finally:
+        ssh(sandbox, f"kill {started}", check=False)
