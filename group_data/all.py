@@ -243,3 +243,11 @@ kitty_images = {
     "port": 8089,
     "path": "services/images_service",
 }
+
+# The host test suite (tests/host). The health table that ends every converge needs no settings.
+kitty_verify = {
+    # The manual's end-to-end query through the brain (step 6.2): off, it runs a real model query.
+    "query": False,
+    "query_service": "brain",
+    "query_timeout": 60,
+}

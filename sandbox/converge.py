@@ -47,9 +47,11 @@ def hf_mirror_port() -> int:
 
 
 def prepare_mirrors() -> None:
-    """The offline stand-ins for upstream: a llama.cpp git mirror (/srv/mirrors in the
-    sandbox) and a Hugging Face mirror on loopback, shared with the sandbox's network."""
+    """The offline stand-ins for upstream: git mirrors of llama.cpp and of a fixture KITTY
+    application (/srv/mirrors in the sandbox), and a Hugging Face mirror on loopback,
+    shared with the sandbox's network."""
     subprocess.run(["bash", str(ROOT / "sandbox" / "make-llama-mirror.sh")], check=True)
+    subprocess.run(["bash", str(ROOT / "sandbox" / "app-fixture" / "make-app-mirror.sh")], check=True)
     subprocess.run([*HF_MIRROR, "prepare"], check=True, stdout=subprocess.DEVNULL)
     subprocess.run([*HF_MIRROR, "serve", "--port", str(hf_mirror_port())], check=True)
 

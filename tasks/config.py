@@ -36,6 +36,7 @@ SECTIONS = {
     "kitty_images": "images",
     "kitty_launchd": "launchd",
     "kitty_macos": "macos",
+    "kitty_verify": "verify",
 }
 
 Port = Annotated[int, Field(ge=1, le=65535)]
@@ -83,6 +84,8 @@ class LlamaCpp(Strict):
     cmake_options: dict[str, str] = {}
     targets: list[str] = ["llama-server"]
     keep_builds: PositiveInt = 3
+    # Where ccache keeps compiled objects; None: <opt_dir>/llama.cpp/ccache.
+    ccache_dir: AbsPath | None = None
 
 
 class ModelFile(Strict):
@@ -311,6 +314,15 @@ class Images(Strict):
     path: str = "services/images_service"
 
 
+class Verify(Strict):
+    # The manual's end-to-end check (step 6.2) in the host test suite: POST a query
+    # to <query_service>'s /api/query. Off by default: it runs a real model query.
+    query: bool = False
+    query_service: Name = "brain"
+    # Seconds the query may take (a cold model can be slow).
+    query_timeout: PositiveInt = 60
+
+
 class KittyConfig(Strict):
     paths: Paths
     packages: Packages = Packages()
@@ -322,6 +334,20 @@ class KittyConfig(Strict):
     images: Images = Images()
     launchd: Launchd = Launchd()
     macos: MacOS = MacOS()
+    verify: Verify = Verify()
+
+    @model_validator(mode="after")
+    def _query_has_a_service(self) -> KittyConfig:
+        if not self.verify.query:
+            return self
+        name = self.verify.query_service
+        service = self.stack.services.get(name)
+        if not self.stack.enabled or service is None or service.port is None:
+            raise ValueError(
+                f"kitty_verify.query: the end-to-end query needs kitty_stack.services.{name} "
+                "with a port, and kitty_stack enabled"
+            )
+        return self
 
     @model_validator(mode="after")
     def _servers_fit_models(self) -> KittyConfig:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import shlex
+from io import StringIO
 
-from pyinfra.api import FunctionCommand, operation
+from pyinfra import host, logger
+from pyinfra.api import FileUploadCommand, FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.facts.files import File, Sha256File
 
 
 @operation()
@@ -22,3 +26,29 @@ def _stream(state, host, command: str, env: dict[str, str]) -> bool:
     # output is only shown at -vvv, leaving minutes of silence.
     ok, _ = host.run_shell_command(command, print_output=True, _env=env)
     return ok
+
+
+@operation()
+def secret_file(content: str, dest: str, user: str):
+    """A file only `user` can read, whose contents never reach pyinfra's output.
+
+    Not files.put: its --diff prints old and new contents, and the old ones come
+    from a `cat` fact that -vvv echoes. Compared by sha256 only; created 0600
+    before the upload writes into it, so it is never readable by others.
+    """
+    wanted = hashlib.sha256(content.encode()).hexdigest()
+    current = host.get_fact(File, path=dest)
+    if current is False:
+        raise OperationError(f"{dest} exists and is not a file")
+    same = bool(current) and host.get_fact(Sha256File, path=dest) == wanted
+    right_mode = bool(current) and current["mode"] == 600 and current["user"] == user
+    if same and right_mode:
+        host.noop(f"{dest} is up to date")
+        return
+    host.log(f"{'Will update' if current else 'Will create'} {dest} (secrets: contents not shown)", logger.info)
+    quoted = shlex.quote(dest)
+    yield StringCommand(f"umask 077 && touch {quoted} && chmod 600 {quoted}")
+    if not same:
+        yield FileUploadCommand(StringIO(content), dest)
+    if not current or current["user"] != user:
+        yield StringCommand(f"chown {shlex.quote(user)} {quoted}")

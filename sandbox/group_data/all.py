@@ -4,6 +4,13 @@ Loaded after group_data/ with `--group-data sandbox/group_data`: each name here
 replaces the default of the same name whole.
 """
 
+import os as _os
+
+# Two sandbox hosts share this machine's network (--network host): the e2e
+# tests move every port they publish by this offset so they never meet the
+# main job's sandbox.
+_PORT_OFFSET = int(_os.environ.get("KITTY_SANDBOX_PORT_OFFSET", "0"))
+
 kitty_paths = {
     "kitty_root": "/srv/kitty/KITT",
     "models_dir": "/srv/kitty/models",
@@ -22,6 +29,8 @@ kitty_llamacpp = {
     "cmake_options": {},
     "targets": ["llama-server"],
     "keep_builds": 3,
+    # Shared by every sandbox (sandbox/sandbox.py mounts .sandbox/ccache there).
+    "ccache_dir": "/var/cache/kitty-ccache",
 }
 
 # Models come from a Hugging Face mirror on the sandbox's loopback (olah serving
@@ -87,7 +96,7 @@ kitty_model_policy = {
 kitty_servers = {
     "q4": {
         "model": "smollm2-135m",
-        "port": 8083,
+        "port": 8083 + _PORT_OFFSET,
         "alias": "kitty-q4",
         "ctx_size": 2048,
         "threads": 2,
@@ -101,7 +110,7 @@ kitty_servers = {
     },
     "summary": {
         "model": "smollm2-135m",
-        "port": 8085,
+        "port": 8085 + _PORT_OFFSET,
         "alias": "kitty-summary",
         "optional": True,
         "ctx_size": 1024,
@@ -123,7 +132,8 @@ kitty_stack = {
     "ref": "fixture-1",
     "compose_file": "infra/compose/docker-compose.yml",
     "env_file": ".env",
-    "project_name": "kitty",
+    # One compose project per sandbox: they share the outer engine.
+    "project_name": f"kitty{_PORT_OFFSET or ''}",
     "runtime": "external",
     # Debian 12 packages only compose v1: the mirror holds the test machine's v2 binary.
     "compose_plugin": {"url": "file:///srv/mirrors/docker-compose/docker-compose", "sha256": None},
@@ -135,9 +145,9 @@ kitty_stack = {
     "extra_hosts": {"host.docker.internal": "host-gateway"},
     # Ports on the test machine's loopback, clear of the model servers (8082-8086).
     "services": {
-        "brain": {"port": 18000, "health": "/health", "health_timeout": 120},
-        "redis": {"port": 16379, "health": "redis", "health_timeout": 60},
-        "postgres": {"port": 15432, "health": "postgres", "health_timeout": 90},
+        "brain": {"port": 18000 + _PORT_OFFSET, "health": "/health", "health_timeout": 120},
+        "redis": {"port": 16379 + _PORT_OFFSET, "health": "redis", "health_timeout": 60},
+        "postgres": {"port": 15432 + _PORT_OFFSET, "health": "postgres", "health_timeout": 90},
     },
     "env": {"OFFLINE_MODE": "true"},
     "secrets": ["POSTGRES_PASSWORD", "OPENAI_API_KEY", "ADMIN_USERS"],

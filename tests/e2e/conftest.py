@@ -53,6 +53,9 @@ def sandbox():
     mirror_was_running = _mirror_running()
     sandbox_converge.ensure_sandbox(NAME, PORT, fresh=True)
     yield NAME
+    # The stack's containers run on this machine's engine: they outlive the sandbox.
+    project = sandbox_config().stack.project_name
+    subprocess.run(["docker", "compose", "-p", project, "down", "-v"], check=False, capture_output=True)
     subprocess.run([*sandbox_converge.SANDBOX, "stop", "--name", NAME], check=False)
     if not mirror_was_running:
         sandbox_converge.stop_mirrors()

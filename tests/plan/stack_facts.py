@@ -1,0 +1,109 @@
+"""Scripted facts of a host whose application stack is converged (tasks/stack.py), or parts of it.
+
+Returns dicts to merge into a host's responses (tests/plan/hosts.py) before the
+generic keys, since the first match wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from tasks import config, launchd, stack
+from tasks.platform import BREW_PREFIX, Platform
+from tests.plan import launchd_facts
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAD = "0123456789abcdef0123456789abcdef01234567"
+
+
+def platform(os: str, user: str, arch: str) -> Platform:
+    prefix = BREW_PREFIX.get(arch) if os == "macos" else None
+    return Platform(os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=prefix)
+
+
+def docker_info(ok: bool = True) -> dict:
+    return {"docker info --format": "version 27.3.1" if ok else "error Cannot connect to the Docker daemon"}
+
+
+def checkout(cfg: config.KittyConfig, *, head: str | None = HEAD, wanted: str | None = HEAD) -> dict:
+    """GitCheckout: a clone at `head` whose local `ref` resolves to `wanted` (head None: no clone)."""
+    if head is None:
+        return {"rev-parse -q --verify HEAD": []}
+    return {"rev-parse -q --verify HEAD": [f"head {head}", f"wanted {wanted or ''}", f"origin {cfg.stack.repo_url}"]}
+
+
+def env_file(cfg: config.KittyConfig, user: str, content: str | None = None, mode: str = "rw-------") -> dict:
+    """The .env as rendered now (or `content`): File and Sha256File facts."""
+    path = stack.env_path(cfg)
+    text = stack.render_env(cfg, stack.secret_values(cfg.stack, ROOT)) if content is None else content
+    return {
+        f"sha256sum {path} ": f"{hashlib.sha256(text.encode()).hexdigest()}  {path}",
+        f"test -L {path} )": f"user={user} group=staff mode=-{mode} atime=0 mtime=0 ctime=0 size={len(text)} '{path}'",
+    }
+
+
+def compose(cfg: config.KittyConfig, *, containers: dict[str, dict] | None = None, error: str | None = None) -> dict:
+    """ComposeState: every configured service running at its current hash, unless `containers` says otherwise.
+
+    `containers[name]` overrides fields of one container (state, hash, image); None removes it.
+    """
+    if error:
+        return {"config --services": [f"error {error}"]}
+    lines = [f"service {name}" for name in cfg.stack.services]
+    lines += [f"hash {name} hash-{name}" for name in cfg.stack.services]
+    for name in cfg.stack.services:
+        fields = {
+            "id": f"id-{name}",
+            "state": "running",
+            "health": "healthy",
+            "hash": f"hash-{name}",
+            "image": "current",
+        }
+        override = (containers or {}).get(name, {})
+        if override is None:
+            continue
+        fields.update(override)
+        lines.append(f"container {name} {' '.join(fields[k] for k in ('id', 'state', 'health', 'hash', 'image'))}")
+    return {"config --services": lines}
+
+
+def colima_plist(cfg: config.KittyConfig, plat: Platform) -> str:
+    return stack.colima_plist(cfg, plat, f"/Users/{plat.user}")
+
+
+def colima(cfg: config.KittyConfig, plat: Platform, *, loaded: bool = True, plist: str | None = "same") -> dict:
+    path = launchd.plist_path(stack.COLIMA_LABEL, "daemon")
+    content = colima_plist(cfg, plat) if plist == "same" else plist
+    return {
+        **launchd_facts.job(f"system/{stack.COLIMA_LABEL}", loaded=loaded),
+        **launchd_facts.file(path, content),
+    }
+
+
+def linux_engine(plat: Platform) -> dict:
+    return {
+        "--property SubState docker.service": ["Id=docker.service", "SubState=running"],
+        "--property UnitFileState docker.service": ["Id=docker.service", "UnitFileState=enabled"],
+        **launchd_facts.file(stack.COMPOSE_PLUGIN, "compose", user="root", group="root", mode="rwxr-xr-x"),
+        **launchd_facts.directory(stack.COMPOSE_PLUGIN.rpartition("/")[0], user="root", group="root"),
+    }
+
+
+def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
+    cfg = config.load(data)
+    plat = platform(os, user, arch)
+    group = "staff" if os == "macos" else user
+    runtime = stack.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else stack.RUNTIMES[os][0]
+    facts = {
+        **checkout(cfg),
+        **env_file(cfg, user),
+        **compose(cfg),
+        **docker_info(),
+        **launchd_facts.directory(cfg.paths.kitty_root, user=user, group=group),
+    }
+    if runtime == "colima":
+        facts.update(colima(cfg, plat))
+    elif runtime == "engine":
+        facts.update(linux_engine(plat))
+    return facts

@@ -1,0 +1,245 @@
+"""The application stack planned for simulated Macs (colima) and Linux hosts."""
+
+import copy
+
+import pytest
+from pyinfra.api.exceptions import PyinfraError
+
+from tasks import config, stack
+from tests.plan import hosts, stack_facts
+from tests.plan.harness import plan
+
+CFG = config.load(hosts.DEFAULTS)
+MAC = stack_facts.platform("macos", "admin", "arm64")
+COLIMA_SOCKET = "unix:///Users/admin/.colima/default/docker.sock"
+STACK_OPS = ("docker compose up", "Wait for the stack's health")
+
+
+def stack_data(**changes) -> dict:
+    data = copy.deepcopy(hosts.DEFAULTS["kitty_stack"])
+    data.update(changes)
+    return {"kitty_stack": data}
+
+
+def names(result) -> list[str]:
+    return [op.name for op in result.ops]
+
+
+def with_facts(base: dict, *updates: dict) -> dict:
+    # The first match wins: the changed facts go in front.
+    merged = {}
+    for update in updates:
+        merged.update(update)
+    return {**merged, **{k: v for k, v in base.items() if k not in merged}}
+
+
+# --- macOS: colima, headless -------------------------------------------------------
+
+
+def test_fresh_mac_runs_colima_as_a_launch_daemon_of_the_admin_not_docker_desktop():
+    result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
+    job = result.op("Run colima at boot (LaunchDaemon)")
+    text = "\n".join(job.commands)
+    assert "launchctl bootstrap system /Library/LaunchDaemons/com.kitty.colima.plist" in text
+    plist = stack_facts.colima_plist(CFG, MAC)
+    for expected in ("<string>start</string>", "<string>--foreground</string>", "<key>UserName</key>"):
+        assert expected in plist
+    assert "<string>--cpu</string>\n\t\t<string>4</string>" in plist
+    assert "<key>HOME</key>\n\t\t<string>/Users/admin</string>" in plist
+    assert not any("Docker.app" in c or "open -a" in c for c in result.commands)
+
+
+def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket():
+    result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
+    order = names(result)
+    assert order.index("Run colima at boot (LaunchDaemon)") < order.index("Wait for the container engine (docker info)")
+    assert order.index("Wait for the container engine (docker info)") < order.index("docker compose up")
+    (up,) = result.op("docker compose up").commands
+    assert up.startswith("docker-compose -p kitty -f /Users/Shared/Coding/KITT/infra/compose/docker-compose.yml")
+    assert "--env-file /Users/Shared/Coding/KITT/.env up -d" in up and "--build" in up
+    envs = [env for command, env in result.executed if "docker info" in command or "config --services" in command]
+    assert envs and all(env.get("DOCKER_HOST") == COLIMA_SOCKET for env in envs)
+    assert all(env["PATH"].startswith("/opt/homebrew/bin:") for env in envs)
+    assert not any(command.startswith("sudo") and "docker" in command for command in result.commands)
+
+
+def test_converged_mac_plans_nothing_for_the_stack():
+    assert plan(hosts.macos_converged()).ops == []
+
+
+def test_new_colima_size_restarts_colima_then_brings_the_stack_back():
+    data = stack_data(colima={"cpu": 8, "memory_gib": 16, "disk_gib": 100, "profile": "default"})
+    result = plan(hosts.macos_converged(), data=data)
+    assert names(result) == [
+        "Run colima at boot (LaunchDaemon)",
+        "Wait for the container engine (docker info)",
+        *STACK_OPS,
+    ]
+    assert "--build" not in result.op("docker compose up").commands[0]
+    assert "launchctl bootout system/com.kitty.colima" in "\n".join(result.op(names(result)[0]).commands)
+
+
+def test_colima_not_answering_is_waited_for_with_a_clear_error():
+    facts = with_facts(hosts.macos_converged(), stack_facts.docker_info(ok=False))
+    result = plan(facts)
+    (wait,) = result.op("Wait for the container engine (docker info)").commands
+    assert "colima's Docker engine did not answer docker info within 300s" in wait
+
+
+def test_docker_desktop_not_running_stops_with_the_gui_login_explained():
+    facts = with_facts(hosts.macos_converged(), stack_facts.docker_info(ok=False))
+    with pytest.raises(PyinfraError, match="only starts in a GUI login session"):
+        plan(facts, data=stack_data(runtime="docker-desktop"))
+
+
+def test_docker_desktop_running_is_only_used():
+    result = plan(hosts.macos_converged(), data=stack_data(runtime="docker-desktop"))
+    assert result.ops == []
+    envs = [env for command, env in result.executed if "docker info" in command]
+    assert envs and all("DOCKER_HOST" not in env for env in envs)
+
+
+def test_colima_without_its_formulae_is_refused():
+    packages = {"brew": [p for p in hosts.BREW_PACKAGES if p != "colima"], "apt": hosts.APT_PACKAGES}
+    with pytest.raises(PyinfraError, match="needs colima in kitty_packages.brew"):
+        plan(hosts.macos_converged(), data={"kitty_packages": packages})
+
+
+def test_linux_engine_on_a_mac_is_refused():
+    with pytest.raises(PyinfraError, match="'engine' does not run on macos"):
+        plan(hosts.macos_converged(), data=stack_data(runtime="engine"))
+
+
+# --- Linux: the Docker engine, or an external one ------------------------------------
+
+
+def test_fresh_linux_installs_and_starts_the_engine_and_compose_v2():
+    result = plan(hosts.linux(installed=hosts.APT_PACKAGES))
+    order = names(result)
+    for name in ("Install docker.io", "Install docker compose v2", "Run the Docker engine"):
+        assert order.index(name) < order.index("Wait for the container engine (docker info)")
+    download = "\n".join(result.op("Install docker compose v2").commands)
+    assert "v2.40.3/docker-compose-linux-x86_64" in download
+    (up,) = result.op("docker compose up").commands
+    assert up.startswith("docker compose -p kitty ")
+    assert "systemctl enable docker.service" in result.op("Run the Docker engine").commands
+
+
+def test_external_engine_masks_the_package_engine_before_installing_the_client():
+    data = stack_data(runtime="external")
+    result = plan(hosts.linux(installed=hosts.APT_PACKAGES), data=data)
+    order = names(result)
+    masks = [name for name in order if name.startswith("Mask ")]
+    assert masks == [f"Mask {unit} (the engine is external)" for unit in stack.ENGINE_UNITS]
+    assert order.index("Reload systemd (masked engine units)") < order.index("Install docker.io")
+    assert "Run the Docker engine" not in order
+    assert "ln -s /dev/null /etc/systemd/system/docker.service" in " ".join(result.op(masks[0]).commands)
+
+
+def test_converged_linux_plans_nothing_for_the_stack():
+    assert plan(hosts.linux_converged()).ops == []
+
+
+# --- compose: only when something differs -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "container, reason",
+    [
+        ({"state": "exited"}, "brain: exited"),
+        ({"hash": "old"}, "brain: configuration changed"),
+        ({"image": "stale"}, "brain: image changed"),
+        (None, "brain: no container"),
+    ],
+)
+def test_compose_state_that_differs_brings_the_stack_up_without_a_rebuild(container, reason):
+    facts = with_facts(hosts.linux_converged(), stack_facts.compose(CFG, containers={"brain": container}))
+    assert stack.drift(stack.ComposeState().process(facts["config --services"]), list(CFG.stack.services)) == [reason]
+    result = plan(facts)
+    assert names(result) == list(STACK_OPS)
+    (up,) = result.op("docker compose up").commands
+    assert up.endswith("up -d --remove-orphans --quiet-pull 2>&1")
+
+
+def test_a_changed_env_file_is_rewritten_without_showing_it_and_compose_runs():
+    facts = with_facts(hosts.linux_converged(), stack_facts.env_file(CFG, "admin", content="OLD=1\n"))
+    result = plan(facts)
+    assert names(result) == ["Write .env (mode 0600, contents never shown)", *STACK_OPS]
+    write = result.op("Write .env (mode 0600, contents never shown)").commands
+    assert write[0] == "umask 077 && touch /Users/Shared/Coding/KITT/.env && chmod 600 /Users/Shared/Coding/KITT/.env"
+    assert write[1].startswith("FileUploadCommand(<_io.StringIO")
+    assert "--build" not in result.op("docker compose up").commands[0]
+
+
+def test_secrets_from_the_environment_reach_the_env_file_but_no_command(monkeypatch):
+    secret = "sk-test-do-not-print-4f1e"
+    facts = hosts.linux_converged()  # its .env was rendered without the secret
+    monkeypatch.setenv("OPENAI_API_KEY", secret)
+    rendered = stack.render_env(CFG, stack.secret_values(CFG.stack))
+    assert f"OPENAI_API_KEY='{secret}'" in rendered
+    result = plan(facts)
+    assert "Write .env (mode 0600, contents never shown)" in names(result)
+    everything = [*result.commands, *(command for command, _ in result.executed), *names(result)]
+    assert not any(secret in text for text in everything)
+
+
+def test_a_world_readable_env_file_is_locked_down():
+    facts = with_facts(hosts.linux_converged(), stack_facts.env_file(CFG, "admin", mode="rw-r--r--"))
+    write = plan(facts).op("Write .env (mode 0600, contents never shown)").commands
+    assert "chmod 600" in write[0] and not any("FileUpload" in command for command in write)
+
+
+def test_a_new_ref_is_fetched_checked_out_and_rebuilt():
+    data = stack_data(ref="v2.0.0")
+    facts = with_facts(hosts.linux_converged(), stack_facts.checkout(CFG, wanted=None))
+    result = plan(facts, data=data)
+    assert names(result) == ["Check out the application at v2.0.0", *STACK_OPS]
+    commands = result.op("Check out the application at v2.0.0").commands
+    assert commands == [
+        "git -C /Users/Shared/Coding/KITT fetch -q --tags --force origin",
+        "git -C /Users/Shared/Coding/KITT checkout -q --detach 'v2.0.0^{commit}'",
+    ]
+    assert "--build" in result.op("docker compose up").commands[0]
+
+
+def test_a_pinned_ref_already_checked_out_plans_nothing():
+    assert plan(hosts.linux_converged(), data=stack_data(ref="v1.0.0")).ops == []
+
+
+def test_a_fresh_host_gets_a_clone_in_the_existing_folder():
+    facts = with_facts(hosts.linux_converged(), stack_facts.checkout(CFG, head=None))
+    commands = plan(facts, data=stack_data(ref="v1.0.0")).op("Check out the application at v1.0.0").commands
+    assert commands[:2] == [
+        "git -C /Users/Shared/Coding/KITT init -q",
+        "git -C /Users/Shared/Coding/KITT remote add origin git@github.com:kitty/KITT.git",
+    ]
+
+
+def test_health_checks_each_service_with_its_own_probe_and_timeout():
+    facts = with_facts(hosts.linux_converged(), stack_facts.compose(CFG, containers={"redis": {"state": "exited"}}))
+    waits = plan(facts).op("Wait for the stack's health").commands
+    by_service = dict(zip(CFG.stack.services, waits, strict=True))
+    assert "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8000/health" in by_service["brain"]
+    assert "-ge 180 ]" in by_service["brain"]
+    assert "exec -T redis redis-cli ping | grep -qx PONG" in by_service["redis"]
+    assert "SELECT 1" in by_service["postgres"] and "grep -qx 1" in by_service["postgres"]
+    assert "ps -q voice" in by_service["voice"]
+
+
+def test_a_configured_service_missing_from_the_compose_file_is_named():
+    services = {**hosts.DEFAULTS["kitty_stack"]["services"], "x": {}}
+    with pytest.raises(PyinfraError, match="x: in kitty_stack.services but not in the compose file"):
+        plan(hosts.linux_converged(), data=stack_data(services=services))
+
+
+def test_extra_hosts_go_into_an_override_that_compose_reads():
+    data = stack_data(extra_hosts={"host.docker.internal": "host-gateway"})
+    result = plan(hosts.linux_converged(), data=data)
+    assert names(result) == ["Compose override (extra_hosts)", *STACK_OPS]
+    (up,) = result.op("docker compose up").commands
+    assert "-f /Users/Shared/Coding/KITT/.kitty-ops.compose.json --env-file" in up
+
+
+def test_disabled_stack_plans_nothing_and_asks_nothing():
+    result = plan(hosts.linux(installed=hosts.APT_PACKAGES), data=stack_data(enabled=False))
+    assert not any("docker" in command for command, _ in result.executed)
