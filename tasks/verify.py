@@ -1,10 +1,247 @@
-"""The health table that ends every converge."""
+"""The health table that ends every converge: each model server and stack service, its port, state, latency.
+
+    service          port   state    latency
+    server q4        8083   healthy     3 ms
+    server summary   8085   down           -
+    stack brain      8000   healthy    12 ms
+
+One shell command probes everything ON the host (the servers listen on the
+host's loopback, so this works from a laptop too) and prints a line per
+service; Python renders the table. Anything unhealthy fails the converge,
+naming what and where to look.
+
+It changes nothing, and pyinfra is told so honestly. pyinfra counts an
+operation as changed when it executed at least one command
+(`OperationMeta.did_change`). The probe is a fact, a read-only query like any
+other, read while this operation executes, after every earlier step has run
+(never while planning: then the servers may not even be installed yet). The
+operation yields a command only when something is unhealthy, and that command
+is the failure itself. A healthy host reports "No changes" here, and a
+converged host's second converge still counts 0 changed operations.
+"""
 
 from __future__ import annotations
 
+import shlex
+from dataclasses import dataclass
+from typing import Literal
+
+from pyinfra import host, logger
+from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.facts.server import Home
+
+from tasks import launchd, servers, stack
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
+MARK = "kitty-health"
+# Seconds one HTTP probe may take; a server that needs longer is not healthy.
+HTTP_TIMEOUT = 5
 
+
+@dataclass(frozen=True)
+class Check:
+    """One line of the table: what to probe and where to look when it is not healthy."""
+
+    kind: Literal["server", "stack"]
+    name: str
+    port: int | None
+    # llama: llama-server's /health (503 while it loads the model); http: any 2xx/3xx;
+    # command: a shell command that exits 0 when healthy.
+    probe: Literal["llama", "http", "command"]
+    target: str
+    where: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+@dataclass(frozen=True)
+class Row:
+    check: Check
+    state: str
+    latency_ms: int | None
+
+    @property
+    def healthy(self) -> bool:
+        return self.state == "healthy"
+
+
+def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None) -> list[Check]:
+    """What this host runs: enabled model servers (inference) and stack services (application)."""
+    found = []
+    if "inference" in groups:
+        for name, srv in cfg.enabled_servers().items():
+            url = servers.health_url(srv)
+            found.append(Check("server", name, srv.port, "llama", url, server_logs(cfg, plat, name)))
+    if "application" in groups and cfg.stack.enabled:
+        for name, service in cfg.stack.services.items():
+            logs = f"{compose_logs(cfg, plat)} {name}"
+            if service.health and service.health.startswith("/"):
+                url = f"http://127.0.0.1:{service.port}{service.health}"
+                found.append(Check("stack", name, service.port, "http", url, logs))
+            else:
+                # Redis PING, Postgres SELECT 1, or a running (healthy) container: as the stack step waits for it.
+                probe = stack._probe(compose or "docker compose", name, service.port, service.health)
+                found.append(Check("stack", name, service.port, "command", probe, logs))
+    return found
+
+
+def server_logs(cfg: KittyConfig, plat: Platform, name: str) -> str:
+    log = launchd.log_path(cfg, name)
+    if plat.supervisor == "launchd":
+        return f"{log}, sudo launchctl print system/{launchd.label(cfg, name)}"
+    return f"{log}, journalctl -u {servers.unit_name(name)}"
+
+
+def compose_logs(cfg: KittyConfig, plat: Platform) -> str:
+    base = "docker-compose" if plat.os == "macos" else "docker compose"
+    return f"{base} -p {cfg.stack.project_name} logs"
+
+
+def probe_command(checks: list[Check]) -> str:
+    """One shell command (POSIX sh, macOS and Linux) printing `kitty-health|KIND|NAME|RESULT` per check.
+
+    RESULT is `http CODE SECONDS CURL_EXIT` (curl's own timing; 000 when nothing answered)
+    or `ok|failed MILLISECONDS` for a command probe. It always exits 0: an
+    unhealthy service is an answer, not a failure of the probe.
+    """
+    # macOS `date` has no %N: perl (in macOS and in Debian's essential set) gives milliseconds.
+    parts = [
+        "export LC_ALL=C",
+        "now_ms() { perl -MTime::HiRes=time -e 'printf \"%d\\n\", time * 1000' 2>/dev/null"
+        " || echo $(($(date +%s) * 1000)); }",
+    ]
+    for check in checks:
+        line = f"{MARK}|{check.kind}|{check.name}"
+        if check.probe == "command":
+            parts.append(
+                f"t=$(now_ms); if ( {check.target} ) >/dev/null 2>&1; then s=ok; else s=failed; fi; "
+                f'echo "{line}|$s $(($(now_ms) - t))"'
+            )
+        else:
+            parts.append(
+                f"r=$(curl -s -o /dev/null -w '%{{http_code}} %{{time_total}}' --max-time {HTTP_TIMEOUT} "
+                f'{shlex.quote(check.target)}); echo "{line}|http ${{r:-000 0}} $?"'
+            )
+    parts.append("true")
+    return "; ".join(parts)
+
+
+def parse(lines) -> dict[str, list[str]]:
+    """`{"server q4": ["http", "200", "0.003"], ...}` from the probe's output; other lines are ignored."""
+    results = {}
+    for line in lines:
+        parts = line.strip().split("|")
+        if len(parts) == 4 and parts[0] == MARK:
+            results[f"{parts[1]} {parts[2]}"] = parts[3].split()
+    return results
+
+
+def assess(check: Check, result: list[str] | None) -> Row:
+    if not result:
+        return Row(check, "no answer from the probe", None)
+    if result[0] == "http" and len(result) == 4:
+        code, seconds, curl_exit = result[1:]
+        latency = _ms(seconds)
+        if code == "000":
+            # 28: connected (or not) but no answer in time: a hung server, not a stopped one.
+            state = f"no answer in {HTTP_TIMEOUT} s" if curl_exit == "28" else "down"
+        elif check.probe == "llama":
+            state = {"200": "healthy", "503": "loading"}.get(code, f"http {code}")
+        else:
+            state = "healthy" if code.isdigit() and 200 <= int(code) < 400 else f"http {code}"
+        return Row(check, state, latency if state == "healthy" else None)
+    if result[0] in ("ok", "failed") and len(result) == 2:
+        if result[0] == "failed":
+            return Row(check, "failed", None)
+        return Row(check, "healthy", int(result[1]) if result[1].isdigit() else None)
+    return Row(check, f"unreadable probe result {' '.join(result)!r}", None)
+
+
+def _ms(seconds: str) -> int | None:
+    try:
+        return round(float(seconds) * 1000)
+    except ValueError:
+        return None
+
+
+def render(rows: list[Row]) -> list[str]:
+    table = [("service", "port", "state", "latency")]
+    for row in rows:
+        latency = f"{row.latency_ms} ms" if row.latency_ms is not None else "-"
+        table.append((row.check.label, str(row.check.port or "-"), row.state, latency))
+    widths = [max(len(line[i]) for line in table) for i in range(4)]
+    return [
+        f"{service:<{widths[0]}}  {port:<{widths[1]}}  {state:<{widths[2]}}  {latency:>{widths[3]}}".rstrip()
+        for service, port, state, latency in table
+    ]
+
+
+def failure_message(rows: list[Row]) -> str | None:
+    bad = [row for row in rows if not row.healthy]
+    if not bad:
+        return None
+    lines = [f"{len(bad)} of {len(rows)} not healthy:"]
+    for row in bad:
+        where = f"port {row.check.port}, " if row.check.port else ""
+        lines.append(f"  {row.check.label} ({where}{row.state}): look at {row.check.where}")
+    return "\n".join(lines)
+
+
+class ServiceHealth(FactBase[dict]):
+    """The probe's results (see `probe_command`), keyed `"<kind> <name>"`."""
+
+    default = dict
+
+    def command(self, checks: list[Check]) -> str:
+        return probe_command(checks)
+
+    def process(self, output) -> dict:
+        return parse(output)
+
+
+@deploy("Verification")
 def report(cfg: KittyConfig, plat: Platform) -> None:
-    """Plans nothing yet: the health table (issue 8) is not implemented, so nothing is claimed either."""
+    """The health table of everything this host runs, probed once every step before has run."""
+    compose, env, sudo = None, dict(plat.env), False
+    if "application" in host.groups and cfg.stack.enabled:
+        runtime = stack.runtime_of(cfg.stack, plat)
+        docker = stack.Docker(cfg, plat, runtime, host.get_fact(Home) if runtime == "colima" else None)
+        compose, env, sudo = docker.compose, docker.env, docker.sudo
+    found = checks(cfg, plat, host.groups, compose)
+    if not found:
+        return
+    health_table(
+        name="Health table",
+        checks=found,
+        _env=env,
+        # The stack's probes talk to the engine, as root where the admin may not be in the docker group.
+        _sudo=sudo,
+        # A hung `docker compose exec` must not hang the converge.
+        _timeout=60 + 2 * HTTP_TIMEOUT * len(found),
+    )
+
+
+@operation()
+def health_table(checks: list[Check]):
+    """Print the table; fail, naming each unhealthy service and where to look, when one is not healthy."""
+    if not host.state.is_executing:
+        host.noop("probed on the host at the end of the converge")
+        return
+    # The fact inherits this operation's _sudo/_env/_timeout.
+    results = host.get_fact(ServiceHealth, checks=checks)
+    rows = [assess(check, results.get(check.label)) for check in checks]
+    for line in render(rows):
+        host.log(line, logger.info)
+    message = failure_message(rows)
+    if message:
+        # The only command this operation yields: it changes nothing, it fails the converge.
+        yield FunctionCommand(_fail, (message,), {})
+
+
+def _fail(state, host, message: str) -> bool:
+    for line in message.splitlines():
+        host.log_styled(line, fg="red", log_func=logger.error)
+    return False
