@@ -8,6 +8,7 @@ never re-read unless asked (`--data verify_models=full`).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from pyinfra.operations import files
 
 from tasks.config import KittyConfig, Model, ModelFile
 from tasks.facts import FreeSpace, ModelDirFiles, ModelFileStates
-from tasks.operations import run_with_progress
+from tasks.operations import run_with_progress, secret_file
 from tasks.platform import Platform
 
 FETCH_SCRIPT = str(Path(__file__).resolve().parent.parent / "templates" / "model-fetch.sh")
@@ -83,8 +84,16 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
     _refuse_unpinned(cfg, todo)
     _preflight_disk(cfg, todo, states)
     files.directory(name="models folder", path=models_dir, user=plat.user, _sudo=plat.sudo)
+    # hf's cache and token live here (HF_HOME); on Linux the CLI's venv too.
+    files.directory(name="Hugging Face folder", path=f"{cfg.paths.opt_dir}/hf", user=plat.user, _sudo=plat.sudo)
     files.put(name="model fetch script", src=FETCH_SCRIPT, dest=f"{models_dir}/.kitty-fetch.sh", mode="755")
     env = _hf_env(cfg)
+    token = os.environ.get("HF_TOKEN")
+    if token:
+        # From the operator's environment to a 0600 file on the host: never in
+        # a command line, an environment export or pyinfra's output.
+        env["HF_TOKEN_PATH"] = f"{cfg.paths.opt_dir}/hf/token"
+        secret_file(name="Hugging Face token", content=token, dest=env["HF_TOKEN_PATH"], user=plat.user)
     changed: dict[str, list[OperationMeta]] = {}
     for item in todo:
         changed.setdefault(item.model_name, []).append(
