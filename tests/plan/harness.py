@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import runpy
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,20 @@ def plan(
 ) -> Plan:
     """Plan `deploy_file` (relative to the project root) for one fake host answering
     `responses`; `data` overrides group data."""
+    with prepared(responses, data, groups, deploy_file) as (state, host, calls):
+        ops, conditional = _collect(state, host)
+        executed = [(command, dict(arguments.get("_env") or {})) for command, arguments in calls]
+        return Plan(ops=ops, conditional=conditional, executed=executed)
+
+
+@contextmanager
+def prepared(responses: dict, data: dict | None = None, groups=("inference", "application"), deploy_file="deploy.py"):
+    """The state after pyinfra prepared `deploy_file` for one fake host, inside its context.
+
+    Yields (state, host, calls): `calls` lists every command the host was
+    asked, with its connector arguments, and keeps growing if the caller goes
+    on to execute the operations (`run_ops(state)`).
+    """
     host_data = {
         "fake_responses": responses,
         "fake_delay": 0,
@@ -85,11 +100,10 @@ def plan(
             state.set_stage(StateStage.Connect)
             connect_all(state)
             host = inventory.get_host(HOST)
-            executed = _record_commands(host)
+            calls = _record_commands(host)
             state.set_stage(StateStage.Prepare)
             load_deploy_file(state, str(ROOT / deploy_file))
-            ops, conditional = _collect(state, host)
-            return Plan(ops=ops, conditional=conditional, executed=executed)
+            yield state, host, calls
     finally:
         os.chdir(old_cwd)
 
@@ -99,7 +113,7 @@ def _record_commands(host) -> list[tuple[str, dict]]:
     run = host.connector.run_shell_command
 
     def recording_run(command, *args, **arguments):
-        executed.append((_text(command), dict(arguments.get("_env") or {})))
+        executed.append((_text(command), arguments))
         return run(command, *args, **arguments)
 
     host.connector.run_shell_command = recording_run

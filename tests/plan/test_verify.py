@@ -8,21 +8,16 @@ when everything is healthy, and fail naming the service when it is not.
 from __future__ import annotations
 
 import logging
-import os
 
 import pytest
-from pyinfra.api import Config, Inventory, State
-from pyinfra.api.connect import connect_all
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
-from pyinfra.context import ctx_state
 from pyinfra_cli.prints import build_results_json
-from pyinfra_cli.util import load_deploy_file
 
 from tasks import config, verify
 from tests.plan import hosts
-from tests.plan.harness import HOST, ROOT, group_data, plan
+from tests.plan.harness import plan, prepared
 
 CFG = config.load(hosts.DEFAULTS)
 OP = "Verification | Health table"
@@ -49,37 +44,15 @@ def with_probe(facts: dict, lines: list[str]) -> dict:
 
 def execute(responses: dict, groups=("inference", "application")):
     """Plan and run deploy.py on one fake host. Returns (state, host, commands it ran with their arguments)."""
-    host_data = {"fake_responses": responses, "fake_delay": 0, "fake_delay_jitter": 0, "allow_unpinned_models": True}
-    inventory = Inventory(([(HOST, host_data)], group_data()), **{group: ([HOST], {}) for group in groups})
-    state = State(check_for_changes=True)
-    state.init(inventory, Config())
-    old_cwd = os.getcwd()
-    os.chdir(ROOT)
-    try:
-        with ctx_state.use(state):
-            state.set_stage(StateStage.Connect)
-            connect_all(state)
-            host = inventory.get_host(HOST)
-            ran = []
-            run = host.connector.run_shell_command
-
-            def recording_run(command, *args, **arguments):
-                ran.append((str(command), arguments))
-                return run(command, *args, **arguments)
-
-            host.connector.run_shell_command = recording_run
-            state.set_stage(StateStage.Prepare)
-            load_deploy_file(state, str(ROOT / "deploy.py"))
-            planned_probes = [command for command, _ in ran if verify.MARK in command]
-            state.set_stage(StateStage.Execute)
-            try:
-                run_ops(state)
-            except PyinfraError as error:
-                # pyinfra's way of saying the only host failed: the tests look at why.
-                assert "No hosts remaining" in str(error)
-            return state, host, ran, planned_probes
-    finally:
-        os.chdir(old_cwd)
+    with prepared(responses, groups=groups) as (state, host, ran):
+        planned_probes = [command for command, _ in ran if verify.MARK in command]
+        state.set_stage(StateStage.Execute)
+        try:
+            run_ops(state)
+        except PyinfraError as error:
+            # pyinfra's way of saying the only host failed: the tests look at why.
+            assert "No hosts remaining" in str(error)
+        return state, host, ran, planned_probes
 
 
 def health_op(state, host):

@@ -1,24 +1,9 @@
 """Each validation rule of the host data: a bad value in, a message naming the field out."""
 
-import copy
-
 import pytest
 
 from tasks import config
-from tests.plan.harness import group_data
-
-DEFAULTS = {key: value for key, value in group_data().items() if key.startswith("kitty_")}
-
-
-def host_data(**changes):
-    data = copy.deepcopy(DEFAULTS)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        target = data
-        for part in parents:
-            target = target[part]
-        target[leaf] = value
-    return data
+from tests.unit.data import DEFAULTS, host_data
 
 
 def error_of(data) -> str:

@@ -6,9 +6,8 @@ import plistlib
 import pytest
 
 from tasks import config, launchd, server_args
-from tests.plan.harness import group_data
+from tests.unit.data import DEFAULTS
 
-DEFAULTS = {key: value for key, value in group_data().items() if key.startswith("kitty_")}
 BINARY = "/opt/kitty/current/bin/llama-server"
 
 

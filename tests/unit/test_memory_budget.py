@@ -1,26 +1,12 @@
 """The GPU memory budget on the manual's models and real sizes, and the config rules it relies on."""
 
-import copy
-
 import pytest
 
 from tasks import config
 from tasks.memory_budget import GIB, MIB, BudgetError, budget, kv_cache_bytes, server_needs, wired_limit_mb
-from tests.plan.harness import group_data
+from tests.unit.data import DEFAULTS, host_data
 
-DEFAULTS = {key: value for key, value in group_data().items() if key.startswith("kitty_")}
 MAC_192 = 192 * GIB
-
-
-def host_data(**changes):
-    data = copy.deepcopy(DEFAULTS)
-    for path, value in changes.items():
-        *parents, leaf = path.split("__")
-        target = data
-        for part in parents:
-            target = target[part]
-        target[leaf] = value
-    return data
 
 
 def cfg_with(*disabled, **changes):

@@ -5,9 +5,8 @@ import copy
 import pytest
 
 from tasks import config, server_args
-from tests.plan.harness import group_data
+from tests.unit.data import DEFAULTS
 
-DEFAULTS = {key: value for key, value in group_data().items() if key.startswith("kitty_")}
 BINARY = "/opt/kitty/current/bin/llama-server"
 MODELS = "/Users/Shared/Coding/models"
 
