@@ -52,9 +52,9 @@ def _mirror_running() -> bool:
 def sandbox():
     mirror_was_running = _mirror_running()
     sandbox_converge.ensure_sandbox(NAME, PORT, fresh=True)
+    project = sandbox_config().stack.project_name
     yield NAME
     # The stack's containers run on this machine's engine: they outlive the sandbox.
-    project = sandbox_config().stack.project_name
     subprocess.run(["docker", "compose", "-p", project, "down", "-v"], check=False, capture_output=True)
     subprocess.run([*sandbox_converge.SANDBOX, "stop", "--name", NAME], check=False)
     if not mirror_was_running:
