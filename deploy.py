@@ -5,7 +5,19 @@ pyinfra inventory.py deploy.py [--dry]
 
 from pyinfra import host
 
-from tasks import config, llamacpp, macos, memory_budget, models, platform, prerequisites, servers, stack, verify
+from tasks import (
+    config,
+    images,
+    llamacpp,
+    macos,
+    memory_budget,
+    models,
+    platform,
+    prerequisites,
+    servers,
+    stack,
+    verify,
+)
 
 # Bad host data fails here, before a single operation is planned.
 cfg = config.load(host.data)
@@ -29,6 +41,9 @@ if "inference" in host.groups:
     servers.run(cfg, plat, new_build, new_model_files)
 
 if "application" in host.groups:
-    stack.up(cfg, plat)
+    app_changes = stack.up(cfg, plat)
+    # After the stack: the images service runs from its checkout and queues in its Redis.
+    # Disabled, it is stopped and removed.
+    images.run(cfg, plat, app_changes)
 
 verify.report(cfg, plat)

@@ -238,10 +238,21 @@ kitty_stack = {
     ],
 }
 
+# The manual's optional Stable Diffusion service (phase 5, tasks/images.py): an RQ
+# worker and a uvicorn API, each supervised (systemd or a LaunchDaemon), after Redis.
 kitty_images = {
     "enabled": False,
     "port": 8089,
+    # In the app checkout; the venv is <path>/.venv.
     "path": "services/images_service",
+    # Relative to path; reinstalled only when it changes.
+    "requirements": "requirements.txt",
+    "python": "python3",
+    # The kitty_stack service the worker's queue lives in (redis://127.0.0.1:<its port>/0).
+    "redis_service": "redis",
+    "queue": "images",
+    # Seconds for GET / to answer after a (re)start: loading SDXL takes 2-3 minutes.
+    "health_timeout": 300,
 }
 
 # The host test suite (tests/host). The health table that ends every converge needs no settings.

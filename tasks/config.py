@@ -311,7 +311,24 @@ def service_env_name(name: str) -> str:
 class Images(Strict):
     enabled: bool = False
     port: Port = 8089
+    # The service's folder in the app checkout; its venv is <path>/.venv.
     path: str = "services/images_service"
+    # Relative to `path`; pip installs it again only when its sha256 changes.
+    requirements: str = "requirements.txt"
+    # The interpreter the venv is made with (`<python> -m venv`).
+    python: str = Field(default="python3", min_length=1)
+    # The kitty_stack service whose published port holds the RQ queue.
+    redis_service: Name = "redis"
+    queue: Name = "images"
+    # Seconds to wait for `GET /` after a (re)start: the manual's model load takes 2-3 minutes.
+    health_timeout: PositiveInt = 300
+
+    @field_validator("path", "requirements")
+    @classmethod
+    def _inside_the_checkout(cls, value: str) -> str:
+        if not value or value.startswith("/") or ".." in value.split("/"):
+            raise ValueError("must be a relative path inside the app checkout (no leading /, no ..)")
+        return value
 
 
 class Verify(Strict):
@@ -346,6 +363,19 @@ class KittyConfig(Strict):
             raise ValueError(
                 f"kitty_verify.query: the end-to-end query needs kitty_stack.services.{name} "
                 "with a port, and kitty_stack enabled"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _images_have_redis(self) -> KittyConfig:
+        if not self.images.enabled:
+            return self
+        name = self.images.redis_service
+        redis = self.stack.services.get(name)
+        if not self.stack.enabled or redis is None or redis.port is None:
+            raise ValueError(
+                f"kitty_images.enabled: the images service needs the app checkout and its Redis queue: "
+                f"kitty_stack enabled, with kitty_stack.services.{name} and its port"
             )
         return self
 

@@ -25,6 +25,7 @@ import jinja2
 from pyinfra import host, logger
 from pyinfra.api import StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
+from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.deb import DebPackages
 from pyinfra.facts.server import Home
 from pyinfra.operations import apt, files, systemd
@@ -85,10 +86,12 @@ def env_path(cfg: KittyConfig) -> str:
 
 
 @deploy("Application stack")
-def up(cfg: KittyConfig, plat: Platform) -> None:
+def up(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
+    """Bring the stack to its wanted state. Returns the checkout operation: a moved checkout
+    means services outside compose that run from it (the images service) restart."""
     stack = cfg.stack
     if not stack.enabled:
-        return
+        return []
     runtime = runtime_of(stack, plat)
     home = host.get_fact(Home) if runtime == "colima" else None
     docker = Docker(cfg, plat, runtime, home)
@@ -100,6 +103,7 @@ def up(cfg: KittyConfig, plat: Platform) -> None:
         *_override(cfg, plat),
     ]
     _compose_up(cfg, docker, runtime_changed=runtime_changed, inputs=inputs)
+    return [inputs[0]]
 
 
 # --- The container runtime --------------------------------------------------
