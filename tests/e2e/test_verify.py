@@ -26,6 +26,7 @@ SERVER_TESTS = (
     "test_model_server_listens_on_its_port",
     "test_model_server_health_is_ok",
     "test_model_server_lists_its_alias",
+    "test_model_server_answers_a_chat_completion",
     "test_model_server_job_runs_without_crash_loop",
 )
 
@@ -91,7 +92,7 @@ def test_a_stopped_server_fails_exactly_its_own_checks(sandbox, first_converge, 
         back = converge(sandbox)
     assert set(failures) == {f"{test}[{BROKEN}-paramiko://127.0.0.1]" for test in SERVER_TESTS}
     assert all(f"model server {BROKEN}:" in message for message in failures.values())
-    assert f"{unit(BROKEN)} is inactive/dead" in failures[f"{SERVER_TESTS[3]}[{BROKEN}-paramiko://127.0.0.1]"]
+    assert f"{unit(BROKEN)} is inactive/dead" in failures[f"test_model_server_job_runs_without_crash_loop[{BROKEN}-paramiko://127.0.0.1]"]
     assert back.code == 0, back.output[-3000:]
     assert f"Model servers | {BROKEN}: restart (unit, build or model changed)" not in back.failed
 

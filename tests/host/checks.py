@@ -57,13 +57,17 @@ def listening(host, port: int) -> str | None:
 # --- HTTP, from the host itself -----------------------------------------------------------
 
 
-def http_get(host, url: str, *, key_file: str | None = None, timeout: int = HTTP_TIMEOUT) -> tuple[str, str]:
-    """(status code, body) of a GET on the host; code "000" when nothing answered.
+def http_get(
+    host, url: str, *, key_file: str | None = None, timeout: int = HTTP_TIMEOUT, json_body: str | None = None
+) -> tuple[str, str]:
+    """(status code, body) of a GET (a POST with `json_body`) on the host; code "000" when nothing answered.
 
     A key file is read on the host and handed to curl on stdin (`-K -`): the key
     is never on a command line or in testinfra's log.
     """
     curl = f"curl -s --max-time {timeout} -w '\\n%{{http_code}}' {shlex.quote(url)}"
+    if json_body is not None:
+        curl += f" -H 'Content-Type: application/json' -d {shlex.quote(json_body)}"
     if key_file:
         quoted = shlex.quote(key_file)
         key = f"$(cat {quoted} 2>/dev/null || sudo -n cat {quoted})"
@@ -104,6 +108,22 @@ def lists_alias(host, base_url: str, alias: str, key_file: str | None = None) ->
     except (ValueError, AttributeError):
         return f"{url} answers something that is not a model list: {body.strip()[:200]}"
     return None if alias in ids else f"{url} lists {ids}, not the alias {alias!r}"
+
+
+def answers_a_chat(host, base_url: str, alias: str, key_file: str | None = None) -> str | None:
+    """One short chat completion (the manual's reason to run the server at all)."""
+    request = json.dumps({"messages": [{"role": "user", "content": "Say OK"}], "max_tokens": 4, "temperature": 0})
+    code, body = http_get(host, f"{base_url}/v1/chat/completions", key_file=key_file, timeout=120, json_body=request)
+    if code != "200":
+        return f"chat completion answered {code}: {body[:200]}"
+    try:
+        reply = json.loads(body)
+        reply["choices"][0]["message"]
+    except (ValueError, KeyError, IndexError):
+        return f"chat completion is not a chat reply: {body[:200]}"
+    if reply.get("model") != alias:
+        return f"chat completion came from model {reply.get('model')!r}, not {alias!r}"
+    return None
 
 
 def http_ok(host, url: str) -> str | None:

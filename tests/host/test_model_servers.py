@@ -1,7 +1,7 @@
 """Model servers (manual steps 3.3-3.6): one test per enabled server, named after it.
 
 Each one listens on its port, answers /health, lists its alias on /v1/models,
-and its supervisor job (systemd unit or launchd daemon) is running without a
+answers a short chat completion, and its supervisor job (systemd unit or launchd daemon) is running without a
 crash loop.
 """
 
@@ -31,6 +31,12 @@ def test_model_server_health_is_ok(host, kitty, server):
 def test_model_server_lists_its_alias(host, kitty, server):
     srv = kitty.servers[server]
     problem = checks.lists_alias(host, base_url(kitty, server), srv.alias, key_file=srv.api_key_file)
+    assert problem is None, f"model server {server}: {problem}"
+
+
+def test_model_server_answers_a_chat_completion(host, kitty, server):
+    srv = kitty.servers[server]
+    problem = checks.answers_a_chat(host, base_url(kitty, server), srv.alias, key_file=srv.api_key_file)
     assert problem is None, f"model server {server}: {problem}"
 
 
