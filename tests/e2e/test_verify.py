@@ -92,7 +92,10 @@ def test_a_stopped_server_fails_exactly_its_own_checks(sandbox, first_converge, 
         back = converge(sandbox)
     assert set(failures) == {f"{test}[{BROKEN}-paramiko://127.0.0.1]" for test in SERVER_TESTS}
     assert all(f"model server {BROKEN}:" in message for message in failures.values())
-    assert f"{unit(BROKEN)} is inactive/dead" in failures[f"test_model_server_job_runs_without_crash_loop[{BROKEN}-paramiko://127.0.0.1]"]
+    assert (
+        f"{unit(BROKEN)} is inactive/dead"
+        in failures[f"test_model_server_job_runs_without_crash_loop[{BROKEN}-paramiko://127.0.0.1]"]
+    )
     assert back.code == 0, back.output[-3000:]
     assert f"Model servers | {BROKEN}: restart (unit, build or model changed)" not in back.failed
 
