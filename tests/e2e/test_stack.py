@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import converge as sandbox_converge
+from tasks import config
 from tasks.config import read_group_data
 
 pytestmark = pytest.mark.e2e
@@ -127,7 +128,8 @@ def test_first_converge_brings_the_fixture_stack_up_healthy(first):
     assert health["status"] in ("ok", "degraded")
     assert health["dependencies"]["redis"]["ok"] and health["dependencies"]["postgres"]["ok"]
     # The Q4 server as containers reach it on this host (group_data's model_host + extra_hosts).
-    assert health["dependencies"]["llamacpp_q4"]["url"] == "http://host.docker.internal:8083"
+    q4_port = config.load(read_group_data(ROOT / "group_data", sandbox_converge.GROUP_DATA)).servers["q4"].port
+    assert health["dependencies"]["llamacpp_q4"]["url"] == f"http://host.docker.internal:{q4_port}"
     assert health["offline_mode"] is True
     assert health["secrets_present"] == ["OPENAI_API_KEY"]
 
