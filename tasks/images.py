@@ -18,7 +18,6 @@ from __future__ import annotations
 import hashlib
 import shlex
 from dataclasses import dataclass
-from io import StringIO
 from pathlib import Path
 
 import jinja2
@@ -26,16 +25,15 @@ from pyinfra import host
 from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File, Sha1File
-from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, pip, systemd
+from pyinfra.operations import pip
 from pyinfra.operations.util import any_changed
 
-from tasks import launchd
+from tasks import launchd, operations, systemd_unit
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-UNIT_DIR = "/etc/systemd/system"
+UNIT_DIR = systemd_unit.UNIT_DIR
 LABEL_PREFIX = "com.kitty.images."
 PROGRAMS = ("worker", "api")
 # Recorded in the venv after a successful install, so a new venv installs again.
@@ -228,13 +226,7 @@ def install_requirements(venv: str, requirements: str, as_owner: dict):
         '{ [ "$h" = "$(cat "$rec" 2>/dev/null)" ] || '
         f'{{ {shlex.quote(f"{venv}/bin/pip")} install --disable-pip-version-check -r "$r" && echo "$h" > "$rec"; }}; }}'
     )
-    yield FunctionCommand(_run_shown, (script, as_owner), {})
-
-
-def _run_shown(state, host, script: str, as_owner: dict) -> bool:
-    # print_output: a plain command's output only shows at -vvv, leaving minutes of silence.
-    ok, _ = host.run_shell_command(shlex.join(["sh", "-c", script]), print_output=True, **as_owner)
-    return ok
+    yield FunctionCommand(operations.stream, (shlex.join(["sh", "-c", script]), {}), as_owner)
 
 
 # --- The two services ------------------------------------------------------------------
@@ -243,37 +235,9 @@ def _run_shown(state, host, script: str, as_owner: dict) -> bool:
 def _systemd_program(
     cfg: KittyConfig, plat: Platform, program: Program, inputs: list[OperationMeta]
 ) -> list[OperationMeta]:
-    unit = unit_name(program.name)
-    running = (host.get_fact(SystemdStatus, services=unit) or {}).get(unit)
-    written = files.put(
-        name=f"images {program.name}: unit",
-        src=StringIO(render_unit(cfg, plat, program)),
-        dest=f"{UNIT_DIR}/{unit}",
-        user="root",
-        group="root",
-        mode="644",
-        _sudo=plat.sudo,
-    )
-    systemd.daemon_reload(name=f"images {program.name}: reload systemd", _if=written.did_change, _sudo=plat.sudo)
-    if not running:
-        # Not running (new, stopped or crash-looping): one start, no restart on top.
-        return [
-            systemd.service(
-                name=f"images {program.name}: start", service=unit, running=True, enabled=True, _sudo=plat.sudo
-            )
-        ]
-    enabled = systemd.service(
-        name=f"images {program.name}: enable at boot", service=unit, enabled=True, _sudo=plat.sudo
-    )
-    restarted = systemd.service(
-        name=f"images {program.name}: restart (unit, venv or checkout changed)",
-        service=unit,
-        running=True,
-        restarted=True,
-        _if=any_changed(written, *inputs),
-        _sudo=plat.sudo,
-    )
-    return [enabled, restarted]
+    text = render_unit(cfg, plat, program)
+    label = f"images {program.name}"
+    return systemd_unit.converge(label, unit_name(program.name), text, plat, inputs, "unit, venv or checkout changed")
 
 
 def _launchd_program(
@@ -308,15 +272,7 @@ def _remove(plat: Platform) -> None:
                 name=f"images {program}: remove launchd job", job_label=label(program), present=False, _sudo=plat.sudo
             )
             continue
-        unit = unit_name(program)
-        if unit in (host.get_fact(SystemdStatus, services=unit) or {}):
-            systemd.service(
-                name=f"images {program}: stop and disable", service=unit, running=False, enabled=False, _sudo=plat.sudo
-            )
-        removed = files.file(
-            name=f"images {program}: remove unit", path=f"{UNIT_DIR}/{unit}", present=False, _sudo=plat.sudo
-        )
-        systemd.daemon_reload(name=f"images {program}: reload systemd", _if=removed.did_change, _sudo=plat.sudo)
+        systemd_unit.remove(f"images {program}", unit_name(program), plat)
 
 
 # --- Health -------------------------------------------------------------------------------

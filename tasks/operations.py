@@ -18,13 +18,16 @@ def run_with_progress(command: list[str], env: dict[str, str] | None = None):
     Only planned when a fact says the work is needed; the command prints its
     own progress and, on failure, what failed and where its log is.
     """
-    yield FunctionCommand(_stream, (shlex.join(command), env or {}), {})
+    yield FunctionCommand(stream, (shlex.join(command), env or {}), {})
 
 
-def _stream(state, host, command: str, env: dict[str, str]) -> bool:
-    # Through the host's connector with print_output: a plain StringCommand's
-    # output is only shown at -vvv, leaving minutes of silence.
-    ok, _ = host.run_shell_command(command, print_output=True, _env=env)
+def stream(state, host, command: str, env: dict[str, str], **connector_arguments) -> bool:
+    """FunctionCommand target: run `command` with its output shown as it comes.
+
+    Through the host's connector with print_output: a plain StringCommand's
+    output is only shown at -vvv, leaving minutes of silence.
+    """
+    ok, _ = host.run_shell_command(command, print_output=True, _env=env, **connector_arguments)
     return ok
 
 

@@ -9,7 +9,6 @@ those servers, on the host itself.
 
 from __future__ import annotations
 
-import io
 import shlex
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +19,16 @@ from pyinfra.api import FunctionCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Users
-from pyinfra.facts.systemd import SystemdStatus
-from pyinfra.operations import files, server, systemd
+from pyinfra.operations import files, server
 from pyinfra.operations.util import any_changed
 
-from tasks import launchd, llamacpp, server_args
+from tasks import launchd, llamacpp, server_args, systemd_unit
 from tasks.config import KittyConfig, ModelServer
 from tasks.facts import FindUnits, LegacyServerPids, ListeningPorts
 from tasks.platform import Platform
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-UNIT_DIR = "/etc/systemd/system"
+UNIT_DIR = systemd_unit.UNIT_DIR
 UNIT_PREFIX = "kitty-llama-"
 
 
@@ -121,44 +119,11 @@ def render_unit(cfg: KittyConfig, plat: Platform, name: str, srv: ModelServer) -
 def _systemd_server(
     cfg: KittyConfig, plat: Platform, name: str, srv: ModelServer, user: str, inputs: list[OperationMeta]
 ) -> list[OperationMeta]:
-    unit = unit_name(name)
-    path = f"{UNIT_DIR}/{unit}"
     if not srv.enabled:
-        _remove_unit(plat, name)
+        systemd_unit.remove(name, unit_name(name), plat)
         return []
-    running = (host.get_fact(SystemdStatus, services=unit) or {}).get(unit)
-    written = files.put(
-        name=f"{name}: unit",
-        src=io.StringIO(render_unit(cfg, plat, name, srv)),
-        dest=path,
-        user="root",
-        group="root",
-        mode="644",
-        _sudo=plat.sudo,
-    )
-    systemd.daemon_reload(name=f"{name}: reload systemd", _if=written.did_change, _sudo=plat.sudo)
-    if not running:
-        # Not running (new, stopped or crash-looping): one start, no restart on top.
-        return [systemd.service(name=f"{name}: start", service=unit, running=True, enabled=True, _sudo=plat.sudo)]
-    enabled = systemd.service(name=f"{name}: enable at boot", service=unit, enabled=True, _sudo=plat.sudo)
-    restarted = systemd.service(
-        name=f"{name}: restart (unit, build or model changed)",
-        service=unit,
-        running=True,
-        restarted=True,
-        _if=any_changed(written, *inputs),
-        _sudo=plat.sudo,
-    )
-    return [enabled, restarted]
-
-
-def _remove_unit(plat: Platform, name: str) -> None:
-    unit = unit_name(name)
-    status = host.get_fact(SystemdStatus, services=unit) or {}
-    if unit in status:
-        systemd.service(name=f"{name}: stop and disable", service=unit, running=False, enabled=False, _sudo=plat.sudo)
-    removed = files.file(name=f"{name}: remove unit", path=f"{UNIT_DIR}/{unit}", present=False, _sudo=plat.sudo)
-    systemd.daemon_reload(name=f"{name}: reload systemd", _if=removed.did_change, _sudo=plat.sudo)
+    text = render_unit(cfg, plat, name, srv)
+    return systemd_unit.converge(name, unit_name(name), text, plat, inputs, "unit, build or model changed")
 
 
 def _remove_undeclared_units(cfg: KittyConfig, plat: Platform) -> None:
@@ -166,7 +131,7 @@ def _remove_undeclared_units(cfg: KittyConfig, plat: Platform) -> None:
     declared = {unit_name(name) for name in cfg.servers}
     for unit in host.get_fact(FindUnits, directory=UNIT_DIR, prefix=UNIT_PREFIX) or []:
         if unit not in declared:
-            _remove_unit(plat, unit.removeprefix(UNIT_PREFIX).removesuffix(".service"))
+            systemd_unit.remove(unit.removeprefix(UNIT_PREFIX).removesuffix(".service"), unit, plat)
 
 
 def _service_account(cfg: KittyConfig, plat: Platform, user: str) -> None:
