@@ -21,6 +21,8 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.util import load_deploy_file
 
+from tasks.platform import BREW_PREFIX, Platform
+
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "@fake/kitty"
 
@@ -139,3 +141,9 @@ def _text(command) -> str:
     if isinstance(command, StringCommand):
         return command.get_masked_value()
     return repr(command)
+
+
+def simulated_platform(os: str, user: str, arch: str) -> Platform:
+    """The Platform tasks.platform.detect() would give a simulated host with these facts."""
+    prefix = BREW_PREFIX.get(arch) if os == "macos" else None
+    return Platform(os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=prefix)

@@ -8,16 +8,11 @@ plists as rendered, servers running and listening.
 from __future__ import annotations
 
 from tasks import config, launchd, llamacpp, models, servers
-from tasks.platform import BREW_PREFIX, Platform
+from tasks.platform import Platform
 from tests.plan import launchd_facts
+from tests.plan.harness import simulated_platform
 
 MTIME = 1_700_000_000
-
-
-def platform(os: str, user: str, arch: str) -> Platform:
-    return Platform(
-        os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=BREW_PREFIX[arch] if os == "macos" else None
-    )
 
 
 def model_files(cfg: config.KittyConfig, *, verified: bool = True) -> dict:
@@ -93,6 +88,6 @@ def wait_script(cfg: config.KittyConfig) -> dict:
 
 def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
-    plat = platform(os, user, arch)
+    plat = simulated_platform(os, user, arch)
     supervisor = linux_servers(cfg, plat) if os == "linux" else macos_servers(cfg, plat)
     return {**model_files(cfg), **listening(cfg, os=os), **supervisor, **wait_script(cfg)}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks import config, llamacpp
-from tasks.platform import BREW_PREFIX, Platform
 from tests.plan import launchd_facts
+from tests.plan.harness import simulated_platform
 
 BUILD_SCRIPT = Path(llamacpp.BUILD_SCRIPT).read_text()
 
@@ -22,9 +22,7 @@ def builds(root: str, current: str | None, installed: list[tuple[str, bool]]) ->
 
 def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
-    plat = Platform(
-        os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=BREW_PREFIX.get(arch) if os == "macos" else None
-    )
+    plat = simulated_platform(os, user, arch)
     wanted = llamacpp.wanted_build(cfg, plat)
     root = llamacpp.root(cfg)
     group = "staff" if os == "macos" else user

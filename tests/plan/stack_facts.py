@@ -10,16 +10,12 @@ import hashlib
 from pathlib import Path
 
 from tasks import config, launchd, stack
-from tasks.platform import BREW_PREFIX, Platform
+from tasks.platform import Platform
 from tests.plan import launchd_facts
+from tests.plan.harness import simulated_platform
 
 ROOT = Path(__file__).resolve().parents[2]
 HEAD = "0123456789abcdef0123456789abcdef01234567"
-
-
-def platform(os: str, user: str, arch: str) -> Platform:
-    prefix = BREW_PREFIX.get(arch) if os == "macos" else None
-    return Platform(os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=prefix)
 
 
 def docker_info(ok: bool = True) -> dict:
@@ -92,7 +88,7 @@ def linux_engine(plat: Platform) -> dict:
 
 def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
-    plat = platform(os, user, arch)
+    plat = simulated_platform(os, user, arch)
     group = "staff" if os == "macos" else user
     runtime = stack.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else stack.RUNTIMES[os][0]
     facts = {

@@ -13,12 +13,12 @@ from pyinfra.api.state import StateStage
 
 from tasks import config, images, launchd
 from tests.plan import hosts, launchd_facts, stack_facts
-from tests.plan.harness import plan, prepared
+from tests.plan.harness import plan, prepared, simulated_platform
 
 ENABLED = {"kitty_images": {**hosts.DEFAULTS["kitty_images"], "enabled": True}}
 CFG = config.load({**hosts.DEFAULTS, **ENABLED})
-LINUX = stack_facts.platform("linux", "admin", "x86_64")
-MAC = stack_facts.platform("macos", "admin", "arm64")
+LINUX = simulated_platform("linux", "admin", "x86_64")
+MAC = simulated_platform("macos", "admin", "arm64")
 VENV = "/Users/Shared/Coding/KITT/services/images_service/.venv"
 REQUIREMENTS = "/Users/Shared/Coding/KITT/services/images_service/requirements.txt"
 SHA = hashlib.sha256(b"rq==1.16.2\nuvicorn==0.30.0\n").hexdigest()

@@ -6,13 +6,12 @@ import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config, llamacpp
-from tasks.platform import Platform
 from tests.plan import hosts, llamacpp_facts
-from tests.plan.harness import plan
+from tests.plan.harness import plan, simulated_platform
 
 ROOT = "/opt/kitty/llama.cpp"
-MAC = Platform(os="macos", arch="arm64", user="admin", sudo=True, brew_prefix="/opt/homebrew")
-LINUX = Platform(os="linux", arch="x86_64", user="admin", sudo=True)
+MAC = simulated_platform("macos", "admin", "arm64")
+LINUX = simulated_platform("linux", "admin", "x86_64")
 
 
 def data(**llamacpp_settings) -> dict:

@@ -7,10 +7,10 @@ from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config, stack
 from tests.plan import hosts, stack_facts
-from tests.plan.harness import plan
+from tests.plan.harness import plan, simulated_platform
 
 CFG = config.load(hosts.DEFAULTS)
-MAC = stack_facts.platform("macos", "admin", "arm64")
+MAC = simulated_platform("macos", "admin", "arm64")
 COLIMA_SOCKET = "unix:///Users/admin/.colima/default/docker.sock"
 STACK_OPS = ("docker compose up", "Wait for the stack's health")
 
