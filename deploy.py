@@ -34,11 +34,11 @@ if plat.os == "macos":
 prerequisites.install(cfg, plat)
 
 if "inference" in host.groups:
-    # What a server runs is the `current` build and its model files: when
-    # either is replaced in this run, the servers using it restart.
-    new_build = llamacpp.build(cfg, plat)
-    new_model_files = models.download(cfg, plat)
-    servers.run(cfg, plat, new_build, new_model_files)
+    llamacpp.build(cfg, plat)
+    models.download(cfg, plat)
+    # Each server restarts when its definition, the build behind `current` or
+    # one of its model files differs from what it was started with.
+    servers.run(cfg, plat)
 
 if "application" in host.groups:
     app_changes = stack.up(cfg, plat)

@@ -15,41 +15,26 @@ to rebuild). Replaces start-images-service.sh, its `&` and its PID files.
 
 from __future__ import annotations
 
-import hashlib
 import shlex
-from dataclasses import dataclass
-from pathlib import Path
 
-import jinja2
 from pyinfra import host
-from pyinfra.api import FactBase, FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.api.operation import OperationMeta
-from pyinfra.facts.files import File, Sha1File
+from pyinfra.facts.files import File
 from pyinfra.operations import pip
 from pyinfra.operations.util import any_changed
 
-from tasks import launchd, operations, systemd_unit
+from tasks import health, layout, operations, supervise
 from tasks.config import KittyConfig
 from tasks.platform import Platform
+from tasks.supervise import Family, Health, Input, Program, Slot
 
-TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
-UNIT_DIR = systemd_unit.UNIT_DIR
-LABEL_PREFIX = "com.kitty.images."
 PROGRAMS = ("worker", "api")
+FAMILY = Family("images service", layout.IMAGES_LABEL_PREFIX, layout.IMAGES_UNIT_PREFIX)
 # Recorded in the venv after a successful install, so a new venv installs again.
 RECORD = ".kitty-requirements.sha256"
 # Logs as they come, not in 8 KiB blocks: the log is all an operator has.
 ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
-
-
-@dataclass(frozen=True)
-class Program:
-    name: str
-    description: str
-    arguments: list[str]
-    log: str
-    # Seconds a stop may take: the worker finishes the image it is generating (30-60 s).
-    stop_timeout: int
 
 
 def app_dir(cfg: KittyConfig) -> str:
@@ -60,99 +45,80 @@ def venv_dir(cfg: KittyConfig) -> str:
     return f"{app_dir(cfg)}/.venv"
 
 
-def unit_name(program: str) -> str:
-    return f"kitty-images-{program}.service"
-
-
-def label(program: str) -> str:
-    return f"{LABEL_PREFIX}{program}"
-
-
 def health_url(cfg: KittyConfig) -> str:
     return f"http://127.0.0.1:{cfg.images.port}/"
 
 
-def programs(cfg: KittyConfig) -> list[Program]:
+def programs(
+    cfg: KittyConfig, plat: Platform, venv_replaced: bool = False, checkout_moved: bool = False
+) -> list[Program]:
+    """The RQ worker and the uvicorn API, as supervised programs.
+
+    Their inputs: the requirements installed in the venv (its record), and the
+    commit the app checkout is at (detached: .git/HEAD holds the commit).
+    """
     images, venv, logs = cfg.images, venv_dir(cfg), cfg.paths.logs_dir
     redis_port = cfg.stack.services[images.redis_service].port
+    inputs = (
+        Input("venv requirements", f"{venv}/{RECORD}", "file", replaced=venv_replaced),
+        Input("app checkout", f"{cfg.paths.kitty_root}/.git/HEAD", "file", replaced=checkout_moved),
+    )
+    common = {
+        "working_directory": app_dir(cfg),
+        # The checkout's owner (tasks/stack.py): the venv lives in it, the services run as it.
+        "user": layout.service_user(cfg, plat),
+        "env": dict(ENVIRONMENT),
+        "restart_delay": cfg.launchd.throttle_interval,
+        # Redis is a container of the application stack: after the local engine when it
+        # is a unit here (After= pulls nothing in); Restart= covers the time Redis needs.
+        "after": ("docker.service",),
+        "inputs": inputs,
+    }
     return [
         Program(
-            name="worker",
-            description=f"RQ worker (queue {images.queue})",
-            arguments=[f"{venv}/bin/rq", "worker", images.queue, "--url", f"redis://127.0.0.1:{redis_port}/0"],
+            name="images worker",
+            label=layout.images_label("worker"),
+            unit=layout.images_unit("worker"),
+            description=f"KITTY images service: RQ worker (queue {images.queue})",
+            argv=[f"{venv}/bin/rq", "worker", images.queue, "--url", f"redis://127.0.0.1:{redis_port}/0"],
             # The manual's log names: .logs/rq_worker.log and .logs/service.log.
             log=f"{logs}/rq_worker.log",
+            # The worker finishes the image it is generating (30-60 s) before it exits.
             stop_timeout=90,
+            kill_main_only=True,
+            **common,
         ),
         Program(
-            name="api",
-            description=f"uvicorn API on port {images.port}",
-            arguments=[f"{venv}/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(images.port)],
+            name="images api",
+            label=layout.images_label("api"),
+            unit=layout.images_unit("api"),
+            description=f"KITTY images service: uvicorn API on port {images.port}",
+            argv=[f"{venv}/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(images.port)],
             log=f"{logs}/service.log",
             stop_timeout=30,
+            health=Health(health_url(cfg), "http", images.health_timeout),
+            **common,
         ),
     ]
-
-
-def _owner(cfg: KittyConfig, plat: Platform) -> str:
-    # The checkout's owner (tasks/stack.py): the venv lives in it, the services run as it.
-    return cfg.paths.service_user or plat.user
-
-
-def render_unit(cfg: KittyConfig, plat: Platform, program: Program) -> str:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-    )
-    return env.get_template("images-service.service.j2").render(
-        description=program.description,
-        user=_owner(cfg, plat),
-        working_directory=app_dir(cfg),
-        arguments=program.arguments,
-        environment=ENVIRONMENT,
-        restart_sec=cfg.launchd.throttle_interval,
-        log_path=program.log,
-        stop_timeout=program.stop_timeout,
-    )
-
-
-def render_plist(cfg: KittyConfig, plat: Platform, program: Program) -> str:
-    # A LaunchDaemon whatever kitty_launchd.kind says: an agent needs a GUI login (as colima).
-    return launchd.render_plist(
-        job_label=label(program.name),
-        arguments=program.arguments,
-        working_directory=app_dir(cfg),
-        log=program.log,
-        environment=ENVIRONMENT,
-        throttle_interval=cfg.launchd.throttle_interval,
-        user=_owner(cfg, plat),
-    )
 
 
 @deploy("Images service")
 def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | None = None) -> None:
     """Converge the images service; `app_changes`: operations that, if they change anything, moved the checkout."""
     if not cfg.images.enabled:
-        _remove(plat)
+        # Disabled: both services stopped and their units/plists gone; the venv stays (slow to rebuild).
+        slots = [Slot(layout.images_label(p), layout.images_unit(p), None) for p in PROGRAMS]
+        supervise.converge(cfg, plat, slots, FAMILY)
         return
-    owner = _owner(cfg, plat)
+    owner = layout.service_user(cfg, plat)
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
     app_changes = list(app_changes or [])
-    inputs = _venv(cfg, plat, as_owner, app_changes) + app_changes
-    started = {}
-    for program in programs(cfg):
-        if plat.supervisor == "systemd":
-            started[program.name] = _systemd_program(cfg, plat, program, inputs)
-        else:
-            started[program.name] = _launchd_program(cfg, plat, program, inputs)
-    api = programs(cfg)[1]
-    api_answers(
-        name="Wait for the images API (GET /)",
-        url=health_url(cfg),
-        timeout=cfg.images.health_timeout,
-        log=api.log,
-        # Not (re)started in this run: nothing to wait for, a converged host plans nothing.
-        _if=any_changed(*started["api"]),
-    )
+    venv_ops = _venv(cfg, plat, as_owner, app_changes)
+    moved = any(op.will_change for op in app_changes)
+    running = programs(cfg, plat, venv_replaced=any(op.will_change for op in venv_ops[1:]), checkout_moved=moved)
+    slots = [Slot(p.label, p.unit, p) for p in running]
+    decisions = supervise.converge(cfg, plat, slots, FAMILY)
+    health.wait(cfg, plat, running, decisions, "the images API")
 
 
 # --- The venv and its requirements ------------------------------------------------
@@ -227,64 +193,3 @@ def install_requirements(venv: str, requirements: str, as_owner: dict):
         f'{{ {shlex.quote(f"{venv}/bin/pip")} install --disable-pip-version-check -r "$r" && echo "$h" > "$rec"; }}; }}'
     )
     yield FunctionCommand(operations.stream, (shlex.join(["sh", "-c", script]), {}), as_owner)
-
-
-# --- The two services ------------------------------------------------------------------
-
-
-def _systemd_program(
-    cfg: KittyConfig, plat: Platform, program: Program, inputs: list[OperationMeta]
-) -> list[OperationMeta]:
-    text = render_unit(cfg, plat, program)
-    label = f"images {program.name}"
-    return systemd_unit.converge(label, unit_name(program.name), text, plat, inputs, "unit, venv or checkout changed")
-
-
-def _launchd_program(
-    cfg: KittyConfig, plat: Platform, program: Program, inputs: list[OperationMeta]
-) -> list[OperationMeta]:
-    job_label = label(program.name)
-    plist = render_plist(cfg, plat, program)
-    status = host.get_fact(launchd.LaunchdJob, target=f"system/{job_label}")
-    path = launchd.plist_path(job_label, "daemon")
-    # launchd.job bootstraps a job that is not loaded or whose plist differs:
-    # a fresh process, so a kickstart on top would only restart it again.
-    reloads = not status["loaded"] or host.get_fact(Sha1File, path=path) != hashlib.sha1(plist.encode()).hexdigest()
-    job = launchd.job(
-        name=f"images {program.name}: launchd job {job_label}", job_label=job_label, plist=plist, _sudo=plat.sudo
-    )
-    if reloads:
-        return [job]
-    kicked = launchd.kickstart(
-        name=f"images {program.name}: restart (venv or checkout changed)",
-        job_label=job_label,
-        _if=any_changed(*inputs),
-        _sudo=plat.sudo,
-    )
-    return [job, kicked]
-
-
-def _remove(plat: Platform) -> None:
-    """Disabled: both services stopped and their units/plists gone; nothing planned when they already are."""
-    for program in PROGRAMS:
-        if plat.supervisor == "launchd":
-            launchd.job(
-                name=f"images {program}: remove launchd job", job_label=label(program), present=False, _sudo=plat.sudo
-            )
-            continue
-        systemd_unit.remove(f"images {program}", unit_name(program), plat)
-
-
-# --- Health -------------------------------------------------------------------------------
-
-
-@operation()
-def api_answers(url: str, timeout: int, log: str):
-    """Wait, on the host, until `GET url` answers 2xx; on a timeout, fail with the tail of the API's log."""
-    yield StringCommand(
-        f"i=0; until curl -fsS -o /dev/null --max-time 5 {shlex.quote(url)} 2>/dev/null; do "
-        f'if [ "$i" -ge {int(timeout)} ]; then '
-        f"echo {shlex.quote(f'images API not healthy at {url} after {int(timeout)}s; last lines of {log}:')} >&2; "
-        f"tail -n 20 {shlex.quote(log)} >&2; exit 1; fi; "
-        "i=$((i + 2)); sleep 2; done"
-    )

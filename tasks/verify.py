@@ -30,7 +30,9 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
-from tasks import launchd, servers, stack
+from tasks import compose as stack_compose
+from tasks import layout, servers
+from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
@@ -83,16 +85,16 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
                 found.append(Check("stack", name, service.port, "http", url, logs))
             else:
                 # Redis PING, Postgres SELECT 1, or a running (healthy) container: as the stack step waits for it.
-                probe = stack._probe(compose or "docker compose", name, service.port, service.health)
+                probe = stack_compose._probe(compose or "docker compose", name, service.port, service.health)
                 found.append(Check("stack", name, service.port, "command", probe, logs))
     return found
 
 
 def server_logs(cfg: KittyConfig, plat: Platform, name: str) -> str:
-    log = launchd.log_path(cfg, name)
+    log = layout.server_log(cfg, name)
     if plat.supervisor == "launchd":
-        return f"{log}, sudo launchctl print system/{launchd.label(cfg, name)}"
-    return f"{log}, journalctl -u {servers.unit_name(name)}"
+        return f"{log}, sudo launchctl print system/{layout.server_label(cfg, name)}"
+    return f"{log}, journalctl -u {layout.server_unit(name)}"
 
 
 def compose_logs(cfg: KittyConfig, plat: Platform) -> str:
@@ -207,8 +209,8 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
     """The health table of everything this host runs, probed once every step before has run."""
     compose, env, sudo = None, dict(plat.env), False
     if "application" in host.groups and cfg.stack.enabled:
-        runtime = stack.runtime_of(cfg.stack, plat)
-        docker = stack.Docker(cfg, plat, runtime, host.get_fact(Home) if runtime == "colima" else None)
+        runtime = stack_runtime.runtime_of(cfg.stack, plat)
+        docker = stack_compose.Docker(cfg, plat, runtime, host.get_fact(Home) if runtime == "colima" else None)
         compose, env, sudo = docker.compose, docker.env, docker.sudo
     found = checks(cfg, plat, host.groups, compose)
     if not found:

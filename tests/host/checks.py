@@ -14,9 +14,12 @@ import json
 import re
 import shlex
 
-from tasks import launchd, servers, stack
+from tasks import compose as stack_compose
+from tasks import layout
+from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import BREW_PREFIX, Platform
+from tasks.supervise import launchd
 
 # A job that restarted itself and has been up for less than this is crash-looping:
 # the supervisors restart a failed server after kitty_launchd.throttle_interval (10 s).
@@ -206,38 +209,38 @@ def _etime_seconds(etime: str) -> int | None:
 
 def supervisor_job(host, cfg: KittyConfig, name: str) -> str | None:
     if is_macos(host):
-        return launchd_job(host, f"{launchd.domain(cfg.launchd.kind)}/{launchd.label(cfg, name)}")
-    return systemd_job(host, servers.unit_name(name))
+        return launchd_job(host, f"system/{layout.server_label(cfg, name)}")
+    return systemd_job(host, layout.server_unit(name))
 
 
 # --- The application stack ----------------------------------------------------------------
 
 
-def docker(host, cfg: KittyConfig) -> stack.Docker:
+def docker(host, cfg: KittyConfig) -> stack_compose.Docker:
     """The compose command line and environment the deploy itself uses on this host."""
     plat = platform(host)
-    runtime = stack.runtime_of(cfg.stack, plat)
+    runtime = stack_runtime.runtime_of(cfg.stack, plat)
     home = host.check_output("echo ~").strip() if runtime == "colima" else None
-    return stack.Docker(cfg, plat, runtime, home)
+    return stack_compose.Docker(cfg, plat, runtime, home)
 
 
-def as_docker(engine: stack.Docker, command: str) -> str:
+def as_docker(engine: stack_compose.Docker, command: str) -> str:
     environment = " ".join(f"{key}={shlex.quote(value)}" for key, value in engine.env.items())
     prefix = "sudo -n " if engine.sudo else ""
     return f"{prefix}env {environment} {command}" if environment else f"{prefix}{command}"
 
 
-def compose_exec(host, engine: stack.Docker, service: str, command: str):
+def compose_exec(host, engine: stack_compose.Docker, service: str, command: str):
     return host.run(as_docker(engine, f"{engine.compose} exec -T {shlex.quote(service)} {command}"))
 
 
-def redis_ping(host, engine: stack.Docker, service: str) -> str | None:
+def redis_ping(host, engine: stack_compose.Docker, service: str) -> str | None:
     result = compose_exec(host, engine, service, "redis-cli ping")
     answer = result.stdout.strip()
     return None if answer == "PONG" else f"redis-cli ping answered {answer or result.stderr.strip()[:200]!r}"
 
 
-def postgres_select(host, engine: stack.Docker, service: str) -> str | None:
+def postgres_select(host, engine: stack_compose.Docker, service: str) -> str | None:
     # The container's own POSTGRES_USER/DB: nothing secret on this command line.
     select = 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc \'SELECT 1\''
     result = compose_exec(host, engine, service, f"sh -c {shlex.quote(select)}")
@@ -245,7 +248,7 @@ def postgres_select(host, engine: stack.Docker, service: str) -> str | None:
     return None if answer == "1" else f"SELECT 1 answered {answer or result.stderr.strip()[:200]!r}"
 
 
-def container_running(host, engine: stack.Docker, service: str) -> str | None:
+def container_running(host, engine: stack_compose.Docker, service: str) -> str | None:
     fmt = "{{.State.Status}}{{if .State.Health}}/{{.State.Health.Status}}{{end}}"
     ids = host.run(as_docker(engine, f"{engine.compose} ps -q {shlex.quote(service)}")).stdout.split()
     if not ids:

@@ -7,9 +7,9 @@ plists as rendered, servers running and listening.
 
 from __future__ import annotations
 
-from tasks import config, launchd, llamacpp, models, servers
+from tasks import config, health, layout, llamacpp, models, servers
 from tasks.platform import Platform
-from tests.plan import launchd_facts
+from tests.plan import launchd_facts, llamacpp_facts, supervise_facts
 from tests.plan.harness import simulated_platform
 
 MTIME = 1_700_000_000
@@ -41,53 +41,62 @@ def listening(cfg: config.KittyConfig, *, os: str) -> dict:
     return {"ss -ltnpH": lines} if os == "linux" else {"lsof +c 0": lines}
 
 
-def linux_servers(cfg: config.KittyConfig, plat: Platform) -> dict:
+def input_values(cfg: config.KittyConfig, plat: Platform, srv) -> dict[str, str]:
+    """What a converged host holds for a server's inputs: the wanted build behind `current`, stamped files."""
+    values = {}
+    for item in servers.inputs(cfg, srv, build_id(cfg, plat), set()):
+        values[item.name] = item.wanted if item.kind == "link" else _stamp(cfg, item.name.removeprefix("model "))
+    return values
+
+
+def build_id(cfg: config.KittyConfig, plat: Platform) -> str:
+    """The build a converged host runs: the wanted one at the commit upstream names."""
+    return llamacpp.wanted_build(cfg, plat, llamacpp_facts.UPSTREAM.get(cfg.llamacpp.ref)).id
+
+
+def _stamp(cfg: config.KittyConfig, rel: str) -> str:
+    for item in models.wanted_files(cfg):
+        if item.rel == rel:
+            return f"{item.file.sha256 or '0' * 64} {item.expected_bytes} {MTIME}"
+    return ""
+
+
+def supervised_servers(cfg: config.KittyConfig, plat: Platform, os: str) -> dict:
     facts = {}
+    records = layout.records_dir(cfg)
     for name, srv in cfg.servers.items():
-        unit = servers.unit_name(name)
         if srv.enabled:
+            prog = servers.program(cfg, plat, name, srv, build_id(cfg, plat))
+            values = input_values(cfg, plat, srv)
+            facts.update(supervise_facts.program(prog, os=os, records_dir=records, values=values))
+        else:
             facts.update(
-                launchd_facts.file(
-                    f"{servers.UNIT_DIR}/{unit}", servers.render_unit(cfg, plat, name, srv), group="root"
+                supervise_facts.absent(
+                    layout.server_label(cfg, name), layout.server_unit(name), os=os, records_dir=records
                 )
             )
-            facts[f"show --all --property Id --property SubState {unit}"] = [f"Id={unit}", "SubState=running"]
-            facts[f"show --all --property Id --property UnitFileState {unit}"] = [f"Id={unit}", "UnitFileState=enabled"]
-        else:
-            facts[f"show --all --property Id --property SubState {unit}"] = []
-    facts.update(launchd_facts.directory(servers.UNIT_DIR, group="root"))
-    facts["ls -1 -- kitty-llama-*.service"] = [servers.unit_name(name) for name, s in cfg.servers.items() if s.enabled]
-    return facts
-
-
-def macos_servers(cfg: config.KittyConfig, plat: Platform) -> dict:
-    facts = {}
-    user = servers.service_user(cfg, plat)
-    for name, srv in cfg.enabled_servers().items():
-        job_label = launchd.label(cfg, name)
-        plist = launchd.server_plist(cfg, name, srv, binary=llamacpp.binary(cfg), user=user)
-        facts.update(launchd_facts.job(f"system/{job_label}", loaded=True))
-        facts.update(launchd_facts.file(launchd.plist_path(job_label, "daemon"), plist))
-        facts.update(
-            launchd_facts.file(
-                f"{cfg.paths.opt_dir}/state/launchd/{name}.inputs", servers._launchd_inputs(cfg, plat, srv) + "\n"
-            )
-        )
-    facts.update(launchd_facts.directory(launchd.DAEMONS_DIR))
-    facts.update(launchd_facts.directory(f"{cfg.paths.opt_dir}/state/launchd"))
+    family = servers.family(cfg)
+    enabled = cfg.enabled_servers()
+    if os == "macos":
+        names = [layout.server_label(cfg, name) for name in enabled]
+        facts.update(supervise_facts.installed(layout.LAUNCH_DAEMONS, family.label_prefix, names))
+        facts.update(launchd_facts.directory(layout.LAUNCH_DAEMONS))
+    else:
+        names = [layout.server_unit(name) for name in enabled]
+        facts.update(supervise_facts.installed(layout.SYSTEMD_UNITS, family.unit_prefix, names))
+        facts.update(launchd_facts.directory(layout.SYSTEMD_UNITS, group="root"))
     return facts
 
 
 def wait_script(cfg: config.KittyConfig) -> dict:
-    with open(servers.TEMPLATES / "wait-healthy.sh") as script:
-        return {
-            **launchd_facts.file(servers._wait_script(cfg), script.read(), mode="rwxr-xr-x"),
-            **launchd_facts.directory(cfg.paths.opt_dir),
-        }
+    return {
+        **launchd_facts.file(layout.wait_script(cfg), health.WAIT_SCRIPT.read_text(), mode="rwxr-xr-x"),
+        **launchd_facts.directory(cfg.paths.opt_dir),
+    }
 
 
 def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
     plat = simulated_platform(os, user, arch)
-    supervisor = linux_servers(cfg, plat) if os == "linux" else macos_servers(cfg, plat)
+    supervisor = supervised_servers(cfg, plat, os)
     return {**model_files(cfg), **listening(cfg, os=os), **supervisor, **wait_script(cfg)}

@@ -11,8 +11,10 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 
-from tasks import config, images, launchd
-from tests.plan import hosts, launchd_facts, stack_facts
+from tasks import config, images, layout
+from tasks.supervise import launchd as supervise_launchd
+from tasks.supervise import systemd as supervise_systemd
+from tests.plan import hosts, launchd_facts, stack_facts, supervise_facts
 from tests.plan.harness import plan, prepared, simulated_platform
 
 ENABLED = {"kitty_images": {**hosts.DEFAULTS["kitty_images"], "enabled": True}}
@@ -22,7 +24,7 @@ MAC = simulated_platform("macos", "admin", "arm64")
 VENV = "/Users/Shared/Coding/KITT/services/images_service/.venv"
 REQUIREMENTS = "/Users/Shared/Coding/KITT/services/images_service/requirements.txt"
 SHA = hashlib.sha256(b"rq==1.16.2\nuvicorn==0.30.0\n").hexdigest()
-WAIT = "Wait for the images API (GET /)"
+WAIT = "Wait for the images API: images api"
 
 
 def requirements(file: str | None = SHA, installed: str | None = SHA) -> dict:
@@ -34,25 +36,27 @@ def venv(present: bool = True) -> dict:
     return launchd_facts.file(f"{VENV}/bin/activate", "# venv" if present else None, user="admin", group="admin")
 
 
-def linux_units(*, running: bool = True, unit: str | None = "same") -> dict:
+def units(os: str, **departures) -> dict:
+    """Both programs as a converged host has them; `departures` as supervise_facts.program takes them."""
+    plat = LINUX if os == "linux" else MAC
     facts = {}
-    for program in images.programs(CFG):
-        name = images.unit_name(program.name)
-        text = images.render_unit(CFG, LINUX, program) if unit == "same" else unit
-        facts.update(launchd_facts.file(f"{images.UNIT_DIR}/{name}", text, group="root"))
-        facts[f"--property SubState {name}"] = [f"Id={name}", f"SubState={'running' if running else 'dead'}"]
-        facts[f"--property UnitFileState {name}"] = [f"Id={name}", "UnitFileState=enabled"]
+    records = layout.records_dir(CFG)
+    for program in images.programs(CFG, plat):
+        values = {"venv requirements": SHA, "app checkout": stack_facts.HEAD}
+        facts.update(supervise_facts.program(program, os=os, records_dir=records, values=values, **departures))
+    directory = layout.LAUNCH_DAEMONS if os == "macos" else layout.SYSTEMD_UNITS
+    prefix = images.FAMILY.label_prefix if os == "macos" else images.FAMILY.unit_prefix
+    names = [p.label if os == "macos" else p.unit for p in images.programs(CFG, plat)]
+    facts.update(supervise_facts.installed(directory, prefix, names))
     return facts
 
 
-def mac_jobs(*, loaded: bool = True) -> dict:
-    facts = {}
-    for program in images.programs(CFG):
-        job_label = images.label(program.name)
-        facts.update(launchd_facts.job(f"system/{job_label}", loaded=loaded))
-        plist = images.render_plist(CFG, MAC, program) if loaded else None
-        facts.update(launchd_facts.file(launchd.plist_path(job_label, "daemon"), plist))
-    return facts
+def linux_units(**departures) -> dict:
+    return units("linux", **departures)
+
+
+def mac_jobs(**departures) -> dict:
+    return units("macos", **departures)
 
 
 def with_facts(base: dict, *updates: dict) -> dict:
@@ -96,15 +100,14 @@ def execute(responses: dict, data: dict | None = None) -> list[str]:
 # --- Linux: venv, pip, two systemd units ---------------------------------------------------
 
 
-def test_fresh_linux_plans_venv_then_pip_then_both_units_started_then_waits_for_the_api():
+def test_fresh_linux_plans_venv_then_pip_then_both_units_installed_then_waits_for_the_api():
     result = plan(hosts.linux(installed=hosts.APT_PACKAGES), data=ENABLED)
     assert image_ops(result) == [
         "Images service venv (python3 -m venv)",
         "Install the images service's requirements.txt (pip)",
-        "images worker: unit",
-        "images worker: start",
-        "images api: unit",
-        "images api: start",
+        "images worker: install (new)",
+        "images api: install (new)",
+        WAIT,
     ]
     # After the stack, whose Redis the worker needs.
     order = [op.name for op in result.ops]
@@ -113,14 +116,12 @@ def test_fresh_linux_plans_venv_then_pip_then_both_units_started_then_waits_for_
     (pip,) = result.op("Install the images service's requirements.txt (pip)").commands
     assert f"r={REQUIREMENTS};" in pip and f"{VENV}/bin/pip install --disable-pip-version-check -r" in pip
     assert f"rec={VENV}/.kitty-requirements.sha256" in pip
-    assert result.op("images api: start").commands == [
-        "systemctl start kitty-images-api.service",
-        "systemctl enable kitty-images-api.service",
-    ]
-    # Waited for only if something (re)started it: planned as conditional.
-    (wait,) = [op for op in result.conditional if op.name == WAIT]
-    assert "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8089/" in wait.commands[0]
-    assert '"$i" -ge 300' in wait.commands[0]
+    api = result.op("images api: install (new)").commands
+    assert "systemctl daemon-reload" in api and "systemctl enable --now kitty-images-api.service" in api
+    assert not [c for c in api if "restart" in c]
+    # One wait loop for every supervised program: the API's GET / must answer 2xx.
+    (wait,) = result.op(WAIT).commands
+    assert "images api|http://127.0.0.1:8089/|300|" in wait and wait.endswith("|http'])")
 
 
 def test_converged_linux_with_images_plans_nothing():
@@ -130,75 +131,72 @@ def test_converged_linux_with_images_plans_nothing():
 def test_converged_linux_with_images_executes_no_install_and_no_restart():
     ran = execute(linux_converged(), data=ENABLED)
     assert not [c for c in ran if "kitty-images" in c and ("restart" in c or "start " in c)]
-    assert not [c for c in ran if "pip install" in c or "curl -fsS" in c]
+    assert not [c for c in ran if "pip install" in c or "wait-healthy" in c]
 
 
-def test_changed_requirements_install_again_and_restart_both_then_wait():
+def test_changed_requirements_install_again_and_restart_both_once_then_wait():
     facts = linux_converged(requirements=requirements(file="f" * 64))
     result = plan(facts, data=ENABLED)
-    assert image_ops(result) == ["Install the images service's requirements.txt (pip)"]
-    ran = execute(facts, data=ENABLED)
-    pip = next(i for i, c in enumerate(ran) if "pip install" in c)
-    worker = ran.index("systemctl restart kitty-images-worker.service")
-    api = ran.index("systemctl restart kitty-images-api.service")
-    wait = next(i for i, c in enumerate(ran) if "curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8089/" in c)
-    assert pip < worker < api < wait
+    assert image_ops(result) == [
+        "Install the images service's requirements.txt (pip)",
+        "images worker: restart (venv requirements replaced)",
+        "images api: restart (venv requirements replaced)",
+        WAIT,
+    ]
+    assert result.conditional == [] or not [op for op in result.conditional if "images" in op.name]
 
 
 def test_a_missing_venv_is_made_again_and_installed_into():
     facts = linux_converged(venv=venv(present=False), requirements=requirements(installed=None))
     result = plan(facts, data=ENABLED)
-    assert image_ops(result) == [
+    assert image_ops(result)[:2] == [
         "Images service venv (python3 -m venv)",
         "Install the images service's requirements.txt (pip)",
     ]
 
 
 def test_a_changed_unit_is_rewritten_and_only_that_program_restarts():
-    old_unit = images.render_unit(CFG, LINUX, images.programs(CFG)[1]).replace("RestartSec=10", "RestartSec=5")
-    api = images.unit_name("api")
-    facts = linux_converged(changed=launchd_facts.file(f"{images.UNIT_DIR}/{api}", old_unit, group="root"))
-    assert image_ops(plan(facts, data=ENABLED)) == ["images api: unit"]
-    ran = execute(facts, data=ENABLED)
-    assert "systemctl restart kitty-images-api.service" in ran
-    assert "systemctl restart kitty-images-worker.service" not in ran
-    assert not [c for c in ran if "pip install" in c]
+    plat = LINUX
+    api = images.programs(CFG, plat)[1]
+    old_unit = supervise_systemd.render(api).replace("RestartSec=10", "RestartSec=5")
+    changed = launchd_facts.file(supervise_systemd.unit_path(api.unit), old_unit, group="root")
+    result = plan(linux_converged(changed=changed), data=ENABLED)
+    assert image_ops(result) == ["images api: reload (its definition changed)", WAIT]
+    commands = result.op("images api: reload (its definition changed)").commands
+    assert commands[-3:-1] == ["systemctl daemon-reload", "systemctl restart kitty-images-api.service"]
 
 
 def test_a_stopped_service_is_started_not_restarted():
-    facts = linux_converged(units=linux_units(running=False))
-    assert image_ops(plan(facts, data=ENABLED)) == ["images worker: start", "images api: start"]
+    result = plan(linux_converged(units=linux_units(running=False)), data=ENABLED)
+    assert image_ops(result) == ["images worker: start (not running)", "images api: start (not running)", WAIT]
+    assert "systemctl enable --now kitty-images-api.service" in result.op("images api: start (not running)").commands
 
 
-def test_a_moving_checkout_reinstalls_if_needed_and_restarts_both():
+def test_a_moving_checkout_restarts_both_once():
     data = {**ENABLED, "kitty_stack": {**hosts.DEFAULTS["kitty_stack"], "ref": "v2"}}
     moved = stack_facts.checkout(CFG, head=stack_facts.HEAD, wanted="f" * 40)
-    facts = linux_converged(checkout=moved)
-    result = plan(facts, data=data)
+    result = plan(linux_converged(checkout=moved), data=data)
     assert "Check out the application at v2" in [op.name for op in result.ops]
     # In step now: the install waits on the checkout (the new requirements may differ).
     assert "Install the images service's requirements.txt (pip)" in [op.name for op in result.conditional]
-    assert image_ops(result) == []
-    ran = execute(facts, data=data)
-    assert "systemctl restart kitty-images-worker.service" in ran
-    assert "systemctl restart kitty-images-api.service" in ran
-    # The install re-hashes on the host and installs only when the file changed.
-    assert [c for c in ran if "pip install" in c and '[ "$h" = "$(cat "$rec"' in c]
+    assert [n for n in image_ops(result) if "restart" in n] == [
+        "images worker: restart (venv requirements replaced; app checkout replaced)",
+        "images api: restart (venv requirements replaced; app checkout replaced)",
+    ]
 
 
 def test_disabled_after_enabled_stops_and_removes_both_units():
     result = plan(linux_converged())
     assert image_ops(result) == [
-        "images worker: stop and disable",
-        "images worker: remove unit",
-        "images api: stop and disable",
-        "images api: remove unit",
+        "images worker: stop and remove (disabled)",
+        "images api: stop and remove (disabled)",
     ]
-    assert result.op("images api: stop and disable").commands == [
-        "systemctl stop kitty-images-api.service",
-        "systemctl disable kitty-images-api.service",
+    assert result.op("images api: stop and remove (disabled)").commands == [
+        "systemctl disable --now kitty-images-api.service || true",
+        "rm -f /etc/systemd/system/kitty-images-api.service",
+        f"rm -f {layout.records_dir(CFG)}/kitty-images-api.service.started",
+        "systemctl daemon-reload",
     ]
-    assert result.op("images api: remove unit").commands == ["rm -f /etc/systemd/system/kitty-images-api.service"]
 
 
 def test_never_enabled_plans_nothing_on_linux_or_mac():
@@ -223,13 +221,14 @@ def test_fresh_mac_bootstraps_both_daemons_without_a_kickstart_on_top():
     assert image_ops(result) == [
         "Images service venv (python3 -m venv)",
         "Install the images service's requirements.txt (pip)",
-        "images worker: launchd job com.kitty.images.worker",
-        "images api: launchd job com.kitty.images.api",
+        "images worker: install (new)",
+        "images api: install (new)",
+        WAIT,
     ]
     for program in ("worker", "api"):
-        text = "\n".join(result.op(f"images {program}: launchd job com.kitty.images.{program}").commands)
+        text = "\n".join(result.op(f"images {program}: install (new)").commands)
         assert f"launchctl bootstrap system /Library/LaunchDaemons/com.kitty.images.{program}.plist" in text
-    assert not [op for op in result.conditional if "kickstart" in " ".join(op.commands) and "images" in op.name]
+        assert "kickstart" not in text
     # Homebrew's PATH for `python3 -m venv`: a non-login SSH session has none.
     ran = execute_calls(hosts.macos(installed=hosts.BREW_PACKAGES), ENABLED, groups=("application",))
     (venv_args,) = [args for command, args in ran if command == f"python3 -m venv {VENV}"]
@@ -237,36 +236,41 @@ def test_fresh_mac_bootstraps_both_daemons_without_a_kickstart_on_top():
 
 
 def test_the_uploaded_plists_read_back_key_by_key():
-    for program in images.programs(CFG):
-        plist = plistlib.loads(images.render_plist(CFG, MAC, program).encode())
-        assert plist["Label"] == f"com.kitty.images.{program.name}"
-        assert plist["ProgramArguments"] == program.arguments
+    for program in images.programs(CFG, MAC):
+        plist = plistlib.loads(supervise_launchd.render(program).encode())
+        assert plist["Label"] == f"com.kitty.images.{program.name.split()[1]}"
+        assert plist["ProgramArguments"] == program.argv
         assert plist["WorkingDirectory"] == "/Users/Shared/Coding/KITT/services/images_service"
         assert plist["UserName"] == "admin"
         assert plist["KeepAlive"] is True and plist["RunAtLoad"] is True
+        assert plist["ExitTimeOut"] == program.stop_timeout
+        assert plist["SoftResourceLimits"]["NumberOfFiles"] >= 1024
 
 
 def test_converged_mac_with_images_plans_nothing():
     assert plan(mac_converged(), data=ENABLED).ops == []
 
 
-def test_changed_requirements_on_a_mac_kickstart_both_after_the_install():
+def test_changed_requirements_on_a_mac_kickstart_each_once_after_the_install():
     facts = mac_converged(requirements=requirements(file="f" * 64))
-    assert image_ops(plan(facts, data=ENABLED)) == ["Install the images service's requirements.txt (pip)"]
-    ran = execute(facts, data=ENABLED)
-    pip = next(i for i, c in enumerate(ran) if "pip install" in c)
-    worker = next(i for i, c in enumerate(ran) if "launchctl kickstart -k system/com.kitty.images.worker" in c)
-    api = next(i for i, c in enumerate(ran) if "launchctl kickstart -k system/com.kitty.images.api" in c)
-    assert pip < worker < api
+    result = plan(facts, data=ENABLED)
+    assert image_ops(result) == [
+        "Install the images service's requirements.txt (pip)",
+        "images worker: restart (venv requirements replaced)",
+        "images api: restart (venv requirements replaced)",
+        WAIT,
+    ]
+    commands = result.op("images api: restart (venv requirements replaced)").commands
+    assert [c for c in commands if "launchctl" in c] == ["launchctl kickstart -k system/com.kitty.images.api"]
 
 
 def test_disabled_on_a_mac_boots_out_and_deletes_both_plists():
     result = plan(mac_converged())
     assert image_ops(result) == [
-        "images worker: remove launchd job",
-        "images api: remove launchd job",
+        "images worker: stop and remove (disabled)",
+        "images api: stop and remove (disabled)",
     ]
-    text = "\n".join(result.op("images api: remove launchd job").commands)
+    text = "\n".join(result.op("images api: stop and remove (disabled)").commands)
     assert "launchctl bootout system/com.kitty.images.api" in text
     assert "rm -f /Library/LaunchDaemons/com.kitty.images.api.plist" in text
 

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import hashlib
-import http.server
 import plistlib
 import shlex
 import subprocess
-import threading
 
 import pytest
 
 from tasks import config, images
 from tasks.platform import Platform
+from tasks.supervise import launchd, systemd
 from tests.unit.data import host_data
 
 LINUX = Platform(os="linux", arch="x86_64", user="admin", sudo=True)
@@ -38,9 +37,9 @@ def unit_lines(text: str) -> dict[str, list[str]]:
 
 
 def test_the_manuals_two_programs_with_the_redis_port_of_the_stack():
-    worker, api = images.programs(enabled(kitty_stack__services__redis={"port": 6380, "health": "redis"}))
-    assert worker.arguments == [f"{APP}/.venv/bin/rq", "worker", "images", "--url", "redis://127.0.0.1:6380/0"]
-    assert api.arguments == [f"{APP}/.venv/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", "8089"]
+    worker, api = images.programs(enabled(kitty_stack__services__redis={"port": 6380, "health": "redis"}), LINUX)
+    assert worker.argv == [f"{APP}/.venv/bin/rq", "worker", "images", "--url", "redis://127.0.0.1:6380/0"]
+    assert api.argv == [f"{APP}/.venv/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", "8089"]
     assert (worker.log, api.log) == (
         "/Users/Shared/Coding/KITT/.logs/rq_worker.log",
         "/Users/Shared/Coding/KITT/.logs/service.log",
@@ -49,15 +48,15 @@ def test_the_manuals_two_programs_with_the_redis_port_of_the_stack():
 
 def test_a_unit_key_by_key():
     cfg = enabled(kitty_paths__service_user="kitty")
-    worker, api = images.programs(cfg)
-    lines = unit_lines(images.render_unit(cfg, LINUX, worker))
+    worker, api = images.programs(cfg, LINUX)
+    lines = unit_lines(systemd.render(worker))
     assert lines.pop("Description") == ["KITTY images service: RQ worker (queue images)"]
     assert lines.pop("After") == ["network-online.target docker.service"]
     assert lines.pop("Wants") == ["network-online.target"]
     assert lines.pop("Type") == ["simple"]
     assert lines.pop("User") == ["kitty"]
     assert lines.pop("WorkingDirectory") == [APP]
-    assert lines.pop("ExecStart") == [" ".join(f'"{arg}"' for arg in worker.arguments)]
+    assert lines.pop("ExecStart") == [" ".join(f'"{arg}"' for arg in worker.argv)]
     assert lines.pop("Environment") == ['"PYTHONUNBUFFERED=1"']
     assert lines.pop("Restart") == ["always"]
     assert lines.pop("RestartSec") == ["10"]
@@ -65,23 +64,25 @@ def test_a_unit_key_by_key():
     assert lines.pop("StandardError") == ["append:/Users/Shared/Coding/KITT/.logs/rq_worker.log"]
     assert lines.pop("KillMode") == ["mixed"]
     assert lines.pop("TimeoutStopSec") == ["90"]
+    assert lines.pop("TimeoutStartSec") == ["infinity"]
+    assert lines.pop("LimitNOFILE") == ["10240"]
     assert lines.pop("WantedBy") == ["multi-user.target"]
     assert lines == {}, f"keys nobody checked: {sorted(lines)}"
-    assert "TimeoutStopSec=30" in images.render_unit(cfg, LINUX, api)
+    assert "TimeoutStopSec=30" in systemd.render(api)
 
 
 def test_a_unit_quotes_what_systemd_would_expand():
     cfg = enabled(kitty_paths__kitty_root="/srv/K $HOME 100%")
-    (exec_start,) = unit_lines(images.render_unit(cfg, LINUX, images.programs(cfg)[1]))["ExecStart"]
+    (exec_start,) = unit_lines(systemd.render(images.programs(cfg, LINUX)[1]))["ExecStart"]
     assert exec_start.startswith('"/srv/K $$HOME 100%%/services/images_service/.venv/bin/uvicorn" "main:app"')
 
 
 def test_both_plists_key_by_key():
     cfg = enabled(kitty_paths__service_user="kitty")
-    for program in images.programs(cfg):
-        plist = plistlib.loads(images.render_plist(cfg, MAC, program).encode())
-        assert plist.pop("Label") == f"com.kitty.images.{program.name}"
-        assert plist.pop("ProgramArguments") == program.arguments
+    for program in images.programs(cfg, MAC):
+        plist = plistlib.loads(launchd.render(program).encode())
+        assert plist.pop("Label") == f"com.kitty.images.{program.name.split()[1]}"
+        assert plist.pop("ProgramArguments") == program.argv
         assert plist.pop("WorkingDirectory") == APP
         assert plist.pop("StandardOutPath") == program.log
         assert plist.pop("StandardErrorPath") == program.log
@@ -91,12 +92,14 @@ def test_both_plists_key_by_key():
         assert plist.pop("KeepAlive") is True
         assert plist.pop("ThrottleInterval") == 10
         assert plist.pop("ProcessType") == "Interactive"
+        assert plist.pop("ExitTimeOut") == program.stop_timeout
+        assert plist.pop("SoftResourceLimits") == plist.pop("HardResourceLimits") == {"NumberOfFiles": 10240}
         assert plist == {}, f"keys nobody checked: {sorted(plist)}"
 
 
 def test_plists_are_daemons_even_when_model_servers_are_configured_as_agents():
     cfg = enabled(kitty_launchd__kind="agent")
-    plist = plistlib.loads(images.render_plist(cfg, MAC, images.programs(cfg)[0]).encode())
+    plist = plistlib.loads(launchd.render(images.programs(cfg, MAC)[0]).encode())
     assert plist["UserName"] == "admin"
 
 
@@ -171,21 +174,3 @@ def test_the_install_runs_pip_once_per_requirements_content_and_records_only_suc
     (tmp_path / "fail").unlink()
     assert sh(script).returncode == 0
     assert len(calls.read_text().splitlines()) == 3
-
-
-def test_the_health_wait_passes_on_an_answer_and_fails_with_the_log_tail(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        url = f"http://127.0.0.1:{server.server_address[1]}/"
-        (ok,) = images.api_answers._inner(url=url, timeout=10, log=str(tmp_path / "service.log"))
-        assert sh(str(ok)).returncode == 0
-    finally:
-        server.shutdown()
-        server.server_close()
-    log = tmp_path / "service.log"
-    log.write_text("loading sdxl\nCUDA out of memory\n")
-    (down,) = images.api_answers._inner(url=url, timeout=1, log=str(log))
-    failed = sh(str(down))
-    assert failed.returncode == 1
-    assert f"images API not healthy at {url} after 1s" in failed.stderr and "CUDA out of memory" in failed.stderr

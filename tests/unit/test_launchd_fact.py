@@ -4,7 +4,7 @@ The outputs below follow macOS 13-15 (`launchctl print system/<label>`),
 trimmed, with the nested blocks that carry their own `state` and `pid`.
 """
 
-from tasks.launchd import EXIT_MARKER, LaunchdJob
+from tasks.supervise.launchd import EXIT_MARKER, LaunchdJob
 
 TARGET = "system/com.kitty.llama-server.q4"
 

@@ -1,23 +1,32 @@
 """The launchd plist of a model server, rendered from templates/ and read back with plistlib."""
 
 import copy
+import dataclasses
 import plistlib
 
 import pytest
 
-from tasks import config, launchd, server_args
+from tasks import config, server_args, servers
+from tasks.platform import Platform
+from tasks.supervise import launchd
+from tasks.supervise.program import Program
 from tests.unit.data import DEFAULTS
 
-BINARY = "/opt/kitty/current/bin/llama-server"
+BINARY = "/opt/kitty/llama.cpp/current/bin/llama-server"
 
 
 def load(data=None):
     return config.load(data or DEFAULTS)
 
 
-def parsed(cfg, name="q4", user="admin", **kwargs) -> dict:
-    text = launchd.server_plist(cfg, name, cfg.servers[name], binary=BINARY, user=user, **kwargs)
-    return plistlib.loads(text.encode())
+MAC = Platform(os="macos", arch="arm64", user="admin", sudo=True, brew_prefix="/opt/homebrew")
+# The build id does not appear in the plist: servers run `current`.
+BUILD = "b11434-metal-0000000000"
+
+
+def parsed(cfg, name="q4", **changes) -> dict:
+    program = dataclasses.replace(servers.program(cfg, MAC, name, cfg.servers[name], BUILD), **changes)
+    return plistlib.loads(launchd.render(program).encode())
 
 
 def test_a_daemon_plist_key_by_key():
@@ -30,12 +39,15 @@ def test_a_daemon_plist_key_by_key():
     assert plist.pop("WorkingDirectory") == "/opt/kitty"
     assert plist.pop("StandardOutPath") == "/Users/Shared/Coding/KITT/.logs/llamacpp-q4.log"
     assert plist.pop("StandardErrorPath") == "/Users/Shared/Coding/KITT/.logs/llamacpp-q4.log"
-    assert plist.pop("EnvironmentVariables") == {}
     assert plist.pop("UserName") == "admin"
     assert plist.pop("RunAtLoad") is True
     assert plist.pop("KeepAlive") is True
     assert plist.pop("ThrottleInterval") == 10
     assert plist.pop("ProcessType") == "Interactive"
+    # launchd's defaults: SIGKILL a few seconds after SIGTERM, 256 open files.
+    assert plist.pop("ExitTimeOut") == 30
+    assert plist.pop("SoftResourceLimits") == {"NumberOfFiles": 10240}
+    assert plist.pop("HardResourceLimits") == {"NumberOfFiles": 10240}
     assert plist == {}, f"keys nobody checked: {sorted(plist)}"
 
 
@@ -66,20 +78,7 @@ def test_odd_characters_survive_the_round_trip():
 
 def test_a_control_character_is_refused_by_name():
     with pytest.raises(ValueError, match="control character"):
-        launchd.render_plist(
-            job_label="x",
-            arguments=["/bin/x", "a\x1bb"],
-            working_directory="/",
-            log="/tmp/x.log",
-            environment={},
-            throttle_interval=10,
-        )
-
-
-def test_an_agent_has_no_user_name():
-    data = copy.deepcopy(DEFAULTS)
-    data["kitty_launchd"]["kind"] = "agent"
-    assert "UserName" not in parsed(load(data))
+        launchd.render(Program("x", "x", "x.service", "x", ["/bin/x", "a\x1bb"], "/tmp/x.log", "/"))
 
 
 def test_environment_and_throttle_come_from_group_data():
@@ -94,8 +93,7 @@ def test_environment_and_throttle_come_from_group_data():
 def test_the_plist_carries_the_key_file_path_never_a_key():
     data = copy.deepcopy(DEFAULTS)
     data["kitty_servers"]["q4"]["api_key_file"] = "/opt/kitty/secrets/q4.key"
-    text = launchd.server_plist(load(data), "q4", load(data).servers["q4"], binary=BINARY, user="admin")
-    args = plistlib.loads(text.encode())["ProgramArguments"]
+    args = parsed(load(data))["ProgramArguments"]
     assert args[args.index("--api-key-file") + 1] == "/opt/kitty/secrets/q4.key"
     assert "--api-key" not in args
 
@@ -107,16 +105,14 @@ def test_label_prefix_changes_the_label():
 
 
 def test_where_plists_live():
-    assert launchd.plist_path("com.kitty.llama-server.q4", "daemon") == (
-        "/Library/LaunchDaemons/com.kitty.llama-server.q4.plist"
-    )
-    assert launchd.plist_path("l", "agent", home="/Users/admin/") == "/Users/admin/Library/LaunchAgents/l.plist"
-    assert launchd.domain("daemon") == "system"
-    assert launchd.domain("agent", uid=501) == "gui/501"
-    with pytest.raises(ValueError, match="uid"):
-        launchd.domain("agent")
-    with pytest.raises(ValueError, match="home"):
-        launchd.plist_path("l", "agent")
+    assert launchd.plist_path("com.kitty.llama-server.q4") == "/Library/LaunchDaemons/com.kitty.llama-server.q4.plist"
+
+
+def test_a_run_once_job_is_not_kept_alive():
+    program = Program("x", "x", "x.service", "x", ["/usr/sbin/sysctl", "a=1"], "/tmp/x.log", "/", keep_alive=False)
+    plist = plistlib.loads(launchd.render(program).encode())
+    assert plist["RunAtLoad"] is True
+    assert "KeepAlive" not in plist and "ThrottleInterval" not in plist
 
 
 # --- Validation rules of kitty_launchd -------------------------------------

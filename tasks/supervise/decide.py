@@ -1,0 +1,176 @@
+"""The one decision table both supervisors follow, and the record it is decided against.
+
+    declared, enabled   nothing on the host           -> install (write, start)
+                        defined but not running       -> start
+                        definition differs            -> reload (write, restart once)
+                        inputs differ from the record -> restart once
+                        no record (older kitty-ops)   -> record what runs, no restart
+                        all the same                  -> nothing
+    disabled / not declared, anything on the host     -> remove (stop, delete)
+
+The record (`<opt_dir>/state/supervise/<label>.started`) says what the running
+process was started with: the sha1 of its plist/unit and the value of each
+input (the build `current` pointed at, each model file's stamp). It is written
+after every (re)start, from what the host has at that moment, so a converge
+that stops halfway (after `current` moved, before the restarts) is finished by
+the next one: the record still names the old build.
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from hashlib import sha1
+from typing import Literal
+
+from pyinfra.api import FactBase
+
+from tasks.supervise.program import Input, Program
+
+Action = Literal["install", "start", "reload", "restart", "record", "none", "remove"]
+# Actions after which a new process runs.
+STARTS = ("install", "start", "reload", "restart")
+# The value of an input this converge replaces, before it is replaced.
+REPLACED = "(replaced in this run)"
+
+
+@dataclass(frozen=True)
+class Decision:
+    name: str
+    action: Action
+    reasons: tuple[str, ...] = ()
+
+    @property
+    def starts(self) -> bool:
+        return self.action in STARTS
+
+    @property
+    def changes(self) -> bool:
+        return self.action != "none"
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the host has for one program: from the supervisor, its definition file and its record."""
+
+    running: bool
+    definition_sha1: str | None
+    record: dict | None
+    inputs_now: dict[str, str]
+
+
+def sha1_of(text: str) -> str:
+    return sha1(text.encode()).hexdigest()
+
+
+def decide(
+    program: Program | None, name: str, definition: str | None, observed: Observed, *, planning: bool
+) -> Decision:
+    """What to do with one program. `planning`: predict from the inputs' `wanted`/`replaced`;
+    while executing, the host already has what earlier operations did, so its values are the truth."""
+    if program is None or definition is None:
+        if observed.running or observed.definition_sha1 or observed.record is not None:
+            return Decision(name, "remove", ("disabled or no longer declared",))
+        return Decision(name, "none", ("absent",))
+
+    wanted_sha1 = sha1_of(definition)
+    if observed.definition_sha1 is None and not observed.running:
+        return Decision(name, "install", ("new",))
+    if not observed.running:
+        return Decision(name, "start", ("not running",))
+    if observed.definition_sha1 != wanted_sha1:
+        return Decision(name, "reload", ("its definition changed",))
+    if observed.record is None:
+        return Decision(name, "record", ("no record of what it was started with: recorded, not restarted",))
+
+    reasons = []
+    if observed.record.get("definition") != wanted_sha1:
+        reasons.append("started from an older definition (a converge stopped halfway)")
+    started_with = observed.record.get("inputs", {})
+    for item in program.inputs:
+        now = _expected(item, observed.inputs_now.get(item.name, ""), planning)
+        before = started_with.get(item.name)
+        if now != before:
+            reasons.append(_reason(item, before, now))
+    if reasons:
+        return Decision(name, "restart", tuple(reasons))
+    return Decision(name, "none", ("up to date",))
+
+
+def _expected(item: Input, now: str, planning: bool) -> str:
+    if not planning:
+        return now
+    if item.wanted is not None:
+        return item.wanted
+    return REPLACED if item.replaced else now
+
+
+def _reason(item: Input, before: str | None, now: str) -> str:
+    if now == REPLACED:
+        return f"{item.name} replaced"
+    if item.kind == "link":
+        return f"{item.name} {_short(before)} → {_short(now)}"
+    return f"{item.name} changed"
+
+
+def _short(value: str | None) -> str:
+    return value.rstrip("/").rsplit("/", 1)[-1] if value else "(none)"
+
+
+# --- On the host --------------------------------------------------------------------------
+
+
+def where(inputs: tuple[Input, ...]) -> list[tuple[str, str, str]]:
+    """(name, kind, path) of each input: what the fact and the record read, as plain values."""
+    return [(item.name, item.kind, item.path) for item in inputs]
+
+
+def inputs_script(inputs: list[tuple[str, str, str]]) -> str:
+    """POSIX sh printing `input NAME=VALUE` per input: the same lines for the fact and for the record."""
+    lines = []
+    for name, kind, path in inputs:
+        read = "readlink" if kind == "link" else "head -n 1"
+        value = f'"$({read} {shlex.quote(path)} 2>/dev/null)"'
+        lines.append(f"printf 'input %s=%s\\n' {shlex.quote(name)} {value}")
+    return "; ".join(lines) if lines else ":"
+
+
+def write_record(record: str, definition: str, inputs: tuple[Input, ...]) -> str:
+    """Record what the program now runs, from what the host has at this moment (after the (re)start)."""
+    path = shlex.quote(record)
+    folder = shlex.quote(record.rsplit("/", 1)[0])
+    return (
+        f"mkdir -p {folder} && {{ printf 'definition %s\\n' {sha1_of(definition)}; {inputs_script(where(inputs))}; }} "
+        f"> {path}.tmp && mv -f {path}.tmp {path}"
+    )
+
+
+class ProgramRecord(FactBase):
+    """The record of what a program was started with, and its inputs' values now.
+
+    {"record": {"definition": "<sha1>", "inputs": {name: value}} or None, "inputs_now": {name: value}}
+    """
+
+    def command(self, record: str, inputs: list[tuple[str, str, str]] | None = None) -> str:
+        path = shlex.quote(record)
+        return f"if [ -f {path} ]; then echo has-record; sed 's/^/record /' {path}; fi; {inputs_script(inputs or [])}"
+
+    @staticmethod
+    def default() -> dict:
+        return {"record": None, "inputs_now": {}}
+
+    def process(self, output) -> dict:
+        found = self.default()
+        for line in output:
+            line = line.rstrip("\n")
+            if line == "has-record":
+                found["record"] = {"definition": None, "inputs": {}}
+            elif line.startswith("record definition "):
+                found["record"]["definition"] = line.split(" ", 2)[2].strip()
+            elif line.startswith("record input "):
+                key, _, value = line[len("record input ") :].partition("=")
+                found["record"]["inputs"][key] = value
+            elif line.startswith("input "):
+                key, _, value = line[len("input ") :].partition("=")
+                found["inputs_now"][key] = value
+        return found

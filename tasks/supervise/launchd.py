@@ -1,0 +1,279 @@
+"""The launchd backend of a supervised program: its plist, what launchd has, one operation.
+
+pyinfra's own `launchd.service` only runs the legacy `launchctl start/stop`
+on the caller's domain. This uses the modern verbs on the `system` domain
+(LaunchDaemons: they run without a GUI login), the way nix-darwin does:
+render the plist, compare it with the one installed, reload only on a
+difference. What to do is decided in decide.py, the same table systemd.py
+follows; here it becomes launchctl verbs:
+
+    install / start  write plist, enable (a disabled override blocks bootstrap), bootstrap
+    reload           bootout (wait until gone), write plist, bootstrap
+    restart          kickstart -k            (same plist, new build or model)
+    remove           bootout, delete plist and record
+
+`bootstrap` with RunAtLoad starts the process: no kickstart on top of it, and
+never a kickstart of a job that is not loaded (launchctl answers 113).
+
+launchctl quirks handled (launchctl(1), ../shared/notes/macos-facts.md):
+- `bootout` returns before the job is gone (exit 0, or 36 "Operation now in
+  progress" while it stops): wait until `launchctl print` no longer finds it.
+- `bootstrap` fails with 5 "Input/output error" (or 37) while a booted-out
+  job still settles, and can exit non-zero although the job did load: retry,
+  and believe `launchctl print`.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from io import StringIO
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pyinfra import host
+from pyinfra.api import FactBase, operation
+from pyinfra.api.exceptions import OperationError
+from pyinfra.facts.files import Sha1File
+from pyinfra.operations import files
+
+from tasks.layout import LAUNCH_DAEMONS
+from tasks.supervise.decide import Decision, Observed, ProgramRecord, decide, where, write_record
+from tasks.supervise.program import Program
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+DOMAIN = "system"
+# `launchctl print` exits 113 for a job the domain does not have.
+NOT_FOUND = 113
+EXIT_MARKER = "kitty-launchctl-exit="
+# Characters XML 1.0 cannot carry at all, escaped or not.
+XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def plist_path(label: str) -> str:
+    return f"{LAUNCH_DAEMONS}/{label}.plist"
+
+
+def render(program: Program) -> str:
+    """The plist text of a LaunchDaemon for `program`."""
+    values = [program.label, program.working_directory, program.log, program.user or "", program.group or ""]
+    values += [*program.argv, *program.env.keys(), *program.env.values()]
+    bad = [value for value in values if XML_INVALID.search(str(value))]
+    if bad:
+        raise ValueError(f"launchd job {program.label}: {bad[0]!r} has a control character a plist cannot hold")
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    ).get_template("program.plist.j2")
+    return template.render(
+        label=program.label,
+        arguments=program.argv,
+        working_directory=program.working_directory,
+        log_path=program.log,
+        environment=program.env,
+        user=program.user,
+        group=program.group,
+        keep_alive=program.keep_alive,
+        restart_delay=program.restart_delay,
+        stop_timeout=program.stop_timeout,
+        open_files=program.open_files,
+    )
+
+
+# --- What launchd has ----------------------------------------------------
+
+
+class LaunchdJob(FactBase):
+    """One job as `launchctl print <domain>/<label>` sees it.
+
+        {"loaded": True, "state": "running", "pid": 4242, "last_exit_code": None,
+         "last_signal": None, "program": "/opt/kitty/current/bin/llama-server",
+         "arguments": [...], "path": "/Library/LaunchDaemons/x.plist",
+         "disabled": False, "error": None}
+
+    `loaded` is False when the domain has no such job (exit 113). Any other
+    failure of `launchctl print` is in `error`, for the operation to report.
+    """
+
+    def command(self, target: str) -> str:
+        job_domain, _, job_label = target.rpartition("/")
+        override = shlex.quote('"' + job_label + '" =>')
+        # Always exits 0: "not loaded" is an answer, not a failure of the fact.
+        return (
+            f"launchctl print {shlex.quote(target)} 2>&1; echo {EXIT_MARKER}$?; "
+            f"launchctl print-disabled {shlex.quote(job_domain)} 2>/dev/null | grep -F {override} || true"
+        )
+
+    @staticmethod
+    def default() -> dict[str, Any]:
+        return _status(loaded=False)
+
+    def process(self, output) -> dict[str, Any]:
+        lines = list(output)
+        marks = [i for i, line in enumerate(lines) if line.startswith(EXIT_MARKER)]
+        if not marks:
+            return _status(loaded=False, error="no exit status from launchctl print: " + " ".join(lines)[:300])
+        printed, code, overrides = lines[: marks[0]], lines[marks[0]], lines[marks[0] + 1 :]
+        code = int(code[len(EXIT_MARKER) :] or -1)
+        # Older macOS writes `=> true` for a disabled job, newer `=> disabled`.
+        disabled = any(line.rsplit("=>", 1)[-1].strip() in ("disabled", "true") for line in overrides)
+        if code == NOT_FOUND or any("Could not find service" in line for line in printed):
+            return _status(loaded=False, disabled=disabled)
+        if code != 0:
+            text = " ".join(line.strip() for line in printed)[:300]
+            return _status(loaded=False, disabled=disabled, error=f"exit {code}: {text}")
+        return parse_print(printed, disabled=disabled)
+
+
+def _status(*, loaded: bool, disabled: bool = False, error: str | None = None, **found) -> dict[str, Any]:
+    status = {
+        "loaded": loaded,
+        "state": None,
+        "pid": None,
+        "last_exit_code": None,
+        "last_signal": None,
+        "program": None,
+        "arguments": [],
+        "path": None,
+        "disabled": disabled,
+        "error": error,
+    }
+    status.update(found)
+    return status
+
+
+def parse_print(lines: list[str], disabled: bool = False) -> dict[str, Any]:
+    """The fields we need from the output of `launchctl print` for a loaded job.
+
+    Its format is for humans and nests blocks (`arguments = {`, `endpoints = {`,
+    `domain = {` with a `state` of its own): keep only the job's own level.
+    """
+    fields: dict[str, str] = {}
+    arguments: list[str] = []
+    blocks: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        if line.endswith("{"):
+            blocks.append(line[:-1].rstrip(" =").strip())
+        elif line == "}":
+            if blocks:
+                blocks.pop()
+        elif len(blocks) == 1 and " = " in line:
+            key, _, value = line.partition(" = ")
+            fields[key.strip()] = value.strip()
+        elif len(blocks) == 2 and blocks[1] == "arguments" and line:
+            arguments.append(line)
+    pid = fields.get("pid", "")
+    # "0", "1", "78: EX_CONFIG" or "(never exited)".
+    exit_code = re.match(r"-?\d+", fields.get("last exit code", ""))
+    return _status(
+        loaded=True,
+        disabled=disabled,
+        state=fields.get("state"),
+        pid=int(pid) if pid.isdigit() else None,
+        last_exit_code=int(exit_code.group()) if exit_code else None,
+        last_signal=fields.get("last terminating signal"),
+        program=fields.get("program"),
+        arguments=arguments,
+        path=fields.get("path"),
+    )
+
+
+# --- The operation -------------------------------------------------------
+
+
+def observe(label: str, record: str, program: Program | None) -> tuple[dict, Observed]:
+    status = host.get_fact(LaunchdJob, target=f"{DOMAIN}/{label}")
+    if status["error"]:
+        raise OperationError(
+            f"launchctl print {DOMAIN}/{label} failed ({status['error']}): cannot tell if it is loaded"
+        )
+    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [])
+    return status, Observed(
+        # Loaded is what counts: launchd itself keeps a loaded KeepAlive job running.
+        running=status["loaded"],
+        definition_sha1=host.get_fact(Sha1File, path=plist_path(label)),
+        record=state["record"],
+        inputs_now=state["inputs_now"],
+    )
+
+
+def plan(program: Program | None, label: str, record: str) -> Decision:
+    """The decision for one job, as the operation will take it (for the restart table and the health wait)."""
+    definition = render(program) if program else None
+    _, observed = observe(label, record, program)
+    return decide(program, label if program is None else program.name, definition, observed, planning=True)
+
+
+@operation()
+def job(program: Program | None, label: str, record: str, timeout: int = 60):
+    """Converge one LaunchDaemon: `program` None removes it (disabled, or no longer declared).
+
+    + program: the supervised program, or None
+    + label: its launchd Label
+    + record: where the host keeps what its process was started with
+    + timeout: seconds to wait for launchd to drop or load the job
+    """
+    path = plist_path(label)
+    target = f"{DOMAIN}/{label}"
+    status, observed = observe(label, record, program)
+    definition = render(program) if program else None
+    name = label if program is None else program.name
+    decision = decide(program, name, definition, observed, planning=not host.state.is_executing)
+
+    if decision.action == "remove":
+        if status["loaded"]:
+            yield _bootout(target, timeout)
+        yield from files.file._inner(path=path, present=False)
+        yield from files.file._inner(path=record, present=False)
+        return
+    if program is None:
+        host.noop(f"launchd job {target} is absent")
+        return
+
+    commands = []
+    if decision.action == "reload":
+        # Out before the new plist is written: if anything fails in between, the
+        # next converge sees "not loaded" and bootstraps.
+        commands.append(_bootout(target, timeout))
+    # The plist, its owner and mode (root:wheel 0644, or launchd refuses it).
+    commands += list(files.put._inner(src=StringIO(definition), dest=path, user="root", group="wheel", mode="644"))
+    # A disabled override makes bootstrap fail, and keeps the job off after a reboot.
+    if status["disabled"]:
+        commands.append(f"launchctl enable {shlex.quote(target)}")
+    if decision.action in ("install", "start", "reload"):
+        commands.append(_bootstrap(DOMAIN, path, target, timeout))
+    elif decision.action == "restart":
+        commands.append(f"launchctl kickstart -k {shlex.quote(target)}")
+    if decision.changes:
+        # After the (re)start, from what the host has now: a failed start is retried next time.
+        commands.append(write_record(record, definition, program.inputs))
+    if not commands:
+        host.noop(f"launchd job {target} is loaded and up to date")
+    yield from commands
+
+
+def _bootout(target: str, timeout: int) -> str:
+    # bootout's exit status is no answer (0 or 36 while the job still stops,
+    # 3 or 113 when it was already gone): the job is out when print says so.
+    t = shlex.quote(target)
+    return (
+        f"out=$(launchctl bootout {t} 2>&1); rc=$?; i=0; "
+        f"while launchctl print {t} >/dev/null 2>&1; do "
+        f'if [ "$i" -ge {int(timeout)} ]; then '
+        f'echo "{target} is still loaded {int(timeout)}s after launchctl bootout (exit $rc: $out)" >&2; exit 1; fi; '
+        f"i=$((i + 1)); sleep 1; done"
+    )
+
+
+def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
+    # bootstrap fails with 5 (EIO) or 37 while a booted-out job settles, and
+    # may fail although the job did load: retry, and trust print.
+    d, p, t = shlex.quote(job_domain), shlex.quote(path), shlex.quote(target)
+    return (
+        f"i=0; until out=$(launchctl bootstrap {d} {p} 2>&1); do "
+        f"if launchctl print {t} >/dev/null 2>&1; then break; fi; "
+        f'if [ "$i" -ge {int(timeout)} ]; then '
+        f'echo "launchctl bootstrap of {target} did not load it in {int(timeout)}s: $out" >&2; exit 1; fi; '
+        f"i=$((i + 1)); sleep 1; done"
+    )

@@ -1,0 +1,124 @@
+"""The systemd backend of a supervised program: its unit, what systemd has, one operation.
+
+The same decision table as launchd.py (decide.py), as systemctl verbs:
+
+    install / start  write unit, daemon-reload, enable --now
+    reload           write unit, daemon-reload, restart
+    restart          restart                 (same unit, new build or model)
+    remove           disable --now, delete unit and record, daemon-reload
+
+`restart` of a stopped unit would also start it, but a stopped unit is
+decided "start": one start, never a restart on top of it.
+"""
+
+from __future__ import annotations
+
+import shlex
+from io import StringIO
+from pathlib import Path
+
+import jinja2
+from pyinfra import host
+from pyinfra.api import operation
+from pyinfra.facts.files import Sha1File
+from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
+from pyinfra.operations import files
+
+from tasks.layout import SYSTEMD_UNITS
+from tasks.supervise.decide import Decision, Observed, ProgramRecord, decide, sha1_of, where, write_record
+from tasks.supervise.program import Program
+
+TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
+
+
+def unit_path(unit: str) -> str:
+    return f"{SYSTEMD_UNITS}/{unit}"
+
+
+def render(program: Program) -> str:
+    """The unit text for `program`."""
+    bad = [value for value in [program.log, program.working_directory, program.user or ""] if "\n" in value]
+    if bad:
+        raise ValueError(f"systemd unit {program.unit}: {bad[0]!r} has a newline a unit cannot hold")
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
+    ).get_template("program.service.j2")
+    return template.render(
+        description=program.description,
+        after=program.after,
+        user=program.user,
+        group=program.group,
+        working_directory=program.working_directory,
+        arguments=program.argv,
+        environment=program.env,
+        restart_delay=program.restart_delay,
+        log_path=program.log,
+        stop_timeout=program.stop_timeout,
+        kill_main_only=program.kill_main_only,
+        open_files=program.open_files,
+    )
+
+
+def observe(unit: str, record: str, program: Program | None) -> Observed:
+    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [])
+    return Observed(
+        running=bool((host.get_fact(SystemdStatus, services=unit) or {}).get(unit)),
+        definition_sha1=host.get_fact(Sha1File, path=unit_path(unit)),
+        record=state["record"],
+        inputs_now=state["inputs_now"],
+    )
+
+
+def plan(program: Program | None, unit: str, record: str) -> Decision:
+    """The decision for one unit, as the operation will take it (for the restart table and the health wait)."""
+    definition = render(program) if program else None
+    name = unit if program is None else program.name
+    return decide(program, name, definition, observe(unit, record, program), planning=True)
+
+
+@operation()
+def unit(program: Program | None, unit: str, record: str):
+    """Converge one systemd unit: `program` None removes it (disabled, or no longer declared).
+
+    + program: the supervised program, or None
+    + unit: its unit name (`kitty-llama-q4.service`)
+    + record: where the host keeps what its process was started with
+    """
+    path = unit_path(unit)
+    quoted = shlex.quote(unit)
+    observed = observe(unit, record, program)
+    definition = render(program) if program else None
+    name = unit if program is None else program.name
+    decision = decide(program, name, definition, observed, planning=not host.state.is_executing)
+
+    if decision.action == "remove":
+        if observed.definition_sha1 or observed.running:
+            # `|| true`: a unit file deleted by hand is not loaded, and that is the wanted end.
+            yield f"systemctl disable --now {quoted} || true"
+        yield from files.file._inner(path=path, present=False)
+        yield from files.file._inner(path=record, present=False)
+        if observed.definition_sha1:
+            yield "systemctl daemon-reload"
+        return
+    if program is None:
+        host.noop(f"unit {unit} is absent")
+        return
+
+    commands = list(files.put._inner(src=StringIO(definition), dest=path, user="root", group="root", mode="644"))
+    if observed.definition_sha1 != sha1_of(definition):
+        commands.append("systemctl daemon-reload")
+    if decision.action in ("install", "start"):
+        commands.append(f"systemctl enable --now {quoted}")
+    elif decision.action in ("reload", "restart"):
+        commands.append(f"systemctl restart {quoted}")
+    # Enabled at boot whatever else happens: a host stopped by stop.py is enabled again by a converge.
+    if decision.action not in ("install", "start") and not (host.get_fact(SystemdEnabled, services=unit) or {}).get(
+        unit
+    ):
+        commands.append(f"systemctl enable {quoted}")
+    if decision.changes:
+        # After the (re)start, from what the host has now: a failed start is retried next time.
+        commands.append(write_record(record, definition, program.inputs))
+    if not commands:
+        host.noop(f"unit {unit} is running and up to date")
+    yield from commands

@@ -1,0 +1,175 @@
+"""The model servers' restart decisions, planned for simulated Macs (launchd) and Linux hosts (systemd).
+
+The same scenarios, on both supervisors, must give the same set of
+(re)starts, each at most once, derived inside the supervisor operation
+(tasks/supervise) from what changed: the host's definition file, its
+supervisor's state, and the record of what each server was started with.
+tests/macsim and tests/e2e run the same scenarios for real.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+
+import pytest
+
+from tasks import config, layout, llamacpp, servers
+from tests.plan import hosts, inference_facts, supervise_facts
+from tests.plan.harness import group_data, plan, simulated_platform
+
+DEFAULTS = group_data()
+OSES = ["macos", "linux"]
+INFERENCE = ("inference",)
+ENABLED = [name for name, s in DEFAULTS["kitty_servers"].items() if s.get("enabled", True)]
+
+
+def converged(os: str) -> dict:
+    return hosts.macos_converged() if os == "macos" else hosts.linux_converged()
+
+
+def platform(os: str):
+    return simulated_platform(os, "admin", "arm64" if os == "macos" else "x86_64")
+
+
+def with_servers(**changes) -> dict:
+    servers_ = copy.deepcopy(DEFAULTS["kitty_servers"])
+    for name, change in changes.items():
+        if change is None:
+            del servers_[name]
+        else:
+            servers_[name].update(change)
+    return {"kitty_servers": servers_}
+
+
+def actions(result) -> dict[str, str]:
+    """`{"q4": "restart", ...}` for every server whose supervisor operation changes something."""
+    found = {}
+    for op in result.ops + result.conditional:
+        match = re.match(r"server (\S+): (\w+)", op.name) or re.match(
+            rf"({re.escape(DEFAULTS['kitty_launchd']['label_prefix'])}|kitty-llama-)(\S+?)(\.service)?: stop", op.name
+        )
+        if not match:
+            continue
+        name = match.group(1) if op.name.startswith("server ") else match.group(2)
+        assert name not in found, f"{name} has two supervisor operations: {found[name]} and {op.name}"
+        found[name] = "remove" if ": stop and remove" in op.name else match.group(2)
+    return found
+
+
+def supervisor_commands(result) -> list[str]:
+    return [c for op in result.ops for c in op.commands if "launchctl" in c or "systemctl" in c]
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_converged_host_restarts_nothing(os):
+    result = plan(converged(os), groups=INFERENCE)
+    assert actions(result) == {}
+    assert result.ops == []
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_one_flag_on_one_server_reloads_that_server_only(os):
+    data = with_servers(summary={"ctx_size": 4096})
+    assert actions(plan(converged(os), data=data, groups=INFERENCE)) == {"summary": "reload"}
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_new_llamacpp_ref_restarts_every_server_once(os):
+    data = {"kitty_llamacpp": {**DEFAULTS["kitty_llamacpp"], "ref": "b11500"}}
+    result = plan(converged(os), data=data, groups=INFERENCE)
+    assert actions(result) == dict.fromkeys(ENABLED, "restart")
+    if os == "macos":
+        restarts = [c for c in supervisor_commands(result) if "kickstart" in c]
+        assert restarts == [f"launchctl kickstart -k system/com.kitty.llama-server.{n}" for n in ENABLED]
+        assert not [c for c in supervisor_commands(result) if "bootstrap" in c or "bootout" in c]
+    else:
+        assert [c for c in supervisor_commands(result) if "restart" in c] == [
+            f"systemctl restart kitty-llama-{n}.service" for n in ENABLED
+        ]
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_replaced_model_file_restarts_the_servers_that_use_it(os):
+    cfg = config.load(DEFAULTS)
+    facts = converged(os)
+    # The summary model's stamp no longer matches: the file is fetched again in this run.
+    summary = cfg.servers["summary"].model
+    key = next(k for k in facts if k.startswith(f"cd {cfg.paths.models_dir} 2>/dev/null || exit 0; for rel in"))
+    facts[key] = [
+        line if not line.startswith(cfg.models[summary].dir + "/") else line.replace("|-", "").split("|")[0] + "|1 1||-"
+        for line in facts[key]
+    ]
+    result = plan(facts, groups=INFERENCE)
+    users = sorted(n for n, s in cfg.enabled_servers().items() if summary in (s.model, s.mmproj))
+    assert actions(result) == dict.fromkeys(users, "restart")
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_disabled_server_is_removed_and_nothing_else_moves(os):
+    data = with_servers(vision={"enabled": False})
+    assert actions(plan(converged(os), data=data, groups=INFERENCE)) == {"vision": "remove"}
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_server_deleted_from_group_data_is_removed_too(os):
+    data = with_servers(vision=None)
+    assert actions(plan(converged(os), data=data, groups=INFERENCE)) == {"vision": "remove"}
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_disabled_server_that_never_ran_is_left_alone(os):
+    """The README's own advice on a fresh Mac: q4 disabled, never loaded; no kickstart of it (launchctl: 113)."""
+    cfg = config.load(DEFAULTS)
+    facts = converged(os)
+    absent = supervise_facts.absent(
+        layout.server_label(cfg, "q4"), layout.server_unit("q4"), os=os, records_dir=layout.records_dir(cfg)
+    )
+    data = with_servers(q4={"enabled": False})
+    data["kitty_llamacpp"] = {**DEFAULTS["kitty_llamacpp"], "ref": "b11500"}
+    family = servers.family(cfg)
+    if os == "macos":
+        others = [layout.server_label(cfg, n) for n in ENABLED if n != "q4"]
+        absent.update(supervise_facts.installed(layout.LAUNCH_DAEMONS, family.label_prefix, others))
+    else:
+        others = [layout.server_unit(n) for n in ENABLED if n != "q4"]
+        absent.update(supervise_facts.installed(layout.SYSTEMD_UNITS, family.unit_prefix, others))
+    result = plan({**absent, **{k: v for k, v in facts.items() if k not in absent}}, data=data, groups=INFERENCE)
+    found = actions(result)
+    assert "q4" not in found
+    assert not [c for c in supervisor_commands(result) if "llama-server.q4" in c or "kitty-llama-q4" in c]
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_converge_stopped_after_current_moved_is_finished_by_the_next(os):
+    """The record still names the old build: `current` already points at the new one."""
+    cfg = config.load(DEFAULTS)
+    plat = platform(os)
+    facts = converged(os)
+    old = f"{llamacpp.root(cfg)}/builds/b11000-old"
+    for name, srv in cfg.enabled_servers().items():
+        prog = servers.program(cfg, plat, name, srv, inference_facts.build_id(cfg, plat))
+        values = inference_facts.input_values(cfg, plat, srv)
+        render = supervise_facts.launchd.render if os == "macos" else supervise_facts.systemd.render
+        record = {"definition": render(prog), "inputs": {**values, "llama.cpp": old}}
+        facts.update(
+            supervise_facts.program(prog, os=os, records_dir=layout.records_dir(cfg), values=values, record=record)
+        )
+    result = plan(facts, groups=INFERENCE)
+    assert actions(result) == dict.fromkeys(ENABLED, "restart")
+    assert "llama.cpp b11000-old →" in " ".join(op.name for op in result.ops)
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_a_fresh_host_installs_each_server_once_without_a_restart_on_top(os):
+    base = hosts.macos(installed=hosts.BREW_PACKAGES) if os == "macos" else hosts.linux(installed=hosts.APT_PACKAGES)
+    result = plan(base, groups=INFERENCE)
+    assert actions(result) == dict.fromkeys(ENABLED, "install")
+    assert not [c for c in supervisor_commands(result) if "kickstart" in c or "systemctl restart" in c]
+
+
+def test_the_health_wait_names_exactly_the_restarted_servers():
+    data = with_servers(summary={"ctx_size": 4096})
+    result = plan(converged("linux"), data=data, groups=INFERENCE)
+    (wait,) = [op for op in result.ops if op.name.startswith("Wait for /health")]
+    assert wait.name == "Wait for /health of the model servers: server summary"
