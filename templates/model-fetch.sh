@@ -1,4 +1,4 @@
-#!/usr/bin/env bash
+#!/bin/sh
 # Make one model file present and verified. Installed by kitty-ops (tasks/models.py).
 #
 #   model-fetch.sh HF MODELS_DIR DIR REPO REVISION FILE SHA256|-
@@ -11,7 +11,9 @@
 # (size, mtime, sha256) so that later converges check only stat data.
 #
 # The environment carries the HF_* settings (endpoint, offline, telemetry off).
-set -euo pipefail
+# POSIX sh with BSD-safe tools: macOS runs it with /bin/sh (bash 3.2); tested
+# under dash, busybox sh (busybox's applets as the only userland) and bash.
+set -eu
 
 hf=$1 models_dir=$2 dir=$3 repo=$4 revision=$5 file=$6 expected=$7
 final=$models_dir/$dir/$file
@@ -19,7 +21,17 @@ stamp=$models_dir/$dir/.kitty/$file.stamp
 staging=$models_dir/.kitty-staging/$dir
 name="[model $dir/$file]"
 
-sha256_of() { if command -v sha256sum >/dev/null; then sha256sum "$1"; else shasum -a 256 "$1"; fi | cut -d' ' -f1; }
+# sha256sum on Linux and busybox, shasum on macOS (it has no sha256sum).
+sha256_of() {
+    if command -v sha256sum >/dev/null 2>&1; then
+        out=$(sha256sum "$1") || return 1
+    else
+        out=$(shasum -a 256 "$1") || return 1
+    fi
+    echo "${out%% *}"
+}
+# Size and mtime in seconds: GNU/busybox `stat -c`, else BSD `stat -f`.
+# The ModelFileStates fact (tasks/facts.py) reads them the same way.
 stat_of() { stat -c '%s %Y' "$1" 2>/dev/null || stat -f '%z %m' "$1"; }
 write_stamp() {
     mkdir -p "$(dirname "$stamp")"
@@ -30,7 +42,7 @@ matches() { [ "$expected" = - ] || [ "$1" = "$expected" ]; }
 
 if [ -f "$final" ]; then
     echo "$name hashing the file in place ..."
-    actual=$(sha256_of "$final")
+    actual=$(sha256_of "$final") || { echo "$name FAILED: cannot read $final" >&2; exit 1; }
     if matches "$actual"; then
         write_stamp "$actual"
         echo "$name verified: sha256 $actual"
@@ -40,16 +52,21 @@ if [ -f "$final" ]; then
 fi
 
 # Leftovers of an interrupted download are never resumed by hf: remove them.
-find "$staging" -name '*.incomplete' -type f -delete 2>/dev/null || true
+if [ -d "$staging" ]; then find "$staging" -name '*.incomplete' -type f -exec rm -f {} +; fi
 mkdir -p "$staging" "$(dirname "$final")"
 rm -f "$staging/$file"
 
 echo "$name downloading $repo@$revision ..."
 "$hf" download "$repo" "$file" --revision "$revision" --local-dir "$staging" --quiet >/dev/null &
 pid=$!
-# hf shows no byte progress when not on a terminal: report the growing download.
+# hf shows no byte progress when not on a terminal: report the growing
+# download every KITTY_PROGRESS_INTERVAL seconds, and notice its end within a second.
+interval=${KITTY_PROGRESS_INTERVAL:-10}
+waited=0
 while kill -0 "$pid" 2>/dev/null; do
-    sleep "${KITTY_PROGRESS_INTERVAL:-10}"
+    sleep 1
+    waited=$((waited + 1))
+    [ $((waited % interval)) -eq 0 ] || continue
     partial=$(find "$staging" -name '*.incomplete' -type f -exec du -k {} + 2>/dev/null | awk '{s += $1} END {print s + 0}')
     if [ "$partial" -gt 0 ]; then echo "$name $((partial / 1024)) MiB so far"; fi
 done
@@ -64,7 +81,7 @@ if [ ! -f "$staging/$file" ]; then
 fi
 
 echo "$name verifying sha256 ..."
-actual=$(sha256_of "$staging/$file")
+actual=$(sha256_of "$staging/$file") || { echo "$name FAILED: cannot read $staging/$file" >&2; exit 1; }
 if ! matches "$actual"; then
     rm -f "$staging/$file"
     echo "$name FAILED: sha256 mismatch for $dir/$file: expected $expected, got $actual" >&2

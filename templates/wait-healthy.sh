@@ -1,50 +1,130 @@
-#!/usr/bin/env bash
-# Wait until each model server answers /health with 200, all at once.
-# Installed by kitty-ops (tasks/servers.py); runs ON the host, so servers that
-# listen only on the host's loopback are reachable even from a laptop's deploy.
+#!/bin/sh
+# Wait until each server answers its health URL, all of them polled at once.
+# Installed by kitty-ops; runs ON the host, so servers that listen only on the
+# host's loopback are reachable even from a laptop's deploy. POSIX sh: macOS
+# runs it with /bin/sh (bash 3.2); tested under dash, busybox sh and bash.
 #
-#   wait-healthy.sh NAME|URL|TIMEOUT_S|LOG ...
+#   wait-healthy.sh SPEC ...
+#   SPEC = NAME|URL|TIMEOUT_S|LOG[|EXPECT[|CHECK]]
 #
-# 503 means "still loading the model". On a timeout, each failed server is
-# named with the tail of its log.
-set -uo pipefail
+#   EXPECT  llama (default): 200 healthy, 503 loading (the model is still
+#           loading), anything else down.
+#           http: any 2xx healthy, anything else down.
+#   CHECK   a command run with `sh -c` each second while the server is not
+#           healthy yet; exit non-zero means the supervisor says the program
+#           has died or crash-loops, and the server fails at once instead of at
+#           its deadline. CHECK is the rest of SPEC, so it may contain `|`.
+#
+# Every server is probed once a second. State changes are printed as
+# `[health] NAME: STATE (URL)`. A server not healthy by its own deadline (or
+# whose CHECK failed) is printed as FAILED with the last 30 lines of LOG.
+# Exit 0 when all are healthy, 1 when any failed, 2 for a malformed SPEC.
+set -eu
 
-declare -A url deadline log state
-names=()
-now=$(date +%s)
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/kitty-health.XXXXXX")
+trap 'rm -rf "$tmp"' EXIT
+trap 'exit 130' INT TERM
+
+next_field() {
+    case $rest in
+    *"|"*) field=${rest%%|*} rest=${rest#*|} ;;
+    *) field=$rest rest= ;;
+    esac
+}
+
+# SPEC -> name url timeout log expect check
+parse() {
+    rest=$1
+    next_field && name=$field
+    next_field && url=$field
+    next_field && timeout=$field
+    next_field && log=$field
+    next_field && expect=${field:-llama}
+    check=$rest
+}
+
+# POSIX sh has no arrays: servers are numbered in argument order, and what
+# changes while waiting (the state) lives in $tmp/I.state.
+started=$(date +%s)
+i=0
 for spec in "$@"; do
-    IFS='|' read -r name u timeout logfile <<<"$spec"
-    names+=("$name") url[$name]=$u deadline[$name]=$((now + timeout)) log[$name]=$logfile state[$name]=waiting
+    i=$((i + 1))
+    parse "$spec"
+    case $timeout in
+    '' | *[!0-9]*)
+        echo "[health] malformed spec (TIMEOUT_S must be a number of seconds): $spec" >&2
+        exit 2
+        ;;
+    esac
+    case $expect in
+    llama | http) ;;
+    *)
+        echo "[health] malformed spec (EXPECT must be llama or http): $spec" >&2
+        exit 2
+        ;;
+    esac
+    echo waiting >"$tmp/$i.state"
 done
 
-pending=${#names[@]}
-failed=()
-while ((pending > 0)); do
-    for name in "${names[@]}"; do
-        [ "${state[$name]}" = waiting ] || [ "${state[$name]}" = loading ] || [ "${state[$name]}" = down ] || continue
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${url[$name]}" || true)
-        case $code in
-        200) new=healthy ;;
-        503) new=loading ;;
+# One probe of server I (run in the background): the HTTP code, and whether CHECK passed.
+probe() { # I SPEC
+    parse "$2"
+    # curl prints 000 when nothing answered.
+    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) || true
+    echo "${code:-000}" >"$tmp/$1.code"
+    if [ -n "$check" ]; then
+        if sh -c "$check" >/dev/null 2>&1; then echo alive; else echo dead; fi >"$tmp/$1.check"
+    fi
+}
+
+report_failure() { # I REASON
+    echo "[health] $name: FAILED, $2. Last lines of $log:"
+    tail -n 30 "$log" 2>/dev/null | sed 's/^/[health]   /' || true
+    echo failed >"$tmp/$1.state"
+    failed="$failed $name"
+}
+
+failed=
+pending=$#
+while [ "$pending" -gt 0 ]; do
+    # Probes of all pending servers and the one-second tick run side by side:
+    # a round takes a second, or as long as the slowest probe (curl gives up at 2 s).
+    sleep 1 &
+    i=0
+    for spec in "$@"; do
+        i=$((i + 1))
+        case $(cat "$tmp/$i.state") in healthy | failed) ;; *) probe "$i" "$spec" & ;; esac
+    done
+    wait
+    now=$(date +%s)
+    i=0
+    for spec in "$@"; do
+        i=$((i + 1))
+        state=$(cat "$tmp/$i.state")
+        case $state in healthy | failed) continue ;; esac
+        parse "$spec"
+        code=$(cat "$tmp/$i.code" 2>/dev/null || echo 000)
+        case $expect:$code in
+        llama:200 | http:2??) new=healthy ;;
+        llama:503) new=loading ;;
         *) new=down ;;
         esac
-        if [ "$new" != "${state[$name]}" ]; then
-            echo "[health] $name: $new (${url[$name]})"
-            state[$name]=$new
+        if [ "$new" != "$state" ]; then
+            echo "[health] $name: $new ($url)"
+            echo "$new" >"$tmp/$i.state"
         fi
         if [ "$new" = healthy ]; then
             pending=$((pending - 1))
-        elif (($(date +%s) >= deadline[$name])); then
-            echo "[health] $name: FAILED, not healthy in time (last: $new). Last lines of ${log[$name]}:"
-            tail -n 30 "${log[$name]}" 2>/dev/null | sed 's/^/[health]   /'
-            state[$name]=failed
-            failed+=("$name")
+        elif [ "$(cat "$tmp/$i.check" 2>/dev/null || echo alive)" = dead ]; then
+            report_failure "$i" "exited while starting (its supervisor reports it stopped or crash-looping)"
+            pending=$((pending - 1))
+        elif [ "$now" -ge $((started + timeout)) ]; then
+            report_failure "$i" "not healthy in time (last: $new)"
             pending=$((pending - 1))
         fi
     done
-    ((pending > 0)) && sleep 1
 done
-if ((${#failed[@]})); then
-    echo "[health] not healthy: ${failed[*]}"
+if [ -n "$failed" ]; then
+    echo "[health] not healthy:$failed"
     exit 1
 fi

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 from tasks import config, llamacpp
@@ -9,31 +10,63 @@ from tests.plan import launchd_facts
 from tests.plan.harness import simulated_platform
 
 BUILD_SCRIPT = Path(llamacpp.BUILD_SCRIPT).read_text()
+# What the tags name upstream: the commits of the sandbox's mirror (sandbox/make-llama-mirror.sh).
+UPSTREAM = {
+    "b11434": "df1938a8801b302befed6c8854aca45fe547ed08",
+    "b11434-kitty1": "cdc6aedfc04e84186b1c7f7b018644ec338d6d02",
+}
 
 
-def builds(root: str, current: str | None, installed: list[tuple[str, bool]]) -> dict:
-    """The LlamaCppBuilds fact: `installed` newest first, as (build id, runs)."""
-    lines = [f"current {current or ''}"] + [f"build {bid} {'ok' if ok else 'broken'}" for bid, ok in installed]
+def builds(
+    root: str, current: str | None, installed: list[tuple[str, bool]], commits: dict[str, str] | None = None
+) -> dict:
+    """The LlamaCppBuilds fact: `installed` newest first, as (build id, runs); `commits` from their build.json."""
+    commits = commits or {}
+    lines = [f"current {current or ''}"] + [
+        f"build {bid} {'ok' if ok else 'broken'} {commits.get(bid, '')}".rstrip() for bid, ok in installed
+    ]
     folders = {}
     for build_id, _ in installed:
         folders.update(launchd_facts.directory(f"{root}/builds/{build_id}", user="admin", group="admin"))
     return {f'root={root}; [ -d "$root/builds" ]': lines, **folders}
 
 
+def upstream(git_url: str, ref: str, commit: str | None, *, annotated: bool = False) -> dict:
+    """The GitRemoteRef fact as `git ls-remote` answers it; commit None: the git server cannot be reached."""
+    key = f"git_url={shlex.quote(git_url)}; ref={shlex.quote(ref)};"
+    if commit is None:
+        return {key: ["unreachable exit 128", f"fatal: unable to access '{git_url}/': Could not resolve host"]}
+    if annotated:
+        return {key: ["reachable", f"{'1' * 40}\trefs/tags/{ref}", f"{commit}\trefs/tags/{ref}^{{}}"]}
+    return {key: ["reachable", f"{commit}\trefs/tags/{ref}"]}
+
+
+def current_link(root: str, build_id: str, *, user: str, group: str) -> dict:
+    """The `current` symlink pointing at builds/<build_id>, as pyinfra's Link fact reads it."""
+    return {
+        f"test -L {root}/current )": (
+            f"user={user} group={group} mode=lrwxrwxrwx atime=0 mtime=0 ctime=0 size=40 "
+            f"'{root}/current' -> '{root}/builds/{build_id}'"
+        )
+    }
+
+
 def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
     plat = simulated_platform(os, user, arch)
-    wanted = llamacpp.wanted_build(cfg, plat)
+    commit = UPSTREAM.get(cfg.llamacpp.ref)
+    wanted = llamacpp.wanted_build(cfg, plat, commit)
     root = llamacpp.root(cfg)
     group = "staff" if os == "macos" else user
+    answers = {}
+    for ref, sha in UPSTREAM.items():
+        answers.update(upstream(cfg.llamacpp.git_url, ref, sha))
     return {
-        **builds(root, wanted.id, [(wanted.id, True)]),
+        **answers,
+        **builds(root, wanted.id, [(wanted.id, True)], {wanted.id: commit} if commit else {}),
         **launchd_facts.directory(root, user=user, group=group),
         **launchd_facts.directory(cfg.paths.logs_dir, user=user, group=group),
         **launchd_facts.file(f"{root}/build.sh", BUILD_SCRIPT, user=user, group=group, mode="rwxr-xr-x"),
-        f"test -L {root}/current )": (
-            f"user={user} group={group} mode=lrwxrwxrwx atime=0 mtime=0 ctime=0 size=40 "
-            f"'{root}/current' -> '{root}/builds/{wanted.id}'"
-        ),
+        **current_link(root, wanted.id, user=user, group=group),
         "getconf NPROCESSORS_ONLN": "24",
     }

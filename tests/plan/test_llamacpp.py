@@ -1,23 +1,57 @@
-"""llama.cpp plans: the exact configure line per platform, build only what is missing, `current` switched."""
+"""llama.cpp plans: the exact configure line per platform, build only what is missing, `current` switched,
+and a tag re-pointed upstream noticed and built beside the old build.
+
+Planned for the inference role only: llama.cpp is its concern.
+"""
 
 import copy
+import logging
 
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config, llamacpp
-from tests.plan import hosts, llamacpp_facts
-from tests.plan.harness import plan, simulated_platform
+from tests.plan import hosts, inference_facts, llamacpp_facts
+from tests.plan.harness import plan as plan_deploy
+from tests.plan.harness import simulated_platform
 
 ROOT = "/opt/kitty/llama.cpp"
+GIT_URL = "https://github.com/ggml-org/llama.cpp.git"
 MAC = simulated_platform("macos", "admin", "arm64")
 LINUX = simulated_platform("linux", "admin", "x86_64")
+B11434 = llamacpp_facts.UPSTREAM["b11434"]
+MOVED = "abcdef0123456789abcdef0123456789abcdef01"
+
+
+def plan(facts, data=None):
+    return plan_deploy(facts, data=data, groups=("inference",))
+
+
+def linux_converged() -> dict:
+    """A Linux inference host with llama.cpp, the model files and the servers converged."""
+    return {
+        **llamacpp_facts.converged(hosts.DEFAULTS, os="linux", user="admin"),
+        **inference_facts.converged(hosts.DEFAULTS, os="linux", user="admin"),
+        **hosts.hf_venv("admin"),
+        **hosts.linux(installed=hosts.APT_PACKAGES),
+    }
+
+
+def pinned(ref="b11434", **settings) -> llamacpp.Build:
+    """The build of `ref` at the commit the simulated upstream names."""
+    return llamacpp.wanted_build(config.load(data(ref=ref, **settings)), LINUX, llamacpp_facts.UPSTREAM.get(ref))
 
 
 def data(**llamacpp_settings) -> dict:
     values = copy.deepcopy(hosts.DEFAULTS)
     values["kitty_llamacpp"].update(llamacpp_settings)
     return values
+
+
+def llama_ops(result) -> list[str]:
+    """The names of the planned llama.cpp operations (servers restarting after them are another step's)."""
+    prefixes = ("llama.cpp", "logs folder", "Build llama.cpp", "Point current", "Remove old llama.cpp build")
+    return [op.name for op in result.ops if op.name.startswith(prefixes)]
 
 
 def build_command(result) -> str:
@@ -61,22 +95,24 @@ def test_linux_defaults_to_cpu_and_cuda_when_configured():
 
 def test_metal_on_linux_is_refused_by_field():
     with pytest.raises(PyinfraError, match="kitty_llamacpp.backend: 'metal' cannot be built on linux"):
-        plan(hosts.linux_converged(), data=data(backend="metal"))
+        plan_deploy(hosts.linux(installed=hosts.APT_PACKAGES), data=data(backend="metal"))
 
 
 def test_fresh_linux_plans_folder_script_build_and_link_in_order():
     facts = {**hosts.hf_venv("admin"), **hosts.linux(installed=hosts.APT_PACKAGES)}
     names = [op.name for op in plan(facts).ops]
+    # No git on the fresh host yet: the build script resolves the ref itself.
     start = names.index("llama.cpp install folder")
     assert names[start : start + 3] == ["llama.cpp install folder", "logs folder", "llama.cpp build script"]
     assert names[start + 3] == "Build llama.cpp b11434 (cpu)" and names[start + 4].startswith(
         "Point current at b11434-cpu-"
     )
     assert names[start + 5] == "models folder"
+    assert " b11434 - -DCMAKE_BUILD_TYPE=Release " in plan(facts).op("Build llama.cpp b11434 (cpu)").commands[0]
 
 
 def test_converged_host_plans_no_llama_cpp_work():
-    assert plan(hosts.linux_converged()).ops == []
+    assert plan(linux_converged()).ops == []
 
 
 def test_options_are_part_of_the_build_identity():
@@ -87,28 +123,29 @@ def test_options_are_part_of_the_build_identity():
 
 
 def test_a_deleted_binary_is_rebuilt_in_place():
-    facts = hosts.linux_converged()
-    wanted = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
+    facts = linux_converged()
+    wanted = pinned()
     facts.update(llamacpp_facts.builds(ROOT, wanted.id, [(wanted.id, False)]))
     result = plan(facts)
-    assert [op.name for op in result.ops] == ["Build llama.cpp b11434 (cpu)"]
-    assert f" {wanted.id} b11434 " in build_command(result)
+    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)"]
+    assert f" {wanted.id} b11434 {B11434} " in build_command(result)
+    assert "('sh /opt/kitty/llama.cpp/build.sh " in build_command(result)
 
 
 def test_changed_ref_builds_beside_the_old_one_and_switches_current():
-    facts = hosts.linux_converged()
-    old = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
+    facts = linux_converged()
+    old = pinned()
     result = plan(facts, data=data(ref="b11434-kitty1"))
-    new = llamacpp.wanted_build(config.load(data(ref="b11434-kitty1")), LINUX)
-    assert [op.name for op in result.ops] == ["Build llama.cpp b11434-kitty1 (cpu)", f"Point current at {new.id}"]
+    new = pinned("b11434-kitty1")
+    assert llama_ops(result) == ["Build llama.cpp b11434-kitty1 (cpu)", f"Point current at {new.id}"]
     link = result.op(f"Point current at {new.id}").commands
     assert link == [f"rm -f {ROOT}/current", f"ln -s {ROOT}/builds/{new.id} {ROOT}/current"]
     assert not any(old.id in command for command in result.commands if "rm -rf" in command)
 
 
 def test_only_the_newest_builds_are_kept():
-    facts = hosts.linux_converged()
-    wanted = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
+    facts = linux_converged()
+    wanted = pinned()
     installed = [(wanted.id, True), ("old-1", True), ("old-2", True), ("old-3", True)]
     facts.update(llamacpp_facts.builds(ROOT, wanted.id, installed))
     removed = [op.name for op in plan(facts).ops]
@@ -116,8 +153,61 @@ def test_only_the_newest_builds_are_kept():
 
 
 def test_the_build_it_replaces_is_kept_for_rollback():
-    facts = hosts.linux_converged()
+    facts = linux_converged()
     facts.update(llamacpp_facts.builds(ROOT, "previous", [("newer", True), ("previous", True), ("oldest", True)]))
     names = [op.name for op in plan(facts, data=data(keep_builds=2)).ops]
     assert "Remove old llama.cpp build previous" not in names
     assert {"Remove old llama.cpp build newer", "Remove old llama.cpp build oldest"} <= set(names)
+
+
+def test_a_tag_moved_upstream_is_said_loudly_and_built_beside_the_old_build(caplog):
+    facts = linux_converged()
+    old = pinned()
+    facts.update(llamacpp_facts.upstream(GIT_URL, "b11434", MOVED))
+    with caplog.at_level(logging.WARNING):
+        result = plan(facts)
+    moved = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX, MOVED)
+    assert moved.id != old.id and moved.id.endswith("-abcdef012345")
+    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)", f"Point current at {moved.id}"]
+    assert f" {moved.id} b11434 {MOVED} " in build_command(result)
+    assert "llama.cpp b11434 moved upstream: built from df1938a8801b, now abcdef012345" in caplog.text
+    # The old build stays for rollback.
+    assert not [command for command in result.commands if f"builds/{old.id}" in command and "rm -" in command]
+
+
+def test_the_peeled_commit_of_an_annotated_tag_is_the_one_built():
+    facts = linux_converged()
+    facts.update(llamacpp_facts.upstream(GIT_URL, "b11434", B11434, annotated=True))
+    assert plan(facts).ops == []
+
+
+def test_a_build_made_before_commits_were_in_ids_is_kept_when_its_commit_is_current():
+    facts = linux_converged()
+    legacy = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
+    facts.update(llamacpp_facts.builds(ROOT, legacy.id, [(legacy.id, True)], {legacy.id: B11434}))
+    facts.update(llamacpp_facts.current_link(ROOT, legacy.id, user="admin", group="admin"))
+    assert llama_ops(plan(facts)) == []
+
+
+def test_an_unreachable_git_server_keeps_the_installed_build_with_a_warning(caplog):
+    facts = linux_converged()
+    facts.update(llamacpp_facts.upstream(GIT_URL, "b11434", None))
+    with caplog.at_level(logging.WARNING):
+        assert plan(facts).ops == []
+    assert f"keeping build {pinned().id}" in caplog.text and "Could not resolve host" in caplog.text
+
+
+def test_a_full_commit_sha_is_built_without_asking_the_git_server():
+    facts = linux_converged()
+    result = plan(facts, data=data(ref=B11434))
+    assert not [command for command, _ in result.executed if "ls-remote" in command]
+    command = build_command(result)
+    wanted = llamacpp.wanted_build(config.load(data(ref=B11434)), LINUX)
+    assert wanted.id.startswith(B11434 + "-cpu-") and f" {wanted.id} {B11434} {B11434} " in command
+
+
+def test_a_ref_the_git_server_does_not_have_is_refused_by_field():
+    facts = linux_converged()
+    facts[f"git_url={GIT_URL}; ref=b99999;"] = ["reachable"]
+    with pytest.raises(PyinfraError, match="kitty_llamacpp.ref: 'b99999' is neither a tag nor a branch of"):
+        plan(facts, data=data(ref="b99999"))
