@@ -68,14 +68,30 @@ def is_verified(wanted: Wanted, state: dict | None, full: bool) -> bool:
     return not full or state["sha256"] == stamp["sha256"]
 
 
+def stamp_path(cfg: KittyConfig, model: Model, file: ModelFile) -> str:
+    """Where the stamp of a verified file is (sha256 size mtime): a server's input, read by its record."""
+    return f"{cfg.paths.models_dir}/{model.dir}/.kitty/{file.name}.stamp"
+
+
+def _states(cfg: KittyConfig) -> tuple[list[Wanted], dict, list[Wanted]]:
+    """Every wanted file, their states on the host, and those this converge fetches."""
+    wanted = wanted_files(cfg)
+    full = cfg.model_policy.verify == "full"
+    files_ = [w.rel for w in wanted]
+    states = host.get_fact(ModelFileStates, models_dir=cfg.paths.models_dir, files=files_, full=full) or {}
+    return wanted, states, [w for w in wanted if not is_verified(w, states.get(w.rel), full)]
+
+
+def to_fetch(cfg: KittyConfig) -> set[str]:
+    """Paths (relative to models_dir) of the files this converge downloads or replaces."""
+    return {w.rel for w in _states(cfg)[2]}
+
+
 @deploy("Model files")
 def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]:
     """Make every wanted file present and verified. Returns, per model, the operations that replaced a file."""
     models_dir = cfg.paths.models_dir
-    wanted = wanted_files(cfg)
-    full = cfg.model_policy.verify == "full"
-    states = host.get_fact(ModelFileStates, models_dir=models_dir, files=[w.rel for w in wanted], full=full) or {}
-    todo = [w for w in wanted if not is_verified(w, states.get(w.rel), full)]
+    wanted, states, todo = _states(cfg)
 
     _report_unreferenced(cfg, wanted)
     if not todo:
@@ -100,7 +116,7 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
             run_with_progress(
                 name=f"Fetch {item.rel}",
                 command=[
-                    "bash",
+                    "sh",
                     f"{models_dir}/.kitty-fetch.sh",
                     plat.hf_binary(cfg.paths.opt_dir),
                     models_dir,
