@@ -31,7 +31,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks import compose as stack_compose
-from tasks import layout, servers
+from tasks import layout, macos, servers
 from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import Platform
@@ -218,6 +218,8 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
     health_table(
         name="Health table",
         checks=found,
+        # Healthy now, but would it come back by itself after a power cut?
+        warning=macos.unattended_restart_warning(cfg, plat),
         _env=env,
         # The stack's probes talk to the engine, as root where the admin may not be in the docker group.
         _sudo=sudo,
@@ -227,7 +229,7 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
 
 
 @operation()
-def health_table(checks: list[Check]):
+def health_table(checks: list[Check], warning: str | None = None):
     """Print the table; fail, naming each unhealthy service and where to look, when one is not healthy."""
     if not host.state.is_executing:
         host.noop("probed on the host at the end of the converge")
@@ -237,6 +239,8 @@ def health_table(checks: list[Check]):
     rows = [assess(check, results.get(check.label)) for check in checks]
     for line in render(rows):
         host.log(line, logger.info)
+    if warning:
+        host.log_styled(f"warning: {warning}", fg="yellow", log_func=logger.warning)
     message = failure_message(rows)
     if message:
         # The only command this operation yields: it changes nothing, it fails the converge.

@@ -48,6 +48,11 @@ class Decision:
     def changes(self) -> bool:
         return self.action != "none"
 
+    @property
+    def will_change(self) -> bool:
+        # As pyinfra's OperationMeta says it: a step that waits on what changed takes either.
+        return self.changes
+
 
 @dataclass(frozen=True)
 class Observed:

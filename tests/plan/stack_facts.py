@@ -1,4 +1,4 @@
-"""Scripted facts of a host whose application stack is converged (tasks/stack.py), or parts of it.
+"""Scripted facts of a host whose application stack is converged (tasks/stack.py and its parts), or parts of it.
 
 Returns dicts to merge into a host's responses (tests/plan/hosts.py) before the
 generic keys, since the first match wins.
@@ -7,11 +7,14 @@ generic keys, since the first match wins.
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
-from tasks import config, launchd, stack
+from tasks import config, layout, runtime, secrets
+from tasks.compose import COMPOSE_PLUGIN
 from tasks.platform import Platform
-from tests.plan import launchd_facts
+from tasks.supervise import launchd as supervise_launchd
+from tests.plan import launchd_facts, supervise_facts
 from tests.plan.harness import simulated_platform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,8 +34,8 @@ def checkout(cfg: config.KittyConfig, *, head: str | None = HEAD, wanted: str | 
 
 def env_file(cfg: config.KittyConfig, user: str, content: str | None = None, mode: str = "rw-------") -> dict:
     """The .env as rendered now (or `content`): File and Sha256File facts."""
-    path = stack.env_path(cfg)
-    text = stack.render_env(cfg, stack.secret_values(cfg.stack, ROOT)) if content is None else content
+    path = secrets.env_path(cfg)
+    text = secrets.render_env(cfg, secrets.secret_values(cfg.stack, ROOT)) if content is None else content
     return {
         f"sha256sum {path} ": f"{hashlib.sha256(text.encode()).hexdigest()}  {path}",
         f"test -L {path} )": f"user={user} group=staff mode=-{mode} atime=0 mtime=0 ctime=0 size={len(text)} '{path}'",
@@ -64,25 +67,41 @@ def compose(cfg: config.KittyConfig, *, containers: dict[str, dict] | None = Non
     return {"config --services": lines}
 
 
+def colima_program(cfg: config.KittyConfig, plat: Platform):
+    return runtime.colima_program(cfg, plat, f"/Users/{plat.user}")
+
+
 def colima_plist(cfg: config.KittyConfig, plat: Platform) -> str:
-    return stack.colima_plist(cfg, plat, f"/Users/{plat.user}")
+    return supervise_launchd.render(colima_program(cfg, plat))
 
 
 def colima(cfg: config.KittyConfig, plat: Platform, *, loaded: bool = True, plist: str | None = "same") -> dict:
-    path = launchd.plist_path(stack.COLIMA_LABEL, "daemon")
-    content = colima_plist(cfg, plat) if plist == "same" else plist
-    return {
-        **launchd_facts.job(f"system/{stack.COLIMA_LABEL}", loaded=loaded),
-        **launchd_facts.file(path, content),
-    }
+    """colima's LaunchDaemon as kitty-ops left it: loaded, its plist as rendered, a record of its start."""
+    return supervise_facts.program(
+        colima_program(cfg, plat),
+        os="macos",
+        records_dir=layout.records_dir(cfg),
+        values={},
+        running=loaded,
+        definition=plist,
+    )
+
+
+def docker_cli_config(user: str, config: dict | None, *, raw: str | None = None) -> dict:
+    """DockerCliConfig: the admin's ~/.docker/config.json holding `config` (None: no file), or `raw` text."""
+    path = f"/Users/{user}/.docker/config.json"
+    if config is None and raw is None:
+        return {f"[ ! -e {path} ]": "absent"}
+    text = raw if raw is not None else json.dumps(config, indent="\t")
+    return {f"[ ! -e {path} ]": ["json", *text.splitlines()]}
 
 
 def linux_engine(plat: Platform) -> dict:
     return {
         "--property SubState docker.service": ["Id=docker.service", "SubState=running"],
         "--property UnitFileState docker.service": ["Id=docker.service", "UnitFileState=enabled"],
-        **launchd_facts.file(stack.COMPOSE_PLUGIN, "compose", user="root", group="root", mode="rwxr-xr-x"),
-        **launchd_facts.directory(stack.COMPOSE_PLUGIN.rpartition("/")[0], user="root", group="root"),
+        **launchd_facts.file(COMPOSE_PLUGIN, "compose", user="root", group="root", mode="rwxr-xr-x"),
+        **launchd_facts.directory(COMPOSE_PLUGIN.rpartition("/")[0], user="root", group="root"),
     }
 
 
@@ -90,7 +109,7 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
     plat = simulated_platform(os, user, arch)
     group = "staff" if os == "macos" else user
-    runtime = stack.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else stack.RUNTIMES[os][0]
+    kind = runtime.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else runtime.RUNTIMES[os][0]
     facts = {
         **checkout(cfg),
         **env_file(cfg, user),
@@ -98,8 +117,9 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
         **docker_info(),
         **launchd_facts.directory(cfg.paths.kitty_root, user=user, group=group),
     }
-    if runtime == "colima":
+    if kind == "colima":
         facts.update(colima(cfg, plat))
-    elif runtime == "engine":
+        facts.update(docker_cli_config(user, {"cliPluginsExtraDirs": [f"{plat.brew_prefix}/lib/docker/cli-plugins"]}))
+    elif kind == "engine":
         facts.update(linux_engine(plat))
     return facts

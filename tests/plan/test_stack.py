@@ -1,18 +1,24 @@
 """The application stack planned for simulated Macs (colima) and Linux hosts."""
 
 import copy
+import json
 
 import pytest
+from pyinfra.api import FileUploadCommand
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.context import ctx_host
 
-from tasks import config, stack
+from tasks import compose, config, runtime, secrets
 from tests.plan import hosts, stack_facts
-from tests.plan.harness import plan, simulated_platform
+from tests.plan.harness import plan, prepared, simulated_platform
 
 CFG = config.load(hosts.DEFAULTS)
 MAC = simulated_platform("macos", "admin", "arm64")
 COLIMA_SOCKET = "unix:///Users/admin/.colima/default/docker.sock"
 STACK_OPS = ("docker compose up", "Wait for the stack's health")
+CLI_CONFIG = "/Users/admin/.docker/config.json"
+BREW_PLUGINS = "/opt/homebrew/lib/docker/cli-plugins"
+FIND_PLUGINS = "Docker CLI finds Homebrew's plugins (buildx)"
 
 
 def stack_data(**changes) -> dict:
@@ -33,12 +39,23 @@ def with_facts(base: dict, *updates: dict) -> dict:
     return {**merged, **{k: v for k, v in base.items() if k not in merged}}
 
 
+def uploaded(facts: dict, op_name: str, data: dict | None = None) -> dict[str, str]:
+    """What the operation `op_name` would upload, by destination: the text itself, not its repr."""
+    with prepared(facts, data) as (state, host, _):
+        for op_hash in state.get_op_order():
+            if op_hash in state.ops[host] and op_name in sorted(state.op_meta[op_hash].names)[0]:
+                with ctx_host.use(host):
+                    commands = list(state.get_op_data_for_host(host, op_hash).command_generator())
+                return {c.dest: c.src.getvalue() for c in commands if isinstance(c, FileUploadCommand)}
+    raise AssertionError(f"no operation named {op_name!r}")
+
+
 # --- macOS: colima, headless -------------------------------------------------------
 
 
 def test_fresh_mac_runs_colima_as_a_launch_daemon_of_the_admin_not_docker_desktop():
     result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
-    job = result.op("Run colima at boot (LaunchDaemon)")
+    job = result.op("colima: install (new)")
     text = "\n".join(job.commands)
     assert "launchctl bootstrap system /Library/LaunchDaemons/com.kitty.colima.plist" in text
     plist = stack_facts.colima_plist(CFG, MAC)
@@ -46,13 +63,15 @@ def test_fresh_mac_runs_colima_as_a_launch_daemon_of_the_admin_not_docker_deskto
         assert expected in plist
     assert "<string>--cpu</string>\n\t\t<string>4</string>" in plist
     assert "<key>HOME</key>\n\t\t<string>/Users/admin</string>" in plist
+    # colima stops its VM on SIGTERM: launchd must give it time before SIGKILL.
+    assert "<key>ExitTimeOut</key>\n\t<integer>120</integer>" in plist
     assert not any("Docker.app" in c or "open -a" in c for c in result.commands)
 
 
 def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket():
     result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
     order = names(result)
-    assert order.index("Run colima at boot (LaunchDaemon)") < order.index("Wait for the container engine (docker info)")
+    assert order.index("colima: install (new)") < order.index("Wait for the container engine (docker info)")
     assert order.index("Wait for the container engine (docker info)") < order.index("docker compose up")
     (up,) = result.op("docker compose up").commands
     assert up.startswith("docker-compose -p kitty -f /Users/Shared/Coding/KITT/infra/compose/docker-compose.yml")
@@ -71,7 +90,7 @@ def test_new_colima_size_restarts_colima_then_brings_the_stack_back():
     data = stack_data(colima={"cpu": 8, "memory_gib": 16, "disk_gib": 100, "profile": "default"})
     result = plan(hosts.macos_converged(), data=data)
     assert names(result) == [
-        "Run colima at boot (LaunchDaemon)",
+        "colima: reload (its definition changed)",
         "Wait for the container engine (docker info)",
         *STACK_OPS,
     ]
@@ -105,6 +124,119 @@ def test_colima_without_its_formulae_is_refused():
         plan(hosts.macos_converged(), data={"kitty_packages": packages})
 
 
+# --- macOS: the docker CLI finds Homebrew's buildx (and compose) --------------------
+
+
+def test_fresh_mac_installs_buildx_and_creates_the_cli_config_that_finds_it():
+    result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
+    assert "docker-buildx" in runtime.COLIMA_FORMULAE and "docker-buildx" in hosts.BREW_PACKAGES
+    assert result.op(FIND_PLUGINS).commands[0] == "mkdir -p /Users/admin/.docker && umask 077 && touch " + CLI_CONFIG
+    written = uploaded(hosts.macos(installed=hosts.BREW_PACKAGES), FIND_PLUGINS)
+    assert json.loads(written[CLI_CONFIG]) == {"cliPluginsExtraDirs": [BREW_PLUGINS]}
+    # Before compose can build: the first `up` of a fresh Mac builds.
+    assert names(result).index(FIND_PLUGINS) < names(result).index("docker compose up")
+    # Not sudo: the admin's own file.
+    assert not any(command.startswith("sudo") and CLI_CONFIG in command for command in result.commands)
+
+
+def test_converged_mac_reads_the_cli_config_and_plans_nothing_for_it():
+    result = plan(hosts.macos_converged())
+    assert result.ops == []
+    assert any(f"cat {CLI_CONFIG}" in command for command, _ in result.executed)
+
+
+@pytest.mark.parametrize(
+    "existing",
+    [
+        {"auths": {"ghcr.io": {}}, "credsStore": "osxkeychain", "currentContext": "colima"},
+        {"currentContext": "colima", "cliPluginsExtraDirs": ["/Users/admin/.docker/more-plugins"]},
+        {},
+    ],
+)
+def test_a_cli_config_without_brews_folder_gets_it_once_keeping_every_other_key(existing):
+    facts = with_facts(hosts.macos_converged(), stack_facts.docker_cli_config("admin", existing))
+    result = plan(facts)
+    assert names(result) == [FIND_PLUGINS]
+    # An existing file is written in place: its mode (0600 from the docker CLI) stays.
+    (write,) = result.op(FIND_PLUGINS).commands
+    assert write.startswith("FileUploadCommand(") and write.endswith(f", {CLI_CONFIG})")
+    merged = json.loads(uploaded(facts, FIND_PLUGINS)[CLI_CONFIG])
+    others = existing.get("cliPluginsExtraDirs", [])
+    assert merged == {**existing, "cliPluginsExtraDirs": [BREW_PLUGINS, *others]}
+
+
+def test_intel_mac_points_at_usr_local():
+    facts = with_facts(hosts.macos_converged(arch="x86_64"), stack_facts.docker_cli_config("admin", None))
+    merged = json.loads(uploaded(facts, FIND_PLUGINS)[CLI_CONFIG])
+    assert merged == {"cliPluginsExtraDirs": ["/usr/local/lib/docker/cli-plugins"]}
+
+
+def test_a_cli_config_holding_registry_credentials_is_never_read_nor_written(caplog):
+    facts = with_facts(
+        hosts.macos_converged(),
+        {f"[ ! -e {CLI_CONFIG} ]": "credentials"},
+    )
+    assert plan(facts).ops == []
+    assert f'Add "cliPluginsExtraDirs": ["{BREW_PLUGINS}"]' in caplog.text
+
+
+def test_the_credentials_check_matches_inline_auth_only(tmp_path):
+    import subprocess
+
+    from tasks.compose import CREDENTIALS
+
+    def holds_credentials(config: dict) -> bool:
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config, indent="\t"))
+        return subprocess.run(["grep", "-Eq", CREDENTIALS, str(path)]).returncode == 0
+
+    assert holds_credentials({"auths": {"https://index.docker.io/v1/": {"auth": "dXNlcjpwYXNz"}}})
+    assert holds_credentials({"auths": {"r.example": {"identitytoken": "tok"}}})
+    assert not holds_credentials({"auths": {"ghcr.io": {}}, "credsStore": "osxkeychain"})
+    assert not holds_credentials({"auths": {"r.example": {"auth": ""}}})
+
+
+@pytest.mark.parametrize("shell", ["sh", "dash", "bash"])
+def test_the_cli_config_fact_reads_real_files_under_posix_shells(tmp_path, shell):
+    import shutil
+    import subprocess
+
+    from tasks.compose import DockerCliConfig
+
+    if not shutil.which(shell):
+        pytest.skip(f"no {shell}")
+
+    def read(path) -> dict:
+        command = DockerCliConfig().command(str(path))
+        output = subprocess.run([shell, "-c", command], capture_output=True, text=True, check=True).stdout
+        return DockerCliConfig().process(output.splitlines())
+
+    path = tmp_path / "config.json"
+    assert read(path)["state"] == "absent"
+    path.write_text(json.dumps({"currentContext": "colima", "auths": {}}, indent="\t"))
+    assert read(path) == {"state": "json", "config": {"currentContext": "colima", "auths": {}}, "error": None}
+    path.write_text("")
+    assert read(path)["config"] == {}
+    path.write_text('{"auths": {"r.example": {"auth": "dXNlcjpwYXNz"}}}')
+    assert read(path) == {"state": "credentials", "config": None, "error": None}
+    path.write_text("[1]")
+    assert read(path)["error"] == "not a JSON object"
+    assert read(tmp_path)["state"] == "invalid"
+
+
+def test_a_cli_config_that_is_not_json_stops_the_converge_without_overwriting_it():
+    facts = with_facts(hosts.macos_converged(), stack_facts.docker_cli_config("admin", None, raw="{ not json"))
+    with pytest.raises(PyinfraError, match="config.json: not JSON"):
+        plan(facts)
+
+
+def test_docker_desktop_and_linux_plan_nothing_for_the_cli_config():
+    for facts, data in ((hosts.macos_converged(), stack_data(runtime="docker-desktop")), (hosts.linux(), None)):
+        result = plan(facts, data=data)
+        assert FIND_PLUGINS not in names(result)
+        assert not any(".docker/config.json" in command for command, _ in result.executed)
+
+
 def test_linux_engine_on_a_mac_is_refused():
     with pytest.raises(PyinfraError, match="'engine' does not run on macos"):
         plan(hosts.macos_converged(), data=stack_data(runtime="engine"))
@@ -130,7 +262,7 @@ def test_external_engine_masks_the_package_engine_before_installing_the_client()
     result = plan(hosts.linux(installed=hosts.APT_PACKAGES), data=data)
     order = names(result)
     masks = [name for name in order if name.startswith("Mask ")]
-    assert masks == [f"Mask {unit} (the engine is external)" for unit in stack.ENGINE_UNITS]
+    assert masks == [f"Mask {unit} (the engine is external)" for unit in runtime.ENGINE_UNITS]
     assert order.index("Reload systemd (masked engine units)") < order.index("Install docker.io")
     assert "Run the Docker engine" not in order
     assert "ln -s /dev/null /etc/systemd/system/docker.service" in " ".join(result.op(masks[0]).commands)
@@ -154,7 +286,9 @@ def test_converged_linux_plans_nothing_for_the_stack():
 )
 def test_compose_state_that_differs_brings_the_stack_up_without_a_rebuild(container, reason):
     facts = with_facts(hosts.linux_converged(), stack_facts.compose(CFG, containers={"brain": container}))
-    assert stack.drift(stack.ComposeState().process(facts["config --services"]), list(CFG.stack.services)) == [reason]
+    assert compose.drift(compose.ComposeState().process(facts["config --services"]), list(CFG.stack.services)) == [
+        reason
+    ]
     result = plan(facts)
     assert names(result) == list(STACK_OPS)
     (up,) = result.op("docker compose up").commands
@@ -175,7 +309,7 @@ def test_secrets_from_the_environment_reach_the_env_file_but_no_command(monkeypa
     secret = "sk-test-do-not-print-4f1e"
     facts = hosts.linux_converged()  # its .env was rendered without the secret
     monkeypatch.setenv("OPENAI_API_KEY", secret)
-    rendered = stack.render_env(CFG, stack.secret_values(CFG.stack))
+    rendered = secrets.render_env(CFG, secrets.secret_values(CFG.stack))
     assert f"OPENAI_API_KEY='{secret}'" in rendered
     result = plan(facts)
     assert "Write .env (mode 0600, contents never shown)" in names(result)

@@ -5,7 +5,7 @@ import copy
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from tasks import config, stack
+from tasks import compose, config, secrets
 from tests.plan.harness import group_data
 
 DEFAULTS = group_data()
@@ -22,7 +22,7 @@ def lines(text: str) -> list[str]:
 
 
 def test_env_has_group_data_values_ports_and_model_urls_quoted():
-    text = stack.render_env(cfg(), {})
+    text = secrets.render_env(cfg(), {})
     assert "OFFLINE_MODE='true'" in lines(text)
     assert "BRAIN_PORT='8000'" in lines(text) and "REDIS_PORT='6379'" in lines(text)
     assert "LLAMACPP_Q4_HOST='http://host.docker.internal:8083'" in lines(text)
@@ -34,14 +34,14 @@ def test_model_host_is_per_host_and_disabled_servers_get_no_url():
     data = copy.deepcopy(DEFAULTS)
     data["kitty_stack"]["model_host"] = "172.17.0.1"
     data["kitty_servers"]["vision"]["enabled"] = False
-    text = stack.render_env(config.load(data), {})
+    text = secrets.render_env(config.load(data), {})
     assert "LLAMACPP_Q4_HOST='http://172.17.0.1:8083'" in lines(text)
     assert not any(line.startswith("LLAMACPP_VISION_HOST") for line in lines(text))
 
 
 def test_a_bcrypt_hash_is_kept_literal():
     hashed = "$2b$12$abcdefghijklmnopqrstuuH0oQ1bq0t7f6b2Jc4A8n5m5Yb6xA0bS"
-    assert f"ADMIN_USERS='{hashed}'" in lines(stack.render_env(cfg(), {"ADMIN_USERS": hashed}))
+    assert f"ADMIN_USERS='{hashed}'" in lines(secrets.render_env(cfg(), {"ADMIN_USERS": hashed}))
 
 
 def test_secrets_come_from_the_environment_before_the_file(tmp_path, monkeypatch):
@@ -49,7 +49,7 @@ def test_secrets_come_from_the_environment_before_the_file(tmp_path, monkeypatch
     monkeypatch.setenv("OPENAI_API_KEY", "from-env")
     monkeypatch.delenv("ZOO_API_KEY", raising=False)
     monkeypatch.delenv("ADMIN_USERS", raising=False)
-    values = stack.secret_values(cfg().stack, tmp_path)
+    values = secrets.secret_values(cfg().stack, tmp_path)
     assert values["OPENAI_API_KEY"] == "from-env"
     assert values["ZOO_API_KEY"] == "zoo"
     assert "ADMIN_USERS" not in values
@@ -58,24 +58,24 @@ def test_secrets_come_from_the_environment_before_the_file(tmp_path, monkeypatch
 def test_only_listed_secrets_are_taken(tmp_path, monkeypatch):
     (tmp_path / "secrets.env").write_text("UNLISTED=x\n")
     monkeypatch.setenv("ANOTHER_UNLISTED", "y")
-    assert stack.secret_values(cfg(secrets=["OPENAI_API_KEY"]).stack, tmp_path).keys() <= {"OPENAI_API_KEY"}
+    assert secrets.secret_values(cfg(secrets=["OPENAI_API_KEY"]).stack, tmp_path).keys() <= {"OPENAI_API_KEY"}
 
 
 def test_a_secret_with_a_quote_is_refused_by_name_only(tmp_path, monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-it's-secret")
     with pytest.raises(DeployError, match="secret OPENAI_API_KEY") as error:
-        stack.secret_values(cfg().stack, tmp_path)
+        secrets.secret_values(cfg().stack, tmp_path)
     assert "sk-it" not in str(error.value)
 
 
 def test_a_malformed_secrets_file_names_its_line(tmp_path):
     (tmp_path / "secrets.env").write_text("OPENAI_API_KEY=x\nnot a pair\n")
     with pytest.raises(DeployError, match=r"secrets.env:2: expected NAME=value"):
-        stack.secret_values(cfg().stack, tmp_path)
+        secrets.secret_values(cfg().stack, tmp_path)
 
 
 def test_override_adds_extra_hosts_to_every_configured_service():
-    override = stack.render_override(cfg(extra_hosts={"host.docker.internal": "host-gateway"}))
+    override = compose.render_override(cfg(extra_hosts={"host.docker.internal": "host-gateway"}))
     assert '"brain": {\n      "extra_hosts": [\n        "host.docker.internal:host-gateway"' in override
 
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import config, stack, verify
+from tasks import compose, config, verify
 from tasks.platform import Platform
 from tests.host import checks as host_checks
 from tests.plan import hosts
@@ -172,7 +172,7 @@ def test_every_enabled_server_and_stack_service_is_checked_once():
     ]
     by_name = {c.name: c for c in found}
     assert by_name["brain"].probe == "http" and by_name["brain"].target == "http://127.0.0.1:8000/health"
-    assert by_name["redis"].target == stack._probe("docker-compose -p kitty", "redis", 6379, "redis")
+    assert by_name["redis"].target == compose._probe("docker-compose -p kitty", "redis", 6379, "redis")
     assert by_name["redis"].where == "docker-compose -p kitty logs redis"
     assert by_name["voice"].probe == "command" and "docker inspect" in by_name["voice"].target
 

@@ -1,0 +1,210 @@
+"""The container runtime the application stack runs on, and how to talk to it.
+
+    macOS   colima, run by a LaunchDaemon as the admin (no GUI login needed), or
+            Docker Desktop / OrbStack, which the deploy only checks (they need a GUI login)
+    Linux   docker.io from apt with its systemd unit, or an engine that already
+            answers ("external": the package's own engine units are masked)
+
+Every runtime ends the same way: `docker info` must answer before compose runs.
+"""
+
+from __future__ import annotations
+
+from pyinfra import host
+from pyinfra.api import FactBase, StringCommand, operation
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.deb import DebPackages
+from pyinfra.operations import apt, files, systemd
+
+from tasks import supervise
+from tasks.config import KittyConfig, Stack
+from tasks.layout import COLIMA_LABEL
+from tasks.platform import Platform
+from tasks.supervise import Program, Slot
+
+# Runtimes each OS can use; the first is what "auto" means there.
+RUNTIMES = {"macos": ("colima", "docker-desktop", "orbstack", "external"), "linux": ("engine", "external")}
+# What colima needs from Homebrew: the VM, the docker CLI, compose v2 and buildx. Without
+# buildx compose falls back to the classic builder, which fails on `RUN --mount`; the CLI
+# finds Homebrew's plugins through ~/.docker/config.json (compose.brew_plugins_found).
+COLIMA_FORMULAE = ("colima", "docker", "docker-compose", "docker-buildx")
+# The package's own engine never runs where the engine is external: its units point at /dev/null.
+ENGINE_UNITS = ("docker.service", "docker.socket", "containerd.service")
+
+
+class Engine:
+    """How to reach the engine on this host: the environment and whether it takes sudo."""
+
+    def __init__(self, cfg: KittyConfig, plat: Platform, runtime: str, home: str | None):
+        self.env = dict(plat.env)
+        if runtime == "colima":
+            # Explicit, so neither the CLI's current context nor a stray DOCKER_HOST decides.
+            self.env["DOCKER_HOST"] = f"unix://{home}/.colima/{cfg.stack.colima.profile}/docker.sock"
+        # A Linux admin is not necessarily in the docker group (that needs a new login).
+        self.sudo = plat.os == "linux" and plat.sudo
+
+
+def runtime_of(stack: Stack, plat: Platform) -> str:
+    allowed = RUNTIMES[plat.os]
+    if stack.runtime == "auto":
+        return allowed[0]
+    if stack.runtime not in allowed:
+        raise DeployError(
+            f"{host.name}: kitty_stack.runtime {stack.runtime!r} does not run on {plat.os} "
+            f"(choose from auto, {', '.join(allowed)})"
+        )
+    return stack.runtime
+
+
+def install(cfg: KittyConfig, plat: Platform, runtime: str, home: str | None) -> list:
+    """What `runtime` needs on the host before it can start: colima's daemon, or docker.io."""
+    if runtime == "colima":
+        return [_colima(cfg, plat, home)]
+    if runtime == "engine":
+        return _apt_docker(plat)
+    if runtime == "external" and plat.os == "linux":
+        # Only the client of docker.io: mask its engine before the package can start it.
+        masks = [
+            files.link(
+                name=f"Mask {unit} (the engine is external)",
+                path=f"/etc/systemd/system/{unit}",
+                target="/dev/null",
+                _sudo=plat.sudo,
+            )
+            for unit in ENGINE_UNITS
+        ]
+        if any(mask.will_change for mask in masks):
+            systemd.daemon_reload(name="Reload systemd (masked engine units)", _sudo=plat.sudo)
+        return masks + _apt_docker(plat)
+    return []
+
+
+def start(cfg: KittyConfig, plat: Platform, runtime: str, engine: Engine, installed: list) -> bool:
+    """Start the engine and wait for `docker info`; True when the runtime changes (`installed` or its start)."""
+    ops = list(installed)
+    if runtime == "engine":
+        ops.append(
+            systemd.service(name="Run the Docker engine", service="docker", running=True, enabled=True, _sudo=plat.sudo)
+        )
+    changed = any(op.will_change for op in ops)
+
+    info = host.get_fact(DockerInfo, _env=engine.env, _sudo=engine.sudo)
+    if runtime in ("docker-desktop", "orbstack") and not info["ok"]:
+        app = {"docker-desktop": "Docker Desktop", "orbstack": "OrbStack"}[runtime]
+        raise DeployError(
+            f"{host.name}: kitty_stack.runtime is {runtime!r} but `docker info` does not answer ({info['error']}). "
+            f"{app} only starts in a GUI login session: log in at the Mac, start {app} (and let it start at "
+            "login), or use runtime 'colima', which the deploy starts headless."
+        )
+    if changed or not info["ok"]:
+        engine_answers(
+            name="Wait for the container engine (docker info)",
+            timeout=cfg.stack.runtime_timeout,
+            what=_engine_name(runtime),
+            _env=engine.env,
+            _sudo=engine.sudo,
+        )
+    return changed
+
+
+def _engine_name(runtime: str) -> str:
+    return {
+        "colima": "colima's Docker engine",
+        "engine": "the Docker engine (systemd unit docker)",
+        "external": "the external Docker engine (DOCKER_HOST or /var/run/docker.sock)",
+    }.get(runtime, runtime)
+
+
+# --- colima ------------------------------------------------------------------------
+
+
+def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
+    """`colima start --foreground` as a LaunchDaemon running as the admin.
+
+    In the foreground, so its supervisor sees it exit and starts it again. Not
+    a LaunchAgent (`brew services`): those only load in a GUI login, which a
+    headless Mac reached over SSH never has.
+    """
+    colima = cfg.stack.colima
+    argv = [f"{plat.brew_prefix}/bin/colima", "start", "--foreground", "--profile", colima.profile]
+    argv += ["--cpu", str(colima.cpu), "--memory", str(colima.memory_gib), "--disk", str(colima.disk_gib)]
+    return Program(
+        name="colima",
+        label=COLIMA_LABEL,
+        unit="",
+        description="colima's VM: the Docker engine of the application stack",
+        argv=argv,
+        env={**plat.env, "HOME": home, "USER": plat.user},
+        log=f"{cfg.paths.logs_dir}/colima.log",
+        working_directory=home,
+        user=plat.user,
+        # colima stops its VM on SIGTERM: give it time, or launchd kills the VM mid-write.
+        stop_timeout=120,
+        restart_delay=cfg.launchd.throttle_interval,
+    )
+
+
+def _colima(cfg: KittyConfig, plat: Platform, home: str | None):
+    missing = [formula for formula in COLIMA_FORMULAE if formula not in cfg.packages.brew]
+    if missing:
+        raise DeployError(
+            f"{host.name}: kitty_stack.runtime 'colima' needs {', '.join(missing)} in kitty_packages.brew"
+        )
+    if not home:
+        raise DeployError(f"{host.name}: cannot tell the home folder of {plat.user!r} (colima keeps its VM there)")
+    (decision,) = supervise.converge(cfg, plat, [Slot(COLIMA_LABEL, "", colima_program(cfg, plat, home))])
+    return decision
+
+
+# --- The Linux engine --------------------------------------------------------------
+
+
+def _apt_docker(plat: Platform) -> list:
+    if "docker.io" in (host.get_fact(DebPackages) or {}):
+        return []
+    return [
+        apt.update(name="Refresh the apt index (docker.io)", _sudo=plat.sudo),
+        apt.packages(
+            name="Install docker.io",
+            packages=["docker.io"],
+            no_recommends=True,
+            _sudo=plat.sudo,
+            _env={"DEBIAN_FRONTEND": "noninteractive"},
+        ),
+    ]
+
+
+# --- docker info ---------------------------------------------------------------------
+
+
+class DockerInfo(FactBase[dict]):
+    """Whether the engine answers `docker info`: {"ok": True, "version": "27.3.1", "error": None}."""
+
+    def command(self) -> str:
+        return (
+            "if ! command -v docker >/dev/null 2>&1; then echo 'error docker: command not found'; exit 0; fi; "
+            "out=$(docker info --format '{{.ServerVersion}}' 2>&1); rc=$?; "
+            'if [ "$rc" -eq 0 ]; then echo "version $out"; else echo "error $out" | tr "\\n" " "; echo; fi'
+        )
+
+    @staticmethod
+    def default() -> dict:
+        return {"ok": False, "version": None, "error": "no answer"}
+
+    def process(self, output) -> dict:
+        text = " ".join(line.strip() for line in output).strip()
+        kind, _, rest = text.partition(" ")
+        if kind == "version" and rest:
+            return {"ok": True, "version": rest, "error": None}
+        return {"ok": False, "version": None, "error": rest[:300] or "no answer"}
+
+
+@operation()
+def engine_answers(timeout: int, what: str):
+    """Wait until `docker info` answers; fail naming the engine and its last error."""
+    yield StringCommand(
+        f"i=0; until out=$(docker info --format '{{{{.ServerVersion}}}}' 2>&1); do "
+        f'if [ "$i" -ge {int(timeout)} ]; then '
+        f'echo "{what} did not answer docker info within {int(timeout)}s: $out" >&2; exit 1; fi; '
+        "i=$((i + 2)); sleep 2; done"
+    )

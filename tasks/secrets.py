@@ -1,0 +1,106 @@
+"""The application's .env: plain values from group_data, secrets from the operator.
+
+Rendered from templates/kitty.env.j2 and written with operations.secret_file
+(mode 0600, compared by sha256): no value of it reaches pyinfra's output, even
+with -vvv --diff. Each secret named in kitty_stack.secrets comes from the
+operator's environment (same name), else from kitty_stack.secrets_file on the
+controller (`NAME=value` lines, git-ignored).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jinja2
+from pyinfra import host, logger
+from pyinfra.api.exceptions import DeployError
+
+from tasks import operations
+from tasks.config import KittyConfig, Stack, service_env_name
+from tasks.platform import Platform
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+ENV_TEMPLATE = "kitty.env.j2"
+
+
+def env_path(cfg: KittyConfig) -> str:
+    return f"{cfg.paths.kitty_root}/{cfg.stack.env_file}"
+
+
+def env_file(cfg: KittyConfig, plat: Platform):
+    """The .env operation; missing secrets are left out, their names logged."""
+    secrets = secret_values(cfg.stack)
+    missing = [name for name in cfg.stack.secrets if name not in secrets]
+    if missing:
+        logger.warning(f"{host.name}: no value for {', '.join(missing)} (kitty_stack.secrets): left out of the .env")
+    owner = cfg.paths.service_user or plat.user
+    return operations.secret_file(
+        name=f"Write {cfg.stack.env_file} (mode 0600, contents never shown)",
+        content=render_env(cfg, secrets),
+        dest=env_path(cfg),
+        user=owner,
+        _sudo=owner != plat.user,
+    )
+
+
+def secret_values(stack: Stack, root: Path | None = None) -> dict[str, str]:
+    """The operator's secrets for the names in kitty_stack.secrets: environment first, then the file.
+
+    Read on the controller; missing ones are left out of the .env (their names are logged).
+    """
+    from_file: dict[str, str] = {}
+    if stack.secrets_file:
+        path = Path(stack.secrets_file)
+        if not path.is_absolute():
+            path = (root or Path.cwd()) / path
+        if path.exists():
+            from_file = parse_dotenv(path.read_text(), str(path))
+    values = {}
+    for name in stack.secrets:
+        value = os.environ.get(name, from_file.get(name))
+        if value:
+            if "'" in value or "\n" in value:
+                # The name only: the value is the secret.
+                raise DeployError(f"secret {name}: a .env value cannot hold a single quote or a newline")
+            values[name] = value
+    return values
+
+
+def parse_dotenv(text: str, where: str) -> dict[str, str]:
+    """NAME=value lines; # comments; one pair of surrounding quotes is removed."""
+    values = {}
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        name, sep, value = line.removeprefix("export ").partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise DeployError(f"{where}:{number}: expected NAME=value")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        values[name.strip()] = value
+    return values
+
+
+def env_values(cfg: KittyConfig) -> dict[str, str]:
+    """The non-secret .env values: group_data's env, service ports, the model servers' URLs."""
+    stack = cfg.stack
+    values = dict(stack.env)
+    for name, service in stack.services.items():
+        if service.port:
+            values[f"{service_env_name(name)}_PORT"] = str(service.port)
+    for name, server in cfg.enabled_servers().items():
+        values[f"LLAMACPP_{service_env_name(name)}_HOST"] = f"http://{stack.model_host}:{server.port}"
+    return values
+
+
+def render_env(cfg: KittyConfig, secrets: dict[str, str]) -> str:
+    environment = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,
+    )
+    return environment.get_template(ENV_TEMPLATE).render(values=env_values(cfg), secrets=secrets)
