@@ -15,6 +15,7 @@ from tasks import (
     platform,
     prerequisites,
     servers,
+    service_account,
     stack,
     verify,
 )
@@ -32,6 +33,9 @@ if plat.os == "macos":
     macos.bootstrap(cfg, plat, gpu="inference" in host.groups)
 
 prerequisites.install(cfg, plat)
+
+# The account the model servers and the images service run as, when it is not the admin.
+service_account.ensure(cfg, plat)
 
 if "inference" in host.groups:
     llamacpp.build(cfg, plat)

@@ -18,8 +18,9 @@ kitty_paths = {
 }
 
 kitty_packages = {
-    # Homebrew formulae on macOS (installed as the admin user, never as root).
-    "brew": ["git", "cmake", "ccache", "huggingface-cli", "colima", "docker", "docker-compose"],
+    # Homebrew formulae on macOS (installed as the admin user, never as root), by their current
+    # names: `huggingface-cli` is `hf` since homebrew-core renamed it.
+    "brew": ["git", "cmake", "ccache", "hf", "colima", "docker", "docker-compose", "docker-buildx"],
     # Debian/Ubuntu packages on Linux.
     "apt": [
         "git",
@@ -189,6 +190,9 @@ kitty_macos = {
     "reserve_gib": 24,
     # Per model server, for llama.cpp's compute buffers.
     "compute_gib": 1.5,
+    # FileVault on: after a power cut the Mac waits at the unlock screen and no LaunchDaemon
+    # starts, whatever autorestart says. "warn" (plan and health table), "refuse", "ignore".
+    "filevault": "warn",
 }
 
 kitty_stack = {

@@ -68,11 +68,28 @@ class Paths(Strict):
     service_user: Name | None = None
 
 
+# Homebrew formulae renamed in homebrew-core (formula_renames.json): `brew list` reports
+# the new name, so an old name would look missing and be installed on every converge.
+RENAMED_FORMULAE = {"huggingface-cli": "hf"}
+
+
 class Packages(Strict):
     brew: list[str] = []
     apt: list[str] = []
     # On Linux the Hugging Face CLI lives in a venv of its own (<opt_dir>/hf).
     hf_pip: str = "huggingface_hub==2.4.0"
+
+    @field_validator("brew")
+    @classmethod
+    def _no_renamed_formulae(cls, value: list[str]) -> list[str]:
+        # Refused rather than translated: the data should say what `brew list` will report.
+        renamed = [f"{old!r} is now {RENAMED_FORMULAE[old]!r}" for old in value if old in RENAMED_FORMULAE]
+        if renamed:
+            raise ValueError(
+                f"renamed Homebrew formulae ({'; '.join(renamed)}): brew lists them under the new name, "
+                "so the old one would be installed again on every converge"
+            )
+        return value
 
 
 class LlamaCpp(Strict):
@@ -212,6 +229,9 @@ class MacOS(Strict):
     reserve_gib: float = Field(default=24, ge=0)
     # GiB allowed per model server for llama.cpp's compute buffers.
     compute_gib: float = Field(default=1.5, ge=0)
+    # FileVault on: after a power cut the Mac waits at the unlock screen and no LaunchDaemon
+    # starts. "warn" (plan and health table), "refuse" (stop before changing anything), "ignore".
+    filevault: Literal["warn", "refuse", "ignore"] = "warn"
 
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"

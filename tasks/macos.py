@@ -7,19 +7,20 @@ plans nothing. Runs before the prerequisites: they need Homebrew.
 from __future__ import annotations
 
 import re
-from io import StringIO
-from pathlib import Path
 
-from pyinfra import host
-from pyinfra.api import FactBase, StringCommand, deploy, operation
+from pyinfra import host, logger
+from pyinfra.api import FactBase, HiddenValue, QuoteString, StringCommand, deploy, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.api.util import get_template
+from pyinfra.connectors.util import SUDO_ASKPASS_ENV_VAR, _ensure_sudo_askpass_set_for_host
 from pyinfra.facts.server import Which
-from pyinfra.operations import files, server
+from pyinfra.operations import server
 
-from tasks import memory_budget
+from tasks import memory_budget, supervise
 from tasks.config import KittyConfig
+from tasks.layout import WIRED_LIMIT_LABEL
 from tasks.platform import Platform
+from tasks.supervise import Program, Slot
+from tasks.supervise import launchd as supervise_launchd
 
 CLT_DIR = "/Library/Developer/CommandLineTools"
 # softwareupdate lists the Command Line Tools only while this file exists (Homebrew's install.sh does the same).
@@ -43,19 +44,21 @@ CLT_BY_HAND = (
     "or, at the Mac's screen: xcode-select --install"
 )
 
-# Homebrew's supported installer. NONINTERACTIVE skips its prompt, and makes it use
-# `sudo -n`: it cannot ask for a password over a non-interactive SSH session.
+# Homebrew's supported installer (HEAD of Homebrew/install: a moving target, pinned
+# elsewhere). NONINTERACTIVE skips its prompt and makes it use `sudo -n`; with
+# SUDO_ASKPASS set it uses `sudo -A` instead (have_sudo_access, execute_sudo).
 HOMEBREW_INSTALL = (
     'NONINTERACTIVE=1 /bin/bash -c "$(curl -fsSL https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"'
 )
+# How to run the deploy so pyinfra asks for the sudo password once, up front. pyinfra 3.10's
+# --use-sudo-password is read by nothing (pyinfra#1850): --same-sudo-password is the flag that asks.
+SUDO_PASSWORD_FLAG = "--same-sudo-password"
 
 # pmset settings are compared on the AC power profile: a server runs on mains.
 AC_POWER = "AC Power"
 
-WIRED_LIMIT_LABEL = "com.kitty.iogpu-wired-limit"
 WIRED_LIMIT_PLIST = f"/Library/LaunchDaemons/{WIRED_LIMIT_LABEL}.plist"
 WIRED_LIMIT_LOG = f"/var/log/{WIRED_LIMIT_LABEL}.log"
-WIRED_LIMIT_TEMPLATE = Path(__file__).resolve().parents[1] / "templates" / "wired-limit.plist.j2"
 
 
 class DeveloperDir(FactBase[str | None]):
@@ -79,6 +82,39 @@ class NonInteractiveSudo(FactBase[bool]):
 
     def process(self, output) -> bool:
         return "".join(output).strip() == "yes"
+
+
+class SudoAsRoot(FactBase[bool]):
+    """Whether a command run through pyinfra's sudo becomes root; read with `_sudo=True`.
+
+    A sudo that wants a password makes pyinfra ask for it here (once per run, kept
+    in memory) unless the run already has one (--same-sudo-password).
+    """
+
+    default = bool
+
+    def command(self) -> str:
+        # The full path keeps this apart from other `id` facts.
+        return "/usr/bin/id -u"
+
+    def process(self, output) -> bool:
+        return "".join(output).strip() == "0"
+
+
+class FileVault(FactBase[str | None]):
+    """`fdesetup status`: "on" (or being turned on), "off", or None where it cannot tell."""
+
+    def command(self) -> str:
+        return "fdesetup status 2>/dev/null || true"
+
+    def process(self, output) -> str | None:
+        text = " ".join(output)
+        # "FileVault is Off, but will be enabled after the next login" locks at the next boot all the same.
+        if "FileVault is On" in text or "Encryption in progress" in text or "will be enabled" in text:
+            return "on"
+        if "FileVault is Off" in text or "Decryption in progress" in text:
+            return "off"
+        return None
 
 
 class PowerSettings(FactBase[dict[str, dict[str, int]]]):
@@ -122,12 +158,35 @@ def command_line_tools():
 
 @operation()
 def homebrew():
-    """Install Homebrew with its own installer, as the calling (admin) user; pass `_env` with its prefix on PATH."""
+    """Install Homebrew with its own installer, as the calling (admin) user; pass `_env` with its prefix on PATH.
+
+    When this run has a sudo password, the installer gets pyinfra's own askpass
+    helper: its `sudo -A` then reads the password from the environment of this one
+    command, as every sudo of pyinfra's does. It is never written to a file.
+    """
     found = host.get_fact(Which, command="brew")
     if found:
         host.noop(f"Homebrew is installed ({found})")
         return
-    yield HOMEBREW_INSTALL
+    password = run_sudo_password()
+    if not password:
+        yield HOMEBREW_INSTALL
+        return
+    # The helper pyinfra uploads for its own `sudo -A`: a script that prints $PYINFRA_SUDO_PASSWORD
+    # (never the password itself), removed by pyinfra when it disconnects.
+    askpass = _ensure_sudo_askpass_set_for_host(host)
+    yield StringCommand(
+        "env",
+        StringCommand("SUDO_ASKPASS=", QuoteString(askpass), _separator=""),
+        # Masked (*MASKED*) wherever pyinfra prints a command.
+        StringCommand(SUDO_ASKPASS_ENV_VAR, QuoteString(HiddenValue(password)), _separator="="),
+        HOMEBREW_INSTALL,
+    )
+
+
+def run_sudo_password() -> str | None:
+    """The sudo password pyinfra holds for this host in this run: asked up front, or when sudo first wanted one."""
+    return host.state.config.SUDO_PASSWORD or host.connector_data.get("prompted_sudo_password") or None
 
 
 @operation()
@@ -141,16 +200,36 @@ def power_settings(settings: dict[str, int]):
     yield StringCommand("pmset", "-c", *[str(part) for change in changes for part in change])
 
 
+def wired_limit_program(limit_mb: int) -> Program:
+    """The boot-time job that sets iogpu.wired_limit_mb: run once at load, as root, never kept alive."""
+    return Program(
+        name="wired-memory limit at boot",
+        label=WIRED_LIMIT_LABEL,
+        unit="",
+        description="Metal wired-memory limit at boot",
+        # An absolute path: launchd jobs get no PATH worth relying on.
+        argv=["/usr/sbin/sysctl", f"{memory_budget.WIRED_LIMIT}={int(limit_mb)}"],
+        log=WIRED_LIMIT_LOG,
+        working_directory="/",
+        keep_alive=False,
+        open_files=None,
+        stop_timeout=5,
+    )
+
+
 def render_wired_limit_plist(limit_mb: int) -> str:
     """The boot-time LaunchDaemon that sets iogpu.wired_limit_mb, exactly as uploaded."""
-    return get_template(str(WIRED_LIMIT_TEMPLATE)).render(
-        label=WIRED_LIMIT_LABEL, wired_limit_mb=limit_mb, log_path=WIRED_LIMIT_LOG
-    )
+    return supervise_launchd.render(wired_limit_program(limit_mb))
 
 
 @deploy("macOS bootstrap")
 def bootstrap(cfg: KittyConfig, plat: Platform, gpu: bool = True) -> None:
     """Developer tools, Homebrew and power settings; with `gpu`, the Metal wired-memory limit too."""
+    warning = unattended_restart_warning(cfg)
+    if warning and cfg.macos.filevault == "refuse":
+        raise DeployError(f"{host.name}: {warning} (kitty_macos.filevault is 'refuse')")
+    if warning:
+        logger.warning(f"{host.print_prefix}{warning}")
     if cfg.macos.command_line_tools == "stop" and not host.get_fact(DeveloperDir):
         raise DeployError(
             f"{host.name}: the Xcode Command Line Tools are missing and kitty_macos.command_line_tools is 'stop'. "
@@ -169,16 +248,41 @@ def bootstrap(cfg: KittyConfig, plat: Platform, gpu: bool = True) -> None:
         _wired_limit(cfg, plat)
 
 
+def unattended_restart_warning(cfg: KittyConfig, plat: Platform | None = None) -> str | None:
+    """Why this Mac would not come back by itself after a power cut, or None; for the plan and the health table."""
+    if (plat is not None and plat.os != "macos") or cfg.macos.filevault == "ignore":
+        return None
+    if host.get_fact(FileVault) != "on":
+        return None
+    return (
+        "FileVault is on: after a power cut this Mac waits at the unlock screen, and no LaunchDaemon "
+        "(model servers, colima, the images service) starts until someone unlocks it there, whatever "
+        "pmset autorestart says. For unattended restarts turn FileVault off (sudo fdesetup disable); for a "
+        "planned reboot use sudo fdesetup authrestart; or set kitty_macos.filevault to 'ignore'"
+    )
+
+
 def _check_homebrew_can_install(plat: Platform) -> None:
+    """Homebrew's installer needs sudo: passwordless, or through this run's sudo password (asked once)."""
     if plat.user == "root":
         raise DeployError(f"{host.name}: Homebrew refuses to be installed as root: deploy as the admin user")
-    if not host.get_fact(NonInteractiveSudo):
+    if host.get_fact(NonInteractiveSudo):
+        return
+    # Where sudo wants a password, pyinfra asks for it here unless the run has it already.
+    as_root = host.get_fact(SudoAsRoot, _sudo=True, _ignore_errors=True)
+    if not run_sudo_password():
+        # "@local" and other connectors take no KITTY_HOSTS; an SSH host does.
+        target = "" if host.name.startswith("@") else f"KITTY_HOSTS={plat.user}@{host.name} "
         raise DeployError(
-            f"{host.name}: Homebrew is not installed under {plat.brew_prefix}, and its unattended installer needs "
-            f"sudo without a password prompt, which {plat.user!r} does not have. Either install it once by hand:\n"
-            f"  ssh -t {plat.user}@{host.name} '{HOMEBREW_INSTALL}'\n"
-            f"or allow {plat.user!r} passwordless sudo (a file in /etc/sudoers.d, edited with visudo) "
-            "and converge again."
+            f"{host.name}: Homebrew is not installed under {plat.brew_prefix}, and sudo asks {plat.user!r} for a "
+            "password, which this run does not have. Run the deploy so that pyinfra asks for it once "
+            "(it is kept in memory only):\n"
+            f"  {target}pyinfra inventory.py deploy.py {SUDO_PASSWORD_FLAG}"
+        )
+    if not as_root:
+        raise DeployError(
+            f"{host.name}: sudo did not accept the password for {plat.user!r}, or {plat.user!r} is not an "
+            "administrator: Homebrew's installer needs both"
         )
 
 
@@ -196,15 +300,7 @@ def _wired_limit(cfg: KittyConfig, plat: Platform) -> None:
         value=limit,
         _sudo=plat.sudo,
     )
-    # The sysctl is lost at reboot: a root LaunchDaemon sets it again at every boot.
-    # launchd loads it at the next boot; the limit is already set for this one.
-    files.put(
-        name="Set the wired-memory limit at boot (LaunchDaemon)",
-        src=StringIO(render_wired_limit_plist(limit)),
-        dest=WIRED_LIMIT_PLIST,
-        user="root",
-        group="wheel",
-        mode="644",
-        create_remote_dir=False,
-        _sudo=plat.sudo,
-    )
+    # The sysctl is lost at reboot: a root LaunchDaemon sets it again at every boot
+    # (and once now, when it is loaded: the same value, harmless).
+    slot = Slot(WIRED_LIMIT_LABEL, "", wired_limit_program(limit))
+    supervise.converge(cfg, plat, [slot])

@@ -6,11 +6,9 @@ wins), so more specific keys go first. Later steps add their facts here.
 
 from __future__ import annotations
 
-import hashlib
-
-from tasks import config, memory_budget
+from tasks import config, layout, memory_budget
 from tasks import macos as mac
-from tests.plan import inference_facts, launchd_facts, llamacpp_facts
+from tests.plan import inference_facts, launchd_facts, llamacpp_facts, supervise_facts
 from tests.plan.harness import group_data
 
 DEFAULTS = group_data()
@@ -22,6 +20,7 @@ APT_PACKAGES = DEFAULTS["kitty_packages"]["apt"]
 MAC_MEMORY_GIB = 256
 # `pmset -g custom` on a Mac as it comes: it sleeps, and stays off after a power cut.
 PMSET_AS_SHIPPED = {"sleep": 1, "autorestart": 0, "womp": 1}
+ASKPASS_PATH = "/tmp/pyinfra-sudo-askpass-Xq3v9TzK2mPa"
 
 
 def macos(
@@ -31,14 +30,19 @@ def macos(
     user: str = "admin",
     memory_gib: int = MAC_MEMORY_GIB,
     bootstrapped: bool = True,
+    filevault: bool = False,
 ) -> dict:
-    """A Mac with the given brew packages; `bootstrapped=False`: brand new, without even the developer tools."""
+    """A Mac with the given brew packages; `bootstrapped=False`: brand new, without even the developer tools.
+
+    `filevault`: the disk is encrypted, so the Mac waits at the unlock screen after a power cut.
+    """
     prefix = "/opt/homebrew" if arch == "arm64" else "/usr/local"
     memory = memory_gib * memory_budget.GIB
     wired_limit = memory_budget.wired_limit_mb(config.load(DEFAULTS), memory) if bootstrapped else 0
     pmset = {**PMSET_AS_SHIPPED, **DEFAULTS["kitty_macos"]["pmset"]} if bootstrapped else PMSET_AS_SHIPPED
-    plist = mac.WIRED_LIMIT_PLIST
     facts = {
+        # pyinfra's own askpass helper, created when a command needs the run's sudo password.
+        "pyinfra-sudo-askpass-": ASKPASS_PATH,
         "uname -s": "Darwin",
         "uname -m": arch,
         "id -un": user,
@@ -46,6 +50,9 @@ def macos(
         "echo ~": f"/Users/{user}",
         "xcode-select -p": mac.CLT_DIR if bootstrapped else "",
         "sudo -n -l mkdir": "yes",
+        # tasks.macos.SudoAsRoot: a command through pyinfra's sudo runs as root.
+        "/usr/bin/id -u": "0",
+        "fdesetup status": "FileVault is On." if filevault else "FileVault is Off.",
         "pmset -g custom": ["AC Power:", " Sleep On Power Button 1", " disksleep            10"]
         + [f" {name:<20} {value}" for name, value in pmset.items()]
         + [" displaysleep         10", " hibernatefile        /var/vm/sleepimage"],
@@ -56,11 +63,10 @@ def macos(
         "command -v brew": f"{prefix}/bin/brew" if bootstrapped else "",
     }
     if bootstrapped:
-        content = mac.render_wired_limit_plist(wired_limit).encode()
-        facts[f"sha1sum {plist}"] = f"{hashlib.sha1(content).hexdigest()}  {plist}"
-        facts[f"test -L {plist}"] = (
-            f"user=root group=wheel mode=-rw-r--r-- atime=0 mtime=0 ctime=0 size={len(content)} {plist}"
-        )
+        # The boot job loaded (it ran and exited) with the limit it sets, and a record of its start.
+        records = layout.records_dir(config.load(DEFAULTS))
+        program = mac.wired_limit_program(wired_limit)
+        facts.update(supervise_facts.program(program, os="macos", records_dir=records, values={}))
     return facts
 
 
@@ -84,6 +90,7 @@ def linux(*, installed: list[str] = (), user: str = "admin") -> dict:
         "id -un": user,
         "command -v apt-get": "/usr/bin/apt-get",
         "command -v systemctl": "/usr/bin/systemctl",
+        "command -v useradd": "/usr/sbin/useradd",
         "dpkg -l": [f"ii  {name}  1.0-1  amd64  test package" for name in installed],
     }
 

@@ -2,14 +2,17 @@
 
 import copy
 import plistlib
+import shlex
 import subprocess
 
 import pytest
+from pyinfra.api import Config
 from pyinfra.api.command import FileUploadCommand, StringCommand
 from pyinfra.api.exceptions import PyinfraError
+from pyinfra.connectors.util import ASKPASS_COMMAND, SUDO_ASKPASS_ENV_VAR
 from pyinfra.context import ctx_host
 
-from tasks import macos
+from tasks import config, macos
 from tests.plan import harness, hosts
 from tests.plan.harness import plan
 
@@ -18,15 +21,15 @@ BOOTSTRAP = [
     "Install Homebrew",
     "Set the power settings (pmset)",
     "Let Metal wire 237568 MiB (iogpu.wired_limit_mb)",
-    "Set the wired-memory limit at boot (LaunchDaemon)",
+    "wired-memory limit at boot: install (new)",
 ]
 BREW_PATH = "/opt/homebrew/bin:/opt/homebrew/sbin:"
 
 
 def bootstrap_ops(result):
     """The operations of the macOS bootstrap step; later steps have their own tests."""
-    fixed = {name for name in BOOTSTRAP if not name.startswith("Let Metal wire")}
-    return [op for op in result.ops if op.name in fixed or op.name.startswith("Let Metal wire")]
+    fixed = {name for name in BOOTSTRAP if not name.startswith(("Let Metal wire", "wired-memory limit"))}
+    return [op for op in result.ops if op.name in fixed or op.name.startswith(("Let Metal wire", "wired-memory limit"))]
 
 
 @pytest.fixture
@@ -113,16 +116,20 @@ def test_wired_limit_is_total_memory_less_the_reserve_and_survives_reboots(plann
     assert result.op("Let Metal wire 237568 MiB (iogpu.wired_limit_mb)").commands == [
         "sysctl iogpu.wired_limit_mb=237568"
     ]
-    arguments, commands = planned["Set the wired-memory limit at boot (LaunchDaemon)"]
+    arguments, commands = planned["wired-memory limit at boot: install (new)"]
     assert arguments["_sudo"] is True
-    upload = commands[0]
-    assert isinstance(upload, FileUploadCommand) and upload.dest == macos.WIRED_LIMIT_PLIST
+    (upload,) = [command for command in commands if isinstance(command, FileUploadCommand)]
+    assert upload.dest == macos.WIRED_LIMIT_PLIST
     daemon = plistlib.loads(upload.src.getvalue().encode())
     assert daemon["Label"] == macos.WIRED_LIMIT_LABEL
     assert daemon["ProgramArguments"] == ["/usr/sbin/sysctl", "iogpu.wired_limit_mb=237568"]
     assert daemon["RunAtLoad"] is True
-    ownership = [str(command) for command in commands[1:] if isinstance(command, StringCommand)]
+    strings = [str(command) for command in commands if isinstance(command, StringCommand)]
+    ownership = [c for c in strings if c.startswith(("chown", "chmod"))]
     assert ownership == [f"chown root:wheel {macos.WIRED_LIMIT_PLIST}", f"chmod 644 {macos.WIRED_LIMIT_PLIST}"]
+    # Loaded now (it sets the same limit once more), and at every boot after; never kept alive.
+    assert [c for c in strings if "launchctl bootstrap system" in c]
+    assert "KeepAlive" not in daemon
 
 
 def test_a_configured_wired_limit_wins_over_the_reserve():
@@ -130,7 +137,7 @@ def test_a_configured_wired_limit_wins_over_the_reserve():
     result = plan(hosts.macos_converged(), data=data)
     assert [op.name for op in bootstrap_ops(result)] == [
         "Let Metal wire 230000 MiB (iogpu.wired_limit_mb)",
-        "Set the wired-memory limit at boot (LaunchDaemon)",
+        "wired-memory limit at boot: reload (its definition changed)",
     ]
 
 
@@ -260,3 +267,162 @@ def test_clt_install_fails_by_name_when_softwareupdate_offers_no_tools(tmp_path)
     assert done.returncode != 0
     assert "softwareupdate offers no Command Line Tools" in done.stderr
     assert calls == [] and not placeholder.exists()
+
+
+# FileVault: a locked disk after a power cut means no LaunchDaemon until someone types the password.
+
+
+def filevault(policy: str) -> dict:
+    return {"kitty_macos": {**hosts.DEFAULTS["kitty_macos"], "filevault": policy}}
+
+
+def test_filevault_on_is_warned_about_in_the_plan_and_changes_nothing(caplog):
+    result = plan(hosts.macos_converged(filevault=True))
+    assert "FileVault is on: after a power cut this Mac waits at the unlock screen" in caplog.text
+    assert "kitty_macos.filevault" in caplog.text
+    assert bootstrap_ops(result) == []
+
+
+def test_filevault_off_plans_no_warning(caplog):
+    plan(hosts.macos_converged())
+    assert "FileVault" not in caplog.text
+
+
+def test_filevault_refuse_stops_before_the_bootstrap_reads_anything_else(monkeypatch):
+    asked = []
+    record = harness._record_commands
+    monkeypatch.setattr(harness, "_record_commands", lambda host: asked.append(record(host)) or asked[0])
+    with pytest.raises(PyinfraError, match=r"FileVault is on.*\(kitty_macos.filevault is 'refuse'\)"):
+        plan(hosts.macos_new(filevault=True), data=filevault("refuse"))
+    commands = [command for command, _ in asked[0]]
+    assert any("fdesetup status" in command for command in commands)
+    assert not any(word in command for command in commands for word in ("xcode-select", "pmset", "brew"))
+
+
+def test_filevault_refuse_lets_an_unencrypted_mac_through():
+    names = [op.name for op in plan(hosts.macos_new(), data=filevault("refuse")).ops]
+    assert names[: len(BOOTSTRAP)] == BOOTSTRAP
+
+
+def test_filevault_ignore_does_not_even_ask(caplog):
+    result = plan(hosts.macos_converged(filevault=True), data=filevault("ignore"))
+    assert not any("fdesetup" in command for command, _ in result.executed)
+    assert "FileVault" not in caplog.text
+
+
+def test_the_health_table_gets_the_same_warning_from_one_function():
+    facts = hosts.macos_converged(filevault=True)
+    with harness.prepared(facts) as (_state, host, _calls), ctx_host.use(host):
+        cfg = config.load(host.data)
+        mac = harness.simulated_platform("macos", "admin", "arm64")
+        linux = harness.simulated_platform("linux", "admin", "x86_64")
+        warning = macos.unattended_restart_warning(cfg, mac)
+        assert warning and warning.startswith("FileVault is on")
+        assert macos.unattended_restart_warning(cfg, linux) is None
+        assert macos.unattended_restart_warning(config.load({**hosts.DEFAULTS, **filevault("ignore")}), mac) is None
+
+
+@pytest.mark.parametrize(
+    ("output", "state"),
+    [
+        (["FileVault is On."], "on"),
+        (["FileVault is Off."], "off"),
+        (["Encryption in progress: Percent completed = 42.1"], "on"),
+        (["Decryption in progress: Percent completed = 3.0"], "off"),
+        (["FileVault is Off, but will be enabled after the next login by admin."], "on"),
+        (["FileVault is On.", "Deferred enablement appears to be active for user 'admin'."], "on"),
+        ([], None),
+    ],
+)
+def test_fdesetup_status_is_read_as_on_off_or_unknown(output, state):
+    assert macos.FileVault().process(output) == state
+
+
+# A stock Mac: the admin needs a password for sudo, and Homebrew's installer needs sudo.
+
+SECRET = "s3cr3t 'pass\"word $(reboot)"
+
+
+@pytest.fixture
+def sudo_password(monkeypatch):
+    """This run's sudo password as pyinfra holds it after --same-sudo-password asked for it."""
+    monkeypatch.setattr(harness, "Config", lambda: Config(SUDO_PASSWORD=SECRET))
+    return SECRET
+
+
+def password_mac() -> dict:
+    facts = hosts.macos_new()
+    facts["sudo -n -l mkdir"] = "no"
+    return facts
+
+
+def test_with_the_runs_sudo_password_homebrew_installs_through_pyinfras_askpass(sudo_password, planned, caplog):
+    result = plan(password_mac())
+    assert [op.name for op in result.ops][: len(BOOTSTRAP)] == BOOTSTRAP
+    (install,) = result.op("Install Homebrew").commands
+    assert install == (
+        f"env SUDO_ASKPASS={hosts.ASKPASS_PATH} PYINFRA_SUDO_PASSWORD='*MASKED*' {macos.HOMEBREW_INSTALL}"
+    )
+    # What the host really gets: the password in this one command's environment, shell-quoted.
+    arguments, (raw,) = planned["Install Homebrew"]
+    assert arguments["_sudo"] is False
+    assert raw.get_raw_value() == (
+        f"env SUDO_ASKPASS={hosts.ASKPASS_PATH} PYINFRA_SUDO_PASSWORD={shlex.quote(SECRET)} {macos.HOMEBREW_INSTALL}"
+    )
+    # Nowhere else: not in a planned command, a fact command, pyinfra's output.
+    assert not any(SECRET in command for command in result.commands)
+    assert not any(SECRET in command for command, _ in result.executed)
+    assert not any(SECRET in str(env) for _, env in result.executed)
+    assert SECRET not in caplog.text
+
+
+def test_pyinfras_askpass_helper_holds_no_password_and_serves_it_from_the_environment(tmp_path):
+    # The script pyinfra creates on the host (pyinfra.connectors.util), run here as it runs there.
+    create = ASKPASS_COMMAND.format(str(tmp_path), SUDO_ASKPASS_ENV_VAR)
+    made = subprocess.run(["sh", "-c", create], env={"PATH": "/usr/bin:/bin"}, capture_output=True, text=True)
+    helper = made.stdout.strip()
+    assert made.returncode == 0 and helper.startswith(f"{tmp_path}/pyinfra-sudo-askpass-")
+    assert SECRET not in open(helper).read()
+    env = {"PATH": "/usr/bin:/bin", SUDO_ASKPASS_ENV_VAR: SECRET}
+    # sudo -A runs it with the prompt as its only argument.
+    served = subprocess.run([helper, "Password:"], env=env, capture_output=True, text=True)
+    assert served.stdout == f"{SECRET}\n"
+
+
+def test_the_installer_sees_the_askpass_helper_and_runs_noninteractive(sudo_password, planned, tmp_path):
+    """The planned command run by sh, with a stub curl that serves a stand-in installer.
+
+    The stand-in does what Homebrew's install.sh does with SUDO_ASKPASS set
+    (`/usr/bin/sudo -A`, which runs $SUDO_ASKPASS): it runs the helper and records what it got.
+    """
+    plan(password_mac())
+    _, (raw,) = planned["Install Homebrew"]
+    helper = subprocess.run(
+        ["sh", "-c", ASKPASS_COMMAND.format(str(tmp_path), SUDO_ASKPASS_ENV_VAR)], capture_output=True, text=True
+    ).stdout.strip()
+    bin_dir, seen = tmp_path / "bin", tmp_path / "seen"
+    bin_dir.mkdir()
+    installer = f'echo "NONINTERACTIVE=$NONINTERACTIVE" > {seen}; "$SUDO_ASKPASS" "Password:" >> {seen}'
+    (bin_dir / "curl").write_text(f"#!/bin/sh\ncat <<'EOF'\n{installer}\nEOF\n")
+    (bin_dir / "curl").chmod(0o755)
+    command = raw.get_raw_value().replace(hosts.ASKPASS_PATH, helper)
+    done = subprocess.run(
+        ["sh", "-c", command], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert seen.read_text() == f"NONINTERACTIVE=1\n{SECRET}\n"
+
+
+def test_without_a_sudo_password_the_error_shows_the_command_that_asks_for_it():
+    with pytest.raises(PyinfraError) as refused:
+        plan(password_mac())
+    message = str(refused.value)
+    assert "sudo asks 'admin' for a password, which this run does not have" in message
+    assert "  pyinfra inventory.py deploy.py --same-sudo-password" in message
+
+
+def test_a_password_sudo_refuses_is_reported_before_anything_is_installed(sudo_password):
+    facts = password_mac()
+    facts["/usr/bin/id -u"] = {"success": False, "stderr": "sudo: 3 incorrect password attempts"}
+    with pytest.raises(PyinfraError, match="sudo did not accept the password for 'admin'"):
+        plan(facts)

@@ -43,11 +43,11 @@ def test_mac_without_homebrew_installs_it_before_the_packages():
     assert names.index("Install Homebrew") < names.index("Install Homebrew packages")
 
 
-def test_mac_without_homebrew_or_passwordless_sudo_stops_with_the_install_command():
+def test_mac_without_homebrew_or_passwordless_sudo_or_a_password_stops_with_the_command_that_asks():
     facts = hosts.macos()
     facts["command -v brew"] = ""
     facts["sudo -n -l mkdir"] = "no"
-    with pytest.raises(PyinfraError, match="NONINTERACTIVE=1"):
+    with pytest.raises(PyinfraError, match="pyinfra inventory.py deploy.py --same-sudo-password"):
         plan(facts)
 
 

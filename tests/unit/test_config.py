@@ -107,3 +107,20 @@ def test_errors_surface_through_pyinfra_as_a_deploy_error():
     from pyinfra.api.exceptions import DeployError
 
     assert issubclass(config.ConfigError, DeployError)
+
+
+def test_a_renamed_homebrew_formula_is_refused_with_its_new_name():
+    # `brew list` reports `hf`: the old name would be installed again on every converge.
+    message = error_of(host_data(kitty_packages__brew=["git", "huggingface-cli"]))
+    assert "kitty_packages.brew: renamed Homebrew formulae ('huggingface-cli' is now 'hf')" in message
+
+
+def test_the_default_formulae_use_current_names():
+    brew = config.load(DEFAULTS).packages.brew
+    assert "hf" in brew and not set(brew) & set(config.RENAMED_FORMULAE)
+
+
+def test_filevault_policy_defaults_to_warn_and_takes_only_known_values():
+    assert config.load(DEFAULTS).macos.filevault == "warn"
+    assert config.load(host_data(kitty_macos__filevault="refuse")).macos.filevault == "refuse"
+    assert "kitty_macos.filevault" in error_of(host_data(kitty_macos__filevault="off"))

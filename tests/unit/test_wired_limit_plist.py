@@ -15,7 +15,11 @@ def test_it_is_a_one_shot_root_job_that_sets_the_limit_at_load():
         # An absolute path: launchd jobs get no PATH worth relying on.
         "ProgramArguments": ["/usr/sbin/sysctl", "iogpu.wired_limit_mb=172032"],
         "RunAtLoad": True,
+        "StandardOutPath": "/var/log/com.kitty.iogpu-wired-limit.log",
         "StandardErrorPath": "/var/log/com.kitty.iogpu-wired-limit.log",
+        "WorkingDirectory": "/",
+        "ExitTimeOut": 5,
+        "ProcessType": "Interactive",
     }
 
 
