@@ -1,0 +1,42 @@
+"""Today's deploy, converged for real on a simulated Mac (inference role only).
+
+A fresh Mac starts each model server exactly once, through calls real launchctl accepts;
+a second converge starts nothing and restarts nothing.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.macsim.harness import group_data
+
+pytestmark = pytest.mark.e2e
+
+# The model servers, and the boot job that sets the Metal wired limit (it runs once when loaded).
+LABELS = {f"com.kitty.llama-server.{name}" for name in group_data()["kitty_servers"]} | {"com.kitty.iogpu-wired-limit"}
+
+
+@pytest.fixture(scope="module")
+def first(simulated_mac):
+    simulated_mac.seed_build(group_data()["kitty_llamacpp"]["ref"])
+    return simulated_mac.converge()
+
+
+def test_fresh_mac_converges_and_starts_each_server_once(first):
+    assert first.code == 0, first.output[-4000:]
+    assert first.starts() == dict.fromkeys(LABELS, 1)
+    assert first.rejected() == []
+
+
+def test_servers_answer_on_the_macs_loopback(simulated_mac, first):
+    for port, alias in ((8083, "kitty-q4"), (8085, "kitty-summary")):
+        body = simulated_mac.check(f"curl -fsS http://127.0.0.1:{port}/v1/models")
+        assert f'"id": "{alias}"' in body
+
+
+def test_second_converge_restarts_nothing(simulated_mac, first):
+    again = simulated_mac.converge()
+    assert again.code == 0, again.output[-4000:]
+    assert again.starts() == {}
+    assert again.rejected() == []
+    assert not [c for c in again.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")]
