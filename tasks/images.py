@@ -107,15 +107,15 @@ def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | Non
     """Converge the images service; `app_changes`: operations that, if they change anything, moved the checkout."""
     if not cfg.images.enabled:
         # Disabled: both services stopped and their units/plists gone; the venv stays (slow to rebuild).
-        slots = [Slot(layout.images_label(p), layout.images_unit(p), None) for p in PROGRAMS]
+        slots = [Slot(layout.images_label(p), layout.images_unit(p), None, f"images {p}") for p in PROGRAMS]
         supervise.converge(cfg, plat, slots, FAMILY)
         return
     owner = layout.service_user(cfg, plat)
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
     app_changes = list(app_changes or [])
-    venv_ops = _venv(cfg, plat, as_owner, app_changes)
+    installs = _venv(cfg, plat, as_owner, app_changes)
     moved = any(op.will_change for op in app_changes)
-    running = programs(cfg, plat, venv_replaced=any(op.will_change for op in venv_ops[1:]), checkout_moved=moved)
+    running = programs(cfg, plat, venv_replaced=installs, checkout_moved=moved)
     slots = [Slot(p.label, p.unit, p) for p in running]
     decisions = supervise.converge(cfg, plat, slots, FAMILY)
     health.wait(cfg, plat, running, decisions, "the images API")
@@ -150,8 +150,8 @@ class Requirements(FactBase[dict]):
         return found
 
 
-def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[OperationMeta]) -> list[OperationMeta]:
-    """The venv and its requirements; returns the operations that, if they change anything, changed the venv."""
+def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[OperationMeta]) -> bool:
+    """The venv and its requirements; True when this run installs them (the programs then restart)."""
     venv = venv_dir(cfg)
     requirements = f"{app_dir(cfg)}/{cfg.images.requirements}"
     had_venv = bool(host.get_fact(File, path=f"{venv}/bin/activate"))
@@ -166,8 +166,8 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
     state = host.get_fact(Requirements, requirements=requirements, record=f"{venv}/{RECORD}")
     in_step = had_venv and state["file"] is not None and state["file"] == state["installed"]
     if in_step and not app_changes:
-        return [created]
-    installed = install_requirements(
+        return created.will_change
+    install_requirements(
         name=f"Install the images service's {cfg.images.requirements} (pip)",
         venv=venv,
         requirements=requirements,
@@ -175,7 +175,7 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
         # In step now: only a checkout that moves in this run can bring new requirements.
         _if=any_changed(*app_changes) if in_step else None,
     )
-    return [created, installed]
+    return not in_step or any(op.will_change for op in app_changes)
 
 
 @operation()

@@ -90,7 +90,7 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
     running = programs(cfg, plat, llamacpp.resolved_build(cfg, plat).id, fetched)
     by_name = {p.name: p for p in running}
     slots = [
-        Slot(layout.server_label(cfg, name), layout.server_unit(name), by_name.get(f"server {name}"))
+        Slot(layout.server_label(cfg, name), layout.server_unit(name), by_name.get(f"server {name}"), f"server {name}")
         for name in cfg.servers
     ]
     decisions = supervise.converge(cfg, plat, slots, family(cfg))

@@ -33,6 +33,8 @@ class Slot:
     label: str
     unit: str
     program: Program | None
+    # For people, when there is no program to name it: "server q4".
+    name: str | None = None
 
 
 def converge(cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family | None = None) -> list[Decision]:
@@ -65,7 +67,7 @@ def _one(cfg: KittyConfig, plat: Platform, slot: Slot, why: str = "disabled") ->
 
 
 def _title(slot: Slot, decision: Decision, why: str) -> str:
-    who = slot.program.name if slot.program else (slot.label or slot.unit)
+    who = slot.program.name if slot.program else (slot.name or slot.label or slot.unit)
     if decision.action == "remove":
         return f"{who}: stop and remove ({why})"
     if decision.action == "none":

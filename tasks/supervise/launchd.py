@@ -237,7 +237,11 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
         # next converge sees "not loaded" and bootstraps.
         commands.append(_bootout(target, timeout))
     # The plist, its owner and mode (root:wheel 0644, or launchd refuses it).
-    commands += list(files.put._inner(src=StringIO(definition), dest=path, user="root", group="wheel", mode="644"))
+    commands += list(
+        files.put._inner(
+            src=StringIO(definition), dest=path, user="root", group="wheel", mode="644", create_remote_dir=False
+        )
+    )
     # A disabled override makes bootstrap fail, and keeps the job off after a reboot.
     if status["disabled"]:
         commands.append(f"launchctl enable {shlex.quote(target)}")

@@ -104,7 +104,11 @@ def unit(program: Program | None, unit: str, record: str):
         host.noop(f"unit {unit} is absent")
         return
 
-    commands = list(files.put._inner(src=StringIO(definition), dest=path, user="root", group="root", mode="644"))
+    commands = list(
+        files.put._inner(
+            src=StringIO(definition), dest=path, user="root", group="root", mode="644", create_remote_dir=False
+        )
+    )
     if observed.definition_sha1 != sha1_of(definition):
         commands.append("systemctl daemon-reload")
     if decision.action in ("install", "start"):

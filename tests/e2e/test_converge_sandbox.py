@@ -13,8 +13,8 @@ def test_first_converge_installs_builds_downloads_and_starts(first_converge):
     assert "Prerequisites | Install apt packages" in changed
     assert "llama.cpp | Build llama.cpp b11434 (cpu)" in changed
     assert "Model files | Fetch smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" in changed
-    assert {"Model servers | q4: start", "Model servers | summary: start"} <= set(changed)
-    assert "Model servers | Wait for /health of (re)started servers" in changed
+    assert {"Model servers | server q4: install (new)", "Model servers | server summary: install (new)"} <= set(changed)
+    assert "Model servers | Wait for /health of the model servers: server q4, server summary" in changed
 
 
 def test_second_converge_changes_nothing(sandbox, first_converge):

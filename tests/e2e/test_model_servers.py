@@ -55,7 +55,7 @@ def test_one_changed_flag_restarts_that_server_alone(sandbox, first_converge, tm
     after = pids(sandbox)
     assert after["q4"] == before["q4"] and after["summary"] != before["summary"]
     assert "--ctx-size 512" in ssh(sandbox, "ps -o args= -p " + after["summary"]).stdout
-    assert "[health] summary: healthy" in result.output and "[health] q4" not in result.output
+    assert "[health] server summary: healthy" in result.output and "[health] server q4" not in result.output
 
 
 def test_disabling_a_server_removes_its_unit_and_frees_its_port(sandbox, first_converge, tmp_path):

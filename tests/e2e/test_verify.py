@@ -97,7 +97,7 @@ def test_a_stopped_server_fails_exactly_its_own_checks(sandbox, first_converge, 
         in failures[f"test_model_server_job_runs_without_crash_loop[{BROKEN}-paramiko://127.0.0.1]"]
     )
     assert back.code == 0, back.output[-3000:]
-    assert f"Model servers | {BROKEN}: restart (unit, build or model changed)" not in back.failed
+    assert f"Model servers | server {BROKEN}: start (not running)" in back.changed
 
 
 def test_a_hung_server_shows_in_the_health_table_and_fails_the_converge(sandbox, first_converge):

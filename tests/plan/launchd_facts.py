@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from hashlib import sha1
 
-from tasks.launchd import EXIT_MARKER
+from tasks.supervise.launchd import EXIT_MARKER
 
 
 def job(target: str, *, loaded: bool = True, pid: int | None = 4242, disabled: bool = False) -> dict:

@@ -121,7 +121,7 @@ def test_fresh_linux_plans_venv_then_pip_then_both_units_installed_then_waits_fo
     assert not [c for c in api if "restart" in c]
     # One wait loop for every supervised program: the API's GET / must answer 2xx.
     (wait,) = result.op(WAIT).commands
-    assert "images api|http://127.0.0.1:8089/|300|" in wait and wait.endswith("|http'])")
+    assert "images api|http://127.0.0.1:8089/|300|/Users/Shared/Coding/KITT/.logs/service.log|http'" in wait
 
 
 def test_converged_linux_with_images_plans_nothing():
@@ -194,7 +194,6 @@ def test_disabled_after_enabled_stops_and_removes_both_units():
     assert result.op("images api: stop and remove (disabled)").commands == [
         "systemctl disable --now kitty-images-api.service || true",
         "rm -f /etc/systemd/system/kitty-images-api.service",
-        f"rm -f {layout.records_dir(CFG)}/kitty-images-api.service.started",
         "systemctl daemon-reload",
     ]
 

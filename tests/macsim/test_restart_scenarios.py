@@ -1,0 +1,138 @@
+"""The supervisor scenarios, executed for real against a simulated Mac whose launchctl follows launchd's rules.
+
+Each converge is a real pyinfra run over SSH; launchctl there refuses what
+real launchctl refuses (113 for a job that is not loaded, 5/37 for a
+bootstrap of a loaded or settling job, 119 for a disabled one). Each scenario
+asserts which jobs started (launchd spawned a process), exactly once each, and
+that no call was refused. tests/e2e/test_restart_scenarios.py runs the same
+scenarios on systemd, tests/plan/test_supervise_scenarios.py plans them.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from tasks import config, layout, llamacpp
+from tests.macsim.harness import group_data
+
+pytestmark = pytest.mark.e2e
+
+DATA = group_data()
+CFG = config.load(DATA)
+PREFIX = DATA["kitty_launchd"]["label_prefix"]
+NEW_REF = "b11500"
+
+
+def label(name: str) -> str:
+    return f"{PREFIX}{name}"
+
+
+def servers(**changes) -> dict:
+    found = copy.deepcopy(DATA["kitty_servers"])
+    for name, change in changes.items():
+        if change is None:
+            del found[name]
+        else:
+            found[name].update(change)
+    return {"kitty_servers": found}
+
+
+def ref(value: str) -> dict:
+    return {"kitty_llamacpp": {**DATA["kitty_llamacpp"], "ref": value}}
+
+
+def converged(mac, data=None):
+    result = mac.converge(data)
+    assert result.code == 0, result.output[-4000:]
+    assert result.rejected() == [], result.rejected()
+    return result
+
+
+def loaded(mac, name: str) -> bool:
+    return mac.exec(f"launchctl print system/{label(name)}").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def mac(simulated_mac):
+    simulated_mac.seed_build(DATA["kitty_llamacpp"]["ref"])
+    simulated_mac.seed_build(NEW_REF)
+    first = converged(simulated_mac)
+    assert first.starts() == {label("q4"): 1, label("summary"): 1, "com.kitty.iogpu-wired-limit": 1}
+    return simulated_mac
+
+
+def test_no_change_starts_nothing(mac):
+    result = converged(mac)
+    assert result.starts() == {}
+    assert not [c for c in result.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")]
+
+
+def test_one_flag_reloads_that_job_once(mac):
+    result = converged(mac, servers(summary={"ctx_size": 2048}))
+    assert result.starts() == {label("summary"): 1}
+    verbs = [c["argv"][1] for c in result.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")]
+    assert verbs == ["bootout", "bootstrap"]
+    assert converged(mac).starts() == {label("summary"): 1}
+
+
+def test_a_new_llamacpp_ref_kickstarts_each_job_once(mac):
+    result = converged(mac, ref(NEW_REF))
+    assert result.starts() == {label("q4"): 1, label("summary"): 1}
+    assert [c["argv"][1:] for c in result.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")] == [
+        ["kickstart", "-k", f"system/{label('q4')}"],
+        ["kickstart", "-k", f"system/{label('summary')}"],
+    ]
+    assert converged(mac).starts() == {label("q4"): 1, label("summary"): 1}
+
+
+def test_a_replaced_model_file_restarts_the_server_that_uses_it(mac):
+    model = CFG.models[CFG.servers["q4"].model]
+    path = f"{CFG.paths.models_dir}/{model.dir}/{model.files[0].name}"
+    # Size and sha256 kept, mtime changed: the stamp no longer matches, the file is verified again.
+    mac.check(f"touch {path}")
+    result = converged(mac)
+    assert result.starts() == {label("q4"): 1}
+
+
+def test_a_disabled_job_is_removed_and_never_kickstarted(mac):
+    result = converged(mac, servers(q4={"enabled": False}))
+    assert result.starts() == {}
+    assert not loaded(mac, "q4")
+    assert mac.exec(f"test -e /Library/LaunchDaemons/{label('q4')}.plist").returncode != 0
+    # A new ref while q4 is disabled (issue 12, defect 2): only summary restarts; no kickstart of q4.
+    data = {**servers(q4={"enabled": False}), **ref(NEW_REF)}
+    result = converged(mac, data)
+    assert result.starts() == {label("summary"): 1}
+    assert not [c for c in result.calls if label("q4") in " ".join(c["argv"]) and c["argv"][1] != "print"]
+    back = converged(mac)
+    assert back.starts() == {label("q4"): 1, label("summary"): 1}
+
+
+def test_a_job_deleted_from_group_data_is_booted_out_and_its_plist_removed(mac):
+    result = converged(mac, servers(summary=None))
+    assert result.starts() == {}
+    assert not loaded(mac, "summary")
+    assert mac.exec(f"test -e /Library/LaunchDaemons/{label('summary')}.plist").returncode != 0
+    assert converged(mac).starts() == {label("summary"): 1}
+
+
+def test_a_converge_stopped_after_current_moved_is_finished_by_the_next(mac):
+    root = llamacpp.root(CFG)
+    for name in CFG.enabled_servers():
+        record = f"{layout.records_dir(CFG)}/{label(name)}.started"
+        mac.check(f"sed -i '' 's|^input llama.cpp=.*|input llama.cpp={root}/builds/an-older-build|' {record}")
+    result = converged(mac)
+    assert result.starts() == {label("q4"): 1, label("summary"): 1}
+    assert "llama.cpp an-older-build →" in result.output
+    assert converged(mac).starts() == {}
+
+
+def test_a_job_disabled_by_hand_is_enabled_and_bootstrapped(mac):
+    """`launchctl disable` + bootout (what a stop leaves): bootstrap alone would be refused (119)."""
+    mac.check(f"launchctl disable system/{label('q4')} && launchctl bootout system/{label('q4')}")
+    result = converged(mac)
+    assert result.starts() == {label("q4"): 1}
+    argv = [c["argv"][1:] for c in result.calls if c["argv"][1] in ("enable", "bootstrap")]
+    assert argv[0] == ["enable", f"system/{label('q4')}"]
