@@ -9,9 +9,46 @@ one role only with KITTY_INFERENCE_HOSTS (llama.cpp, models, model servers)
 or KITTY_APP_HOSTS (container runtime and application stack), same syntax;
 when set, they replace KITTY_HOSTS for that role. KITTY_SSH_KEY and
 KITTY_SSH_KNOWN_HOSTS name the key and known_hosts file to use.
+
+Host keys are checked strictly (sudo and secrets go to these hosts): a host
+whose key is not in the known_hosts file (default ~/.ssh/known_hosts) is
+refused. KITTY_ACCEPT_NEW_HOST_KEY=1 accepts a host's key once, printing its
+fingerprints to compare with the host's own (`ssh-keygen -lf
+/etc/ssh/ssh_host_ed25519_key.pub` on it); a key that changed is never accepted.
 """
 
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+
+def _known_hosts():
+    return os.path.expanduser(os.environ.get("KITTY_SSH_KNOWN_HOSTS") or "~/.ssh/known_hosts")
+
+
+def _accept_new_key(hostname, port, known_hosts):
+    """Add the host's keys to `known_hosts` when it has none for it, printing their fingerprints."""
+    name = f"[{hostname}]:{port}" if port and port != 22 else hostname
+    if Path(known_hosts).exists():
+        found = subprocess.run(["ssh-keygen", "-F", name, "-f", known_hosts], capture_output=True, text=True)
+        if found.returncode == 0 and found.stdout.strip():
+            return
+    scanned = subprocess.run(
+        ["ssh-keyscan", "-p", str(port or 22), hostname], capture_output=True, text=True, timeout=30
+    ).stdout
+    keys = [line for line in scanned.splitlines() if line and not line.startswith("#")]
+    if not keys:
+        raise ValueError(f"KITTY_ACCEPT_NEW_HOST_KEY: {name} answered with no host key")
+    fingerprints = subprocess.run(
+        ["ssh-keygen", "-lf", "-"], input="\n".join(keys) + "\n", capture_output=True, text=True
+    )
+    print(f"kitty-ops: accepting new host keys of {name} into {known_hosts}:", file=sys.stderr)
+    for line in fingerprints.stdout.splitlines():
+        print(f"  {line}", file=sys.stderr)
+    Path(known_hosts).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with open(os.open(known_hosts, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as file:
+        file.write("\n".join(keys) + "\n")
 
 
 def _target(spec):
@@ -24,8 +61,11 @@ def _target(spec):
         data["ssh_port"] = int(port)
     if os.environ.get("KITTY_SSH_KEY"):
         data["ssh_key"] = os.environ["KITTY_SSH_KEY"]
-    if os.environ.get("KITTY_SSH_KNOWN_HOSTS"):
-        data["ssh_known_hosts_file"] = os.environ["KITTY_SSH_KNOWN_HOSTS"]
+    # Not pyinfra's default (accept-new): a host seen for the first time is refused, not trusted.
+    data["ssh_known_hosts_file"] = _known_hosts()
+    data["ssh_strict_host_key_checking"] = "yes"
+    if os.environ.get("KITTY_ACCEPT_NEW_HOST_KEY") == "1":
+        _accept_new_key(hostname, int(port) if port else 22, data["ssh_known_hosts_file"])
     return hostname, data
 
 

@@ -45,9 +45,9 @@ def checkout(path: str, url: str, ref: str | None):
     git = f"git -C {shlex.quote(path)}"
     commands = []
     if not state["exists"]:
-        commands += [f"{git} init -q", f"{git} remote add origin {shlex.quote(url)}"]
+        commands += [f"{git} init -q", f"{git} remote add -- origin {shlex.quote(url)}"]
     elif state["origin"] != url:
-        commands.append(f"{git} remote set-url origin {shlex.quote(url)}")
+        commands.append(f"{git} remote set-url -- origin {shlex.quote(url)}")
     if ref is None:
         if state["exists"] and state["head"]:
             host.noop(f"{path} is checked out and kitty_stack.ref is not pinned: left as it is")
@@ -64,8 +64,9 @@ def checkout(path: str, url: str, ref: str | None):
         return
     if not state["wanted"] or commands:
         # A commit id is fetched by name too: a tag or branch fetch may not bring it.
-        fetch_sha = f" || {git} fetch -q origin {shlex.quote(ref)}" if _looks_like_sha(ref) else ""
-        commands.append(f"{git} fetch -q --tags --force origin{fetch_sha}")
+        fetch_sha = f" || {git} fetch -q -- origin {shlex.quote(ref)}" if _looks_like_sha(ref) else ""
+        commands.append(f"{git} fetch -q --tags --force -- origin{fetch_sha}")
+    # `--` would make the ref a path here: the schema refuses a ref that starts with `-`.
     commands.append(f"{git} checkout -q --detach {shlex.quote(ref + '^{commit}')}")
     yield from _trusting_local_mirror(url, commands)
 
@@ -78,10 +79,11 @@ def _trusting_local_mirror(url: str, commands: list[str]) -> list[str]:
     if not url.startswith(("file://", "/")):
         return commands
     path = url.removeprefix("file://")
+    # Written by `git config`, which quotes the value itself: no value is printed into the file.
     trust = (
         "cfg=$(mktemp) && trap 'rm -f \"$cfg\"' EXIT && "
-        "printf '[include]\\n\\tpath = ~/.gitconfig\\n[safe]\\n\\tdirectory = %s\\n' "
-        f'{shlex.quote(path)} > "$cfg" && '
+        'git config --file "$cfg" include.path "~/.gitconfig" && '
+        f'git config --file "$cfg" safe.directory {shlex.quote(path)} && '
         'export GIT_CONFIG_GLOBAL="$cfg"'
     )
     return [" && ".join([trust, *commands])]
@@ -100,7 +102,8 @@ class GitCheckout(FactBase[dict]):
 
     def command(self, path: str, ref: str | None) -> str:
         git = f"git -C {shlex.quote(path)}"
-        wanted = f"echo wanted $({git} rev-parse -q --verify {shlex.quote((ref or 'HEAD') + '^{commit}')})"
+        revision = shlex.quote((ref or "HEAD") + "^{commit}")
+        wanted = f"echo wanted $({git} rev-parse -q --verify --end-of-options {revision})"
         return (
             f"if [ ! -d {shlex.quote(path + '/.git')} ]; then exit 0; fi; "
             f"echo head $({git} rev-parse -q --verify HEAD); {wanted}; "

@@ -25,13 +25,15 @@ from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import files
 
-from tasks import runtime, secrets
+from tasks import operations, runtime, secrets
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 ARCH = {"arm64": "aarch64", "aarch64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
 OVERRIDE_FILE = ".kitty-ops.compose.json"
+# sed: every quoted stretch of an error message (and a quote left open to the end) becomes "...".
+REDACT_QUOTED = "s/\"[^\"]*\"/\"...\"/g; s/'[^']*'/'...'/g; s/\"[^\"]*$/\"...\"/; s/'[^']*$/'...'/"
 # Registry credentials the docker CLI keeps inline when it has no credsStore: a config
 # holding one is never read into pyinfra's output (-vvv echoes every fact).
 CREDENTIALS = '"(auth|identitytoken|registrytoken)"[[:space:]]*:[[:space:]]*"[^"]'
@@ -64,12 +66,12 @@ def plugin(cfg: KittyConfig, plat: Platform, runtime: str) -> list:
     arch = ARCH.get(plat.arch, plat.arch)
     files.directory(name="Docker CLI plugins folder", path=COMPOSE_PLUGIN.rpartition("/")[0], _sudo=plat.sudo)
     return [
-        files.download(
+        operations.verified_download(
             name="Install docker compose v2",
             src=compose_plugin.url.replace("{arch}", arch),
             dest=COMPOSE_PLUGIN,
-            mode="755",
-            sha256sum=compose_plugin.sha256,
+            # Pinned (config.ComposePlugin): checked before it is moved into place.
+            sha256=compose_plugin.sha256_for(arch),
             _sudo=plat.sudo,
         )
     ]
@@ -241,7 +243,8 @@ def _probe(compose: str, service: str, port: int | None, check: str | None) -> s
         select = 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc \'SELECT 1\''
         return f"{exec_} sh -c {shlex.quote(select)} | grep -qx 1"
     if check:
-        return f"curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:{port}{check}"
+        # Quoted although the schema allows URL path characters only: this runs with sudo.
+        return f"curl -fsS -o /dev/null --max-time 5 {shlex.quote(f'http://127.0.0.1:{int(port)}{check}')}"
     # No probe: running, and healthy if the image defines a healthcheck.
     fmt = "{{.State.Status}}{{if .State.Health}}/{{.State.Health.Status}}{{end}}"
     return (
@@ -283,10 +286,12 @@ class ComposeState(FactBase[dict]):
             "{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}} "
             '{{index .Config.Labels "com.docker.compose.config-hash"}} {{.Image}} {{.Config.Image}}'
         )
-        # Each line is tagged, so one failed step cannot pass for another's output.
+        # Each line is tagged, so one failed step cannot pass for another's output. compose's
+        # error may quote a line of the .env (a secret): quoted text is blanked on the host,
+        # before pyinfra (-vvv) or the log can show it.
         return (
             f"services=$({compose} config --services 2>&1) || "
-            f'{{ echo "error $services" | tr "\\n" " "; echo; exit 0; }}; '
+            f'{{ echo "error $services" | tr "\\n" " " | sed {shlex.quote(REDACT_QUOTED)}; echo; exit 0; }}; '
             'for s in $services; do echo "service $s"; done; '
             f"{compose} config --hash '*' 2>/dev/null | sed 's/^/hash /'; "
             f"for id in $(docker ps -aq --filter label={shlex.quote(label)} "

@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import re
 import runpy
+import unicodedata
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -37,13 +39,65 @@ SECTIONS = {
     "kitty_launchd": "launchd",
     "kitty_macos": "macos",
     "kitty_verify": "verify",
+    "kitty_metrics": "metrics",
+    "kitty_logs": "logs",
+    "kitty_bench": "bench",
 }
 
+
+def _one_line(value: str) -> str:
+    """Every string of the schema: no newline or other control character, anywhere.
+
+    Values reach systemd units, plists, the .env, git and shell commands run as
+    root: a newline there starts a new directive or command. Refused here, once,
+    for every field; the templates escape for their syntax as a second line of defence.
+    """
+    bad = sorted({c for c in value if unicodedata.category(c) in ("Cc", "Zl", "Zp")})
+    if bad:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in bad)
+        raise ValueError(f"holds a newline or control character ({shown}): refused in every field")
+    return value
+
+
+# The string type of every field: plain `str` is never used in the schema (tests/unit/test_hardening_schema.py).
+Text = Annotated[str, AfterValidator(_one_line)]
 Port = Annotated[int, Field(ge=1, le=65535)]
 PositiveInt = Annotated[int, Field(gt=0)]
-AbsPath = Annotated[str, Field(pattern=r"^/")]
-Name = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
-SHA256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+# Absolute, and no surrounding blanks: systemd trims them from unquoted settings.
+AbsPath = Annotated[Text, Field(pattern=r"^/(.*\S)?$")]
+Name = Annotated[Text, Field(pattern=r"^[a-z0-9][a-z0-9._-]*$")]
+SHA256 = Annotated[Text, Field(pattern=r"^[0-9a-f]{64}$")]
+# A path of an HTTP health check: URL path characters only, never shell syntax.
+HttpPath = r"/[A-Za-z0-9._~/%:@=&?+,-]*"
+LOOPBACK = re.compile(r"^(127(\.\d{1,3}){3}|::1|localhost)$")
+# Where git may fetch from: an https, ssh or file URL, or scp-like user@host:path. Never an
+# option (a leading `-`), never a transport that runs a command (ext::, fd::).
+GIT_URL = re.compile(r"^((https|ssh|file)://[^\s-]\S*|[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:\S+)$")
+
+
+def _git_url(value: str) -> str:
+    if not GIT_URL.match(value):
+        raise ValueError("must be an https://, ssh:// or file:// URL, or user@host:path (no spaces)")
+    return value
+
+
+def _git_ref(value: str) -> str:
+    """A tag, branch or commit as `git check-ref-format` allows it, and never an option."""
+    problems = [
+        (value.startswith("-"), "starts with '-'"),
+        (any(c in value for c in " ~^:?*[\\"), "holds a space or one of ~ ^ : ? * [ \\"),
+        (".." in value or "@{" in value or "//" in value, "holds '..', '@{' or '//'"),
+        (value == "@" or value.endswith(("/", ".", ".lock")), "is '@' or ends with '/', '.' or '.lock'"),
+        (any(part.startswith(".") for part in value.split("/")), "has a part starting with '.'"),
+    ]
+    for bad, why in problems:
+        if bad:
+            raise ValueError(f"not a valid git ref: {why}")
+    return value
+
+
+GitUrl = Annotated[Text, AfterValidator(_git_url)]
+GitRef = Annotated[Text, Field(min_length=1), AfterValidator(_git_ref)]
 COMMIT_SHA = re.compile(r"^[0-9a-f]{40}$")
 LABEL_PREFIX = r"^[A-Za-z0-9][A-Za-z0-9-]*(\.[A-Za-z0-9-]+)*\.$"
 SECRET_NAME = re.compile(r"KEY|TOKEN|SECRET|PASSW|CREDENTIAL", re.IGNORECASE)
@@ -74,10 +128,10 @@ RENAMED_FORMULAE = {"huggingface-cli": "hf"}
 
 
 class Packages(Strict):
-    brew: list[str] = []
-    apt: list[str] = []
+    brew: list[Text] = []
+    apt: list[Text] = []
     # On Linux the Hugging Face CLI lives in a venv of its own (<opt_dir>/hf).
-    hf_pip: str = "huggingface_hub==2.4.0"
+    hf_pip: Text = "huggingface_hub==2.4.0"
 
     @field_validator("brew")
     @classmethod
@@ -93,35 +147,53 @@ class Packages(Strict):
 
 
 class LlamaCpp(Strict):
-    git_url: str
-    ref: str = Field(min_length=1)
+    git_url: GitUrl
+    ref: GitRef
     # auto: Metal on macOS, CPU on Linux.
     backend: Literal["auto", "metal", "cpu", "cuda"] = "auto"
     build_number: int | None = None
-    cmake_options: dict[str, str] = {}
-    targets: list[str] = ["llama-server"]
+    cmake_options: dict[Text, Text] = {}
+    targets: list[Text] = ["llama-server"]
     keep_builds: PositiveInt = 3
     # Where ccache keeps compiled objects; None: <opt_dir>/llama.cpp/ccache.
     ccache_dir: AbsPath | None = None
 
 
+class ModelShape(Strict):
+    """A model's shape as its GGUF header says it (written into the models lock, tasks/gguf.py)."""
+
+    architecture: Text | None = None
+    block_count: PositiveInt | None = None
+    head_count: PositiveInt | None = None
+    head_count_kv: PositiveInt | None = None
+    key_length: PositiveInt | None = None
+    embedding_length: PositiveInt | None = None
+    context_length: PositiveInt | None = None
+    split_count: PositiveInt | None = None
+
+
 class ModelFile(Strict):
-    name: str = Field(min_length=1)
+    name: Text = Field(min_length=1)
     # Exact bytes when known; `approx_gb` otherwise, used for disk and memory budgets.
     size: PositiveInt | None = None
     approx_gb: float | None = Field(default=None, gt=0)
     sha256: SHA256 | None = None
+    # From the models lock (kitty_model_policy.lock_file): not written by hand.
+    shape: ModelShape | None = None
 
 
 class Model(Strict):
-    repo: str = Field(pattern=r"^[\w.-]+/[\w.-]+$")
-    # A commit sha. None means "not pinned": downloads are refused unless
-    # kitty_model_policy.allow_unpinned is set.
-    revision: str | None
-    dir: str = Field(pattern=r"^[^/].*$")
+    repo: Text = Field(pattern=r"^[\w.-]+/[\w.-]+$")
+    # What a human wants: a branch, a tag or a commit sha (None: main). The models
+    # lock (lock_models.py) resolves it to `commit`; a commit sha here is its own pin.
+    revision: Text | None = Field(default=None, pattern=r"^[^\s]+$")
+    # The commit downloaded: from the lock, or the revision when that is a sha. None
+    # means "not pinned": downloads are refused unless kitty_model_policy.allow_unpinned is set.
+    commit: Text | None = Field(default=None, pattern=r"^[0-9a-f]{40}$")
+    dir: Text = Field(pattern=r"^[^/].*$")
     kind: Literal["text", "vision", "mmproj"] = "text"
     files: list[ModelFile] = Field(min_length=1)
-    note: str = ""
+    note: Text = ""
     # Download even while no enabled server uses it (stage a big model before switching to it).
     prefetch: bool = False
     # The model's attention shape, for the GPU memory budget's KV cache estimate.
@@ -137,16 +209,21 @@ class Model(Strict):
             raise ValueError(f"give all of n_layers, n_kv_heads, head_dim or none (missing: {', '.join(missing)})")
         return self
 
-    @field_validator("revision")
+    @model_validator(mode="before")
     @classmethod
-    def _revision_is_a_commit(cls, value: str | None) -> str | None:
-        if value is not None and not COMMIT_SHA.match(value):
-            raise ValueError("must be a full 40-character commit sha (branches and tags move)")
-        return value
+    def _a_commit_sha_pins_itself(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("commit") and COMMIT_SHA.match(str(data.get("revision") or "")):
+            return {**data, "commit": data["revision"]}
+        return data
 
     @property
     def pinned(self) -> bool:
-        return self.revision is not None
+        return self.commit is not None
+
+    @property
+    def shape(self) -> ModelShape | None:
+        """The shape in the lock, from the first file whose header gives the layer count (a split's first shard)."""
+        return next((f.shape for f in self.files if f.shape and f.shape.block_count), None)
 
 
 class ModelPolicy(Strict):
@@ -155,36 +232,47 @@ class ModelPolicy(Strict):
     verify: Literal["stamp", "full"] = "stamp"
     delete_unreferenced: bool = False
     # A LAN mirror of the Hugging Face hub (HF_ENDPOINT); None: the hub itself.
-    hf_endpoint: str | None = Field(default=None, pattern=r"^https?://")
+    hf_endpoint: Text | None = Field(default=None, pattern=r"^https?://\S+$")
     # No network at all: only files already present can be verified.
     offline: bool = False
+    # The models lock (lock_models.py writes it, the deploy reads it), on the controller,
+    # relative to the project; None: no lock, only pins written in kitty_models.
+    lock_file: Text | None = None
+    # "curl": resumable ranged downloads of the resolve URL; "hf": `hf download` (no resume).
+    downloader: Literal["curl", "hf"] = "curl"
 
 
 class ModelServer(Strict):
     model: Name
     port: Port
-    alias: str = Field(min_length=1)
+    alias: Text = Field(min_length=1)
     enabled: bool = True
     optional: bool = False
-    host: str = "127.0.0.1"
+    # Beyond loopback, only with api_key_file.
+    host: Text = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:\[\]-]+$")
     ctx_size: PositiveInt
     threads: PositiveInt
     batch_size: PositiveInt | None = None
     ubatch_size: PositiveInt | None = None
     parallel: PositiveInt = 1
+    # One KV cache shared by all slots (--kv-unified): a request may use the whole ctx_size.
+    # Off, --parallel N gives each request ctx_size / N tokens.
+    kv_unified: bool = False
     n_gpu_layers: Annotated[int, Field(ge=0)] = 999
     flash_attn: Literal["on", "off", "auto"] | None = None
     jinja: bool = False
     mmproj: Name | None = None
-    extra_args: list[str] = []
+    extra_args: list[Text] = []
     health_timeout: PositiveInt = 120
     # The KV cache in GiB, when the model's dims are not given (or to override them).
     kv_cache_gib: float | None = Field(default=None, gt=0)
     # A file with the key, mode 0600, readable by the service user: a key in
     # the arguments would sit in a world-readable plist or unit.
     api_key_file: AbsPath | None = None
+    # llama-server's Prometheus endpoint (--metrics, GET /metrics); on: a scrape target is written for it.
+    metrics: bool = True
     # The server's environment; written to a world-readable plist or unit.
-    env: dict[Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], str] = {}
+    env: dict[Annotated[Text, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Text] = {}
 
     @field_validator("extra_args")
     @classmethod
@@ -193,10 +281,24 @@ class ModelServer(Strict):
             flag = flag_name(arg)
             if flag in SECRET_FLAGS:
                 # The flag only: its value is the secret.
-                raise ValueError(f"{flag} would put the key in a world-readable plist or unit: use api_key_file")
+                use = "use api_key_file" if flag == "--api-key" else "the deploy downloads the models itself"
+                raise ValueError(f"{flag} would put the key in a world-readable plist or unit, and in ps: {use}")
             if flag in MANAGED_FLAGS:
                 raise ValueError(f"{arg!r} is set by the field {MANAGED_FLAGS[flag]!r}: set that instead")
         return value
+
+    @property
+    def ctx_per_request(self) -> int:
+        """The context one request gets: the whole cache when unified, else its slot's share."""
+        return self.ctx_size if self.kv_unified else self.ctx_size // self.parallel
+
+    @model_validator(mode="after")
+    def _beyond_loopback_needs_a_key(self) -> ModelServer:
+        if not LOOPBACK.match(self.host) and self.api_key_file is None:
+            raise ValueError(
+                f"host {self.host!r} is beyond loopback: give api_key_file, or anyone who reaches it uses the model"
+            )
+        return self
 
     @field_validator("env")
     @classmethod
@@ -213,7 +315,7 @@ class Launchd(Strict):
     # gui/<uid>, which only exists while that user is logged in at the GUI.
     kind: Literal["daemon", "agent"] = "daemon"
     # Reverse-DNS, ending in a dot: the server name completes the label.
-    label_prefix: str = Field(default="com.kitty.llama-server.", pattern=LABEL_PREFIX)
+    label_prefix: Text = Field(default="com.kitty.llama-server.", pattern=LABEL_PREFIX)
     # Seconds launchd waits before respawning a server that exited.
     throttle_interval: PositiveInt = 10
 
@@ -222,7 +324,7 @@ class MacOS(Strict):
     # Missing Command Line Tools: install them unattended, or stop and print the commands.
     command_line_tools: Literal["install", "stop"] = "install"
     # pmset settings for the AC power profile; a setting not listed is left as it is.
-    pmset: dict[Annotated[str, Field(pattern=r"^[a-z]+$")], Annotated[int, Field(ge=0)]] = {}
+    pmset: dict[Annotated[Text, Field(pattern=r"^[a-z]+$")], Annotated[int, Field(ge=0)]] = {}
     # Metal's wired-memory limit in MiB; None: the whole memory less reserve_gib.
     wired_limit_mb: PositiveInt | None = None
     # GiB kept back from Metal for macOS and the containers.
@@ -235,7 +337,7 @@ class MacOS(Strict):
 
 
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
-EnvName = Annotated[str, Field(pattern=ENV_NAME)]
+EnvName = Annotated[Text, Field(pattern=ENV_NAME)]
 
 
 class StackService(Strict):
@@ -243,7 +345,8 @@ class StackService(Strict):
     port: Port | None = None
     # "/path": an HTTP GET on the port must answer 2xx; "redis": PING; "postgres":
     # SELECT 1; None: the container must be running (and healthy, if it has a healthcheck).
-    health: str | None = Field(default=None, pattern=r"^(/.*|redis|postgres)$")
+    # The path is quoted where it is used, and still only URL path characters.
+    health: Text | None = Field(default=None, pattern=rf"^({HttpPath}|redis|postgres)$")
     # Seconds to wait for it after `docker compose up`.
     health_timeout: PositiveInt = 120
 
@@ -265,18 +368,36 @@ class Colima(Strict):
 
 class ComposePlugin(Strict):
     # Linux: Debian 12 packages only compose v1. `{arch}` becomes x86_64 or aarch64.
-    url: str = "https://github.com/docker/compose/releases/download/v2.40.3/docker-compose-linux-{arch}"
-    sha256: SHA256 | None = None
+    url: Text = Field(
+        default="https://github.com/docker/compose/releases/download/v2.40.3/docker-compose-linux-{arch}",
+        pattern=r"^(https|file)://\S+$",
+    )
+    # Per arch (or one for all), checked before the file is installed. Only a file:// URL
+    # (the operator's own mirror) may go without: anything downloaded is pinned.
+    sha256: SHA256 | dict[Literal["x86_64", "aarch64"], SHA256] | None = {
+        # v2.40.3's release assets, as docker/compose publishes their checksums.
+        "x86_64": "dba9d98e1ba5bfe11d88c99b9bd32fc4a0624a30fafe68eea34d61a3e42fd372",
+        "aarch64": "d26373b19e89160546d15407516cc59f453030d9bc5b43ba7faf16f7b4980137",
+    }
+
+    @model_validator(mode="after")
+    def _downloads_are_pinned(self) -> ComposePlugin:
+        if self.sha256 is None and not self.url.startswith("file://"):
+            raise ValueError(f"sha256 missing: {self.url} is downloaded and installed as root; give its sha256")
+        return self
+
+    def sha256_for(self, arch: str) -> str | None:
+        return self.sha256.get(arch) if isinstance(self.sha256, dict) else self.sha256
 
 
 class Stack(Strict):
     enabled: bool = True
-    repo_url: str
+    repo_url: GitUrl
     # A tag or commit. None: clone the default branch once and never move it
     # (the manual's way); the deploy reports it as unpinned.
-    ref: str | None
-    compose_file: str = "infra/compose/docker-compose.yml"
-    env_file: str = ".env"
+    ref: GitRef | None
+    compose_file: Text = "infra/compose/docker-compose.yml"
+    env_file: Text = ".env"
     project_name: Name = "kitty"
     # auto: colima on macOS, engine on Linux. colima (macOS, headless, supervised
     # by launchd), docker-desktop / orbstack (macOS, need a GUI login: only
@@ -288,17 +409,17 @@ class Stack(Strict):
     # Seconds to wait for `docker info` once the runtime is started.
     runtime_timeout: PositiveInt = 300
     # How containers reach the model servers: LLAMACPP_<NAME>_HOST=http://<model_host>:<port>.
-    model_host: str = Field(default="host.docker.internal", pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    model_host: Text = Field(default="host.docker.internal", pattern=r"^[A-Za-z0-9.:\[\]-]+$")
     # Added to every service (a compose override file), e.g. host.docker.internal:
     # host-gateway where the runtime does not provide that name (a Linux engine).
-    extra_hosts: dict[str, str] = {}
+    extra_hosts: dict[Text, Text] = {}
     services: dict[Name, StackService]
     # Non-secret .env values; ports and LLAMACPP_*_HOST are derived, not listed here.
-    env: dict[EnvName, str] = {}
+    env: dict[EnvName, Text] = {}
     # Names only: values come from the operator's environment or `secrets_file`.
     secrets: list[EnvName] = []
     # On the controller, relative to the directory pyinfra runs in; git-ignored.
-    secrets_file: str | None = "secrets.env"
+    secrets_file: Text | None = "secrets.env"
 
     @field_validator("env")
     @classmethod
@@ -306,8 +427,8 @@ class Stack(Strict):
         for key, item in value.items():
             if SECRET_NAME.search(key):
                 raise ValueError(f"{key!r} looks like a secret: list its name in kitty_stack.secrets instead")
-            if "'" in item or "\n" in item:
-                raise ValueError(f"{key!r}: a .env value cannot hold a single quote or a newline")
+            if not dotenv_safe(item):
+                raise ValueError(f"{key!r}: a .env value cannot hold a single quote, a backslash or a newline")
         return value
 
     @model_validator(mode="after")
@@ -323,6 +444,12 @@ class Stack(Strict):
         return self
 
 
+def dotenv_safe(value: str) -> bool:
+    """Whether compose reads `NAME='value'` back as exactly `value`: its dotenv parser ends a
+    single-quoted value at the first quote not preceded by a backslash, across lines."""
+    return not any(c in value for c in "'\\") and not any(unicodedata.category(c) in ("Cc", "Zl", "Zp") for c in value)
+
+
 def service_env_name(name: str) -> str:
     """`brain` -> `BRAIN`, `images-api` -> `IMAGES_API`: the prefix of a service's .env names."""
     return re.sub(r"[^A-Za-z0-9]", "_", name).upper()
@@ -332,11 +459,11 @@ class Images(Strict):
     enabled: bool = False
     port: Port = 8089
     # The service's folder in the app checkout; its venv is <path>/.venv.
-    path: str = "services/images_service"
+    path: Text = "services/images_service"
     # Relative to `path`; pip installs it again only when its sha256 changes.
-    requirements: str = "requirements.txt"
+    requirements: Text = "requirements.txt"
     # The interpreter the venv is made with (`<python> -m venv`).
-    python: str = Field(default="python3", min_length=1)
+    python: Text = Field(default="python3", min_length=1)
     # The kitty_stack service whose published port holds the RQ queue.
     redis_service: Name = "redis"
     queue: Name = "images"
@@ -360,6 +487,35 @@ class Verify(Strict):
     query_timeout: PositiveInt = 60
 
 
+class Metrics(Strict):
+    # The Prometheus file_sd target file: one target per enabled server with metrics on,
+    # labels server/model/host. Prometheus rereads it by itself. None: the app checkout's
+    # observability config, <kitty_root>/infra/prometheus/targets/kitty-llama-servers.json.
+    targets_file: AbsPath | None = None
+    # The address Prometheus scrapes; None: the server's own listen address (a Prometheus
+    # on the host's network). A containerised one: e.g. "host.docker.internal".
+    scrape_host: Text | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    # The `host` label; None: the host's name in the inventory.
+    host_label: Text | None = Field(default=None, min_length=1)
+
+
+class Logs(Strict):
+    # Every log in kitty_paths.logs_dir, rotated by newsyslog (macOS) or logrotate (Linux)
+    # once it is larger than this; `keep` rotated files are kept, compressed.
+    max_size_mb: PositiveInt = 100
+    keep: PositiveInt = 5
+
+
+class Bench(Strict):
+    # The fixed prompt of the speed measurement, and how many tokens to generate.
+    prompt: Text = Field(default="Explain in three sentences why a Mac Studio suits local inference.", min_length=1)
+    n_predict: PositiveInt = 64
+    # Restart each enabled server (one at a time, each waited for) to time start to healthy.
+    restart: bool = False
+    # Where the JSON and CSV go, on the controller.
+    report_dir: Text = "reports"
+
+
 class KittyConfig(Strict):
     paths: Paths
     packages: Packages = Packages()
@@ -372,6 +528,9 @@ class KittyConfig(Strict):
     launchd: Launchd = Launchd()
     macos: MacOS = MacOS()
     verify: Verify = Verify()
+    metrics: Metrics = Metrics()
+    logs: Logs = Logs()
+    bench: Bench = Bench()
 
     @model_validator(mode="after")
     def _query_has_a_service(self) -> KittyConfig:
@@ -446,6 +605,7 @@ SWITCHES = {
     "verify_models": ("model_policy", "verify"),
     "delete_unreferenced_models": ("model_policy", "delete_unreferenced"),
     "allow_unpinned_models": ("model_policy", "allow_unpinned"),
+    "bench_restart": ("bench", "restart"),
 }
 
 
@@ -459,6 +619,7 @@ def load(data: Mapping[str, Any] | Any) -> KittyConfig:
     errors = [
         f"{key}: unknown setting (known: {', '.join(SECTIONS)})" for key in _kitty_keys(data) if key not in SECTIONS
     ]
+    errors += _apply_models_lock(raw)
     try:
         config = KittyConfig.model_validate(raw)
     except ValidationError as exc:
@@ -467,6 +628,22 @@ def load(data: Mapping[str, Any] | Any) -> KittyConfig:
     if errors:
         raise ConfigError("invalid KITTY host data:\n" + "\n".join(f"  - {line}" for line in errors))
     return config
+
+
+def _apply_models_lock(raw: dict[str, Any]) -> list[str]:
+    """Fold the models lock into `raw["models"]` (tasks/model_lock.py); the disagreements, as errors."""
+    from tasks import model_lock
+
+    policy = raw.get("model_policy")
+    lock_file = policy.get("lock_file") if isinstance(policy, Mapping) else None
+    if not lock_file or not isinstance(raw.get("models"), Mapping):
+        return []
+    try:
+        lock = model_lock.read(model_lock.path_of(lock_file))
+    except model_lock.LockError as error:
+        return [f"kitty_model_policy.lock_file: {error}"]
+    raw["models"], errors = model_lock.apply(dict(raw["models"]), lock)
+    return errors
 
 
 def _switch_value(value: Any) -> Any:
@@ -501,7 +678,7 @@ def read_group_data(*directories: str | Path) -> dict[str, Any]:
 
     For controller-side tools (the host test suite) that need the same data as the deploy.
     """
-    merged: dict[str, Any] = {}
+    merged: dict[Text, Any] = {}
     for directory in directories:
         path = Path(directory) / "all.py"
         if path.exists():

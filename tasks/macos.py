@@ -7,6 +7,7 @@ plans nothing. Runs before the prerequisites: they need Homebrew.
 from __future__ import annotations
 
 import re
+import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, HiddenValue, QuoteString, StringCommand, deploy, operation
@@ -44,12 +45,22 @@ CLT_BY_HAND = (
     "or, at the Mac's screen: xcode-select --install"
 )
 
-# Homebrew's supported installer (HEAD of Homebrew/install: a moving target, pinned
-# elsewhere). NONINTERACTIVE skips its prompt and makes it use `sudo -n`; with
-# SUDO_ASKPASS set it uses `sudo -A` instead (have_sudo_access, execute_sudo).
-HOMEBREW_INSTALL = (
-    'NONINTERACTIVE=1 /bin/bash -c "$(curl -fsSL https://raw.githubusercontent.com/Homebrew/install/HEAD/install.sh)"'
+# Homebrew's supported installer. Homebrew/install tags no releases: it is pinned to a
+# commit of its main branch, and its sha256 is checked before it runs (a moved or
+# tampered file is refused, never run). NONINTERACTIVE skips its prompt and makes it use
+# `sudo -n`; with SUDO_ASKPASS set it uses `sudo -A` instead (have_sudo_access, execute_sudo).
+HOMEBREW_INSTALL_COMMIT = "ca0130bd52235f2fcb2bf23cfdda004bc5d250c1"
+HOMEBREW_INSTALL_SHA256 = "8ff338091a5e10bb5fc040b38316648110f42feff057ecf9feaab51fd0a13ef9"
+HOMEBREW_INSTALL_URL = f"https://raw.githubusercontent.com/Homebrew/install/{HOMEBREW_INSTALL_COMMIT}/install.sh"
+_FETCH_VERIFY_RUN = (
+    "f=$(mktemp) && trap 'rm -f \"$f\"' EXIT && "
+    f'curl -fsSL -o "$f" {HOMEBREW_INSTALL_URL} && '
+    f'[ "$(shasum -a 256 "$f" | cut -d " " -f 1)" = {HOMEBREW_INSTALL_SHA256} ] || '
+    '{ echo "Homebrew\'s installer could not be fetched or differs from its pinned sha256: not run" >&2; exit 1; }; '
+    '/bin/bash "$f"'
 )
+# One command (an `env VAR=...` prefix may go in front of it).
+HOMEBREW_INSTALL = f"NONINTERACTIVE=1 /bin/sh -c {shlex.quote(_FETCH_VERIFY_RUN)}"
 # How to run the deploy so pyinfra asks for the sudo password once, up front. pyinfra 3.10's
 # --use-sudo-password is read by nothing (pyinfra#1850): --same-sudo-password is the flag that asks.
 SUDO_PASSWORD_FLAG = "--same-sudo-password"

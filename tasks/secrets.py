@@ -17,7 +17,7 @@ from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 
 from tasks import operations
-from tasks.config import KittyConfig, Stack, service_env_name
+from tasks.config import KittyConfig, Stack, dotenv_safe, service_env_name
 from tasks.platform import Platform
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
@@ -35,12 +35,15 @@ def env_file(cfg: KittyConfig, plat: Platform):
     if missing:
         logger.warning(f"{host.name}: no value for {', '.join(missing)} (kitty_stack.secrets): left out of the .env")
     owner = cfg.paths.service_user or plat.user
+    # As the owner of the folder it goes in, never as root: a link planted there
+    # reaches only what that user could write anyway (operations.secret_file).
+    as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
     return operations.secret_file(
         name=f"Write {cfg.stack.env_file} (mode 0600, contents never shown)",
         content=render_env(cfg, secrets),
         dest=env_path(cfg),
         user=owner,
-        _sudo=owner != plat.user,
+        **as_owner,
     )
 
 
@@ -60,9 +63,12 @@ def secret_values(stack: Stack, root: Path | None = None) -> dict[str, str]:
     for name in stack.secrets:
         value = os.environ.get(name, from_file.get(name))
         if value:
-            if "'" in value or "\n" in value:
+            if not dotenv_safe(value):
                 # The name only: the value is the secret.
-                raise DeployError(f"secret {name}: a .env value cannot hold a single quote or a newline")
+                raise DeployError(
+                    f"secret {name}: a .env value cannot hold a single quote, a backslash, "
+                    "a newline or another control character"
+                )
             values[name] = value
     return values
 
@@ -103,4 +109,16 @@ def render_env(cfg: KittyConfig, secrets: dict[str, str]) -> str:
         keep_trailing_newline=True,
         autoescape=False,
     )
+    environment.filters["single_quoted"] = single_quoted
     return environment.get_template(ENV_TEMPLATE).render(values=env_values(cfg), secrets=secrets)
+
+
+def single_quoted(value: str) -> str:
+    """`'value'` as compose's dotenv parser reads it back, exactly; anything it would not is refused.
+
+    The schema and secret_values refuse such values first: this is the template's own
+    line of defence, and names no value (it may be a secret).
+    """
+    if not dotenv_safe(value):
+        raise ValueError("a .env value holds a quote, a backslash or a control character")
+    return f"'{value}'"

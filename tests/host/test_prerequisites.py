@@ -12,8 +12,14 @@ def test_every_package_is_installed(host, kitty, is_macos):
     assert not missing, f"packages not installed: {', '.join(missing)}"
 
 
-def test_ssh_server_is_running(host, is_macos):
+def test_ssh_comes_back_after_a_reboot(host, is_macos):
+    """Enabled at boot. (That sshd runs now cannot fail over SSH: this suite connects through it.)"""
     if is_macos:
-        assert host.run("launchctl print system/com.openssh.sshd").rc == 0, "sshd (Remote Login) is not loaded"
+        # Remote Login on: not disabled in the system domain ("false" before macOS 13, "enabled" since).
+        disabled = host.run("launchctl print-disabled system").stdout
+        state = next(
+            (line.split("=>")[1].strip() for line in disabled.splitlines() if '"com.openssh.sshd"' in line), None
+        )
+        assert state in ("false", "enabled"), f"Remote Login is off at boot (com.openssh.sshd: {state})"
     else:
-        assert host.service("ssh").is_running, "the ssh service is not running"
+        assert host.service("ssh").is_enabled, "the ssh service is not enabled at boot"

@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from tasks import config, layout, runtime, secrets
-from tasks.compose import COMPOSE_PLUGIN
+from tasks.compose import ARCH, COMPOSE_PLUGIN
 from tasks.platform import Platform
 from tasks.supervise import launchd as supervise_launchd
 from tests.plan import launchd_facts, supervise_facts
@@ -97,10 +97,13 @@ def docker_cli_config(user: str, config: dict | None, *, raw: str | None = None)
 
 
 def linux_engine(plat: Platform) -> dict:
+    pinned = config.ComposePlugin().sha256_for(ARCH.get(plat.arch, plat.arch))
     return {
         "--property SubState docker.service": ["Id=docker.service", "SubState=running"],
         "--property UnitFileState docker.service": ["Id=docker.service", "UnitFileState=enabled"],
         **launchd_facts.file(COMPOSE_PLUGIN, "compose", user="root", group="root", mode="rwxr-xr-x"),
+        # The pinned release binary (config.ComposePlugin's sha256 for this arch).
+        f"sha256sum {COMPOSE_PLUGIN} ": f"{pinned}  {COMPOSE_PLUGIN}",
         **launchd_facts.directory(COMPOSE_PLUGIN.rpartition("/")[0], user="root", group="root"),
     }
 

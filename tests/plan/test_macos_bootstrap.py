@@ -1,6 +1,7 @@
 """A fresh Mac taken to a server-ready state, planned from simulated facts; a converged one plans nothing."""
 
 import copy
+import hashlib
 import plistlib
 import shlex
 import subprocess
@@ -402,15 +403,33 @@ def test_the_installer_sees_the_askpass_helper_and_runs_noninteractive(sudo_pass
     ).stdout.strip()
     bin_dir, seen = tmp_path / "bin", tmp_path / "seen"
     bin_dir.mkdir()
-    installer = f'echo "NONINTERACTIVE=$NONINTERACTIVE" > {seen}; "$SUDO_ASKPASS" "Password:" >> {seen}'
-    (bin_dir / "curl").write_text(f"#!/bin/sh\ncat <<'EOF'\n{installer}\nEOF\n")
+    installer = f'echo "NONINTERACTIVE=$NONINTERACTIVE" > {seen}; "$SUDO_ASKPASS" "Password:" >> {seen}\n'
+    # The stub writes the stand-in where `curl -o FILE` is told to; the deploy checks its sha256 first.
+    (bin_dir / "curl").write_text(
+        f'#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\ncat >"$2" <<\'EOF\'\n{installer}EOF\n'
+    )
     (bin_dir / "curl").chmod(0o755)
-    command = raw.get_raw_value().replace(hosts.ASKPASS_PATH, helper)
+    stand_in = hashlib.sha256(installer.encode()).hexdigest()
+    command = raw.get_raw_value().replace(hosts.ASKPASS_PATH, helper).replace(macos.HOMEBREW_INSTALL_SHA256, stand_in)
     done = subprocess.run(
         ["sh", "-c", command], env={"PATH": f"{bin_dir}:/usr/bin:/bin"}, capture_output=True, text=True, timeout=30
     )
     assert done.returncode == 0, done.stderr
     assert seen.read_text() == f"NONINTERACTIVE=1\n{SECRET}\n"
+
+
+def test_an_installer_that_differs_from_its_pinned_sha256_is_not_run(tmp_path):
+    """Homebrew/install is pinned to a commit and its sha256: anything else served is refused, not run."""
+    seen = tmp_path / "seen"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "curl").write_text(f'#!/bin/sh\nwhile [ "$1" != -o ]; do shift; done\necho "touch {seen}" >"$2"\n')
+    (bin_dir / "curl").chmod(0o755)
+    assert f"/Homebrew/install/{macos.HOMEBREW_INSTALL_COMMIT}/install.sh" in macos.HOMEBREW_INSTALL
+    done = subprocess.run(["sh", "-c", macos.HOMEBREW_INSTALL], env={"PATH": f"{bin_dir}:/usr/bin:/bin"},
+                          capture_output=True, text=True, timeout=30)  # fmt: skip
+    assert done.returncode == 1 and "differs from its pinned sha256: not run" in done.stderr
+    assert not seen.exists()
 
 
 def test_without_a_sudo_password_the_error_shows_the_command_that_asks_for_it():

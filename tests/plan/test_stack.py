@@ -8,8 +8,8 @@ from pyinfra.api import FileUploadCommand
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
-from tasks import compose, config, runtime, secrets
-from tests.plan import hosts, stack_facts
+from tasks import compose, config, operations, runtime, secrets
+from tests.plan import harness, hosts, stack_facts
 from tests.plan.harness import plan, prepared, simulated_platform
 
 CFG = config.load(hosts.DEFAULTS)
@@ -29,6 +29,31 @@ def stack_data(**changes) -> dict:
 
 def names(result) -> list[str]:
     return [op.name for op in result.ops]
+
+
+@pytest.fixture
+def planned(monkeypatch):
+    """Each planned operation's global arguments (_sudo, _sudo_user, ...) and raw commands, by name.
+
+    "No sudo" is asserted on these, not on the command text: pyinfra adds sudo
+    later, in the connector, so the planned text never shows it.
+    """
+    details = {}
+    collect = harness._collect
+
+    def recording_collect(state, host):
+        for op_hash in state.get_op_order():
+            if op_hash not in state.ops[host]:
+                continue
+            op_data = state.get_op_data_for_host(host, op_hash)
+            with ctx_host.use(host):
+                commands = list(op_data.command_generator())
+            name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
+            details[name] = (op_data.global_arguments, commands)
+        return collect(state, host)
+
+    monkeypatch.setattr(harness, "_collect", recording_collect)
+    return details
 
 
 def with_facts(base: dict, *updates: dict) -> dict:
@@ -68,7 +93,7 @@ def test_fresh_mac_runs_colima_as_a_launch_daemon_of_the_admin_not_docker_deskto
     assert not any("Docker.app" in c or "open -a" in c for c in result.commands)
 
 
-def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket():
+def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket(planned):
     result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
     order = names(result)
     assert order.index("colima: install (new)") < order.index("Wait for the container engine (docker info)")
@@ -79,7 +104,9 @@ def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket(
     envs = [env for command, env in result.executed if "docker info" in command or "config --services" in command]
     assert envs and all(env.get("DOCKER_HOST") == COLIMA_SOCKET for env in envs)
     assert all(env["PATH"].startswith("/opt/homebrew/bin:") for env in envs)
-    assert not any(command.startswith("sudo") and "docker" in command for command in result.commands)
+    # colima's engine is the admin's: compose runs without sudo.
+    assert planned["docker compose up"][0]["_sudo"] is False
+    assert planned["Wait for the stack's health"][0]["_sudo"] is False
 
 
 def test_converged_mac_plans_nothing_for_the_stack():
@@ -127,7 +154,7 @@ def test_colima_without_its_formulae_is_refused():
 # --- macOS: the docker CLI finds Homebrew's buildx (and compose) --------------------
 
 
-def test_fresh_mac_installs_buildx_and_creates_the_cli_config_that_finds_it():
+def test_fresh_mac_installs_buildx_and_creates_the_cli_config_that_finds_it(planned):
     result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
     assert "docker-buildx" in runtime.COLIMA_FORMULAE and "docker-buildx" in hosts.BREW_PACKAGES
     assert result.op(FIND_PLUGINS).commands[0] == "mkdir -p /Users/admin/.docker && umask 077 && touch " + CLI_CONFIG
@@ -136,7 +163,7 @@ def test_fresh_mac_installs_buildx_and_creates_the_cli_config_that_finds_it():
     # Before compose can build: the first `up` of a fresh Mac builds.
     assert names(result).index(FIND_PLUGINS) < names(result).index("docker compose up")
     # Not sudo: the admin's own file.
-    assert not any(command.startswith("sudo") and CLI_CONFIG in command for command in result.commands)
+    assert planned[FIND_PLUGINS][0]["_sudo"] is False
 
 
 def test_converged_mac_reads_the_cli_config_and_plans_nothing_for_it():
@@ -300,8 +327,8 @@ def test_a_changed_env_file_is_rewritten_without_showing_it_and_compose_runs():
     result = plan(facts)
     assert names(result) == ["Write .env (mode 0600, contents never shown)", *STACK_OPS]
     write = result.op("Write .env (mode 0600, contents never shown)").commands
-    assert write[0] == "umask 077 && touch /Users/Shared/Coding/KITT/.env && chmod 600 /Users/Shared/Coding/KITT/.env"
-    assert write[1].startswith("FileUploadCommand(<_io.StringIO")
+    # One command: the contents go on its stdin into a 0600 file beside the .env, renamed over it.
+    assert write == [operations.replace_from_stdin("/Users/Shared/Coding/KITT/.env")]
     assert "--build" not in result.op("docker compose up").commands[0]
 
 
@@ -320,7 +347,7 @@ def test_secrets_from_the_environment_reach_the_env_file_but_no_command(monkeypa
 def test_a_world_readable_env_file_is_locked_down():
     facts = with_facts(hosts.linux_converged(), stack_facts.env_file(CFG, "admin", mode="rw-r--r--"))
     write = plan(facts).op("Write .env (mode 0600, contents never shown)").commands
-    assert "chmod 600" in write[0] and not any("FileUpload" in command for command in write)
+    assert write == [operations.replace_from_stdin("/Users/Shared/Coding/KITT/.env")]
 
 
 def test_a_new_ref_is_fetched_checked_out_and_rebuilt():
@@ -330,7 +357,7 @@ def test_a_new_ref_is_fetched_checked_out_and_rebuilt():
     assert names(result) == ["Check out the application at v2.0.0", *STACK_OPS]
     commands = result.op("Check out the application at v2.0.0").commands
     assert commands == [
-        "git -C /Users/Shared/Coding/KITT fetch -q --tags --force origin",
+        "git -C /Users/Shared/Coding/KITT fetch -q --tags --force -- origin",
         "git -C /Users/Shared/Coding/KITT checkout -q --detach 'v2.0.0^{commit}'",
     ]
     assert "--build" in result.op("docker compose up").commands[0]
@@ -345,7 +372,7 @@ def test_a_fresh_host_gets_a_clone_in_the_existing_folder():
     commands = plan(facts, data=stack_data(ref="v1.0.0")).op("Check out the application at v1.0.0").commands
     assert commands[:2] == [
         "git -C /Users/Shared/Coding/KITT init -q",
-        "git -C /Users/Shared/Coding/KITT remote add origin git@github.com:kitty/KITT.git",
+        "git -C /Users/Shared/Coding/KITT remote add -- origin git@github.com:kitty/KITT.git",
     ]
 
 
@@ -377,3 +404,39 @@ def test_extra_hosts_go_into_an_override_that_compose_reads():
 def test_disabled_stack_plans_nothing_and_asks_nothing():
     result = plan(hosts.linux(installed=hosts.APT_PACKAGES), data=stack_data(enabled=False))
     assert not any("docker" in command for command, _ in result.executed)
+
+
+# --- Hardening (issue 18): the .env is written by its owner, the health path is quoted -----
+
+ENV_OP = "Write .env (mode 0600, contents never shown)"
+
+
+def test_the_env_file_is_written_as_its_owner_never_as_root_and_its_contents_go_on_stdin(planned):
+    paths = {**hosts.DEFAULTS["kitty_paths"], "service_user": "kitty"}
+    data = {**hosts.DEFAULTS, "kitty_paths": paths}
+    plan(hosts.linux_converged(), {"kitty_paths": paths})
+    arguments, (command,) = planned[ENV_OP]
+    # Every step as the folder's owner: a link planted there reaches only what kitty could write.
+    assert arguments["_sudo"] is True and arguments["_sudo_user"] == "kitty"
+    cfg = config.load(data)
+    rendered = secrets.render_env(cfg, secrets.secret_values(cfg.stack))
+    assert command.connector_arguments["_stdin"] == rendered
+    assert str(command) == operations.replace_from_stdin(secrets.env_path(cfg))
+
+
+def test_the_env_file_of_the_connecting_user_needs_no_sudo(planned):
+    plan(with_facts(hosts.linux_converged(), stack_facts.env_file(CFG, "admin", content="OLD=1\n")))
+    arguments, _ = planned[ENV_OP]
+    assert not arguments["_sudo"] and not arguments["_sudo_user"]
+
+
+def test_a_link_in_place_of_the_env_file_is_replaced_not_refused():
+    path = secrets.env_path(CFG)
+    stat = f"user=admin group=admin mode=lrwxrwxrwx atime=0 mtime=0 ctime=0 size=11 '{path}' -> '/etc/shadow'"
+    result = plan(with_facts(hosts.linux_converged(), {f"test -L {path} )": stat}))
+    assert result.op(ENV_OP).commands == [operations.replace_from_stdin(path)]
+
+
+def test_the_http_health_path_is_quoted_for_the_shell():
+    probe = compose._probe("docker compose", "brain", 8000, "/health?x=1&y=2")
+    assert probe.endswith("curl -fsS -o /dev/null --max-time 5 'http://127.0.0.1:8000/health?x=1&y=2'")

@@ -91,11 +91,13 @@ def test_server_naming_an_undefined_mmproj():
     assert "kitty_servers.vision.mmproj: no model named 'mmproj-x' is defined" in message
 
 
-def test_a_revision_must_be_a_commit_sha():
+def test_a_branch_revision_is_not_a_pin_until_the_lock_resolves_it():
+    # A branch or tag moves: only a commit (given, or from the models lock) pins a model.
     data = host_data()
     data["kitty_models"]["hermes-summary"]["revision"] = "main"
-    message = error_of(data)
-    assert "kitty_models.hermes-summary.revision: must be a full 40-character commit sha" in message
+    assert not config.load(data).models["hermes-summary"].pinned
+    data["kitty_models"]["hermes-summary"]["commit"] = "not-a-sha"
+    assert "kitty_models.hermes-summary.commit: String should match pattern" in error_of(data)
 
 
 def test_every_bad_field_is_listed_at_once():

@@ -88,8 +88,16 @@ def test_a_secret_looking_env_name_is_refused():
 
 
 def test_an_env_value_with_a_newline_is_refused():
-    with pytest.raises(config.ConfigError, match="cannot hold a single quote or a newline"):
+    with pytest.raises(
+        config.ConfigError, match=r"kitty_stack.env.GREETING: holds a newline or control character \(U\+000A\)"
+    ):
         cfg(env={"GREETING": "a\nINJECTED=1"})
+
+
+def test_an_env_value_ending_in_a_backslash_is_refused():
+    # compose's dotenv parser takes `\'` as an escaped quote and reads on into the next line.
+    with pytest.raises(config.ConfigError, match="GREETING': a .env value cannot hold a single quote, a backslash"):
+        cfg(env={"GREETING": "ends in \\"})
 
 
 def test_derived_names_cannot_be_set_by_hand():
