@@ -1,12 +1,15 @@
 """The KITTY host of the operations manual, as data.
 
 Every value here is a default for every host; override per group or with
-`--data`. Values the manual does not give are None and say so in `note`:
-the deploy refuses to download a model whose revision is not pinned unless
+`--data`. Values the manual does not give are None and say so in `note`.
+Models name the revision a human wants (a branch, tag or commit); what it
+resolved to on the Hub (commit, sizes, sha256, the GGUF's shape) is in
+group_data/models.lock.json, written by `python lock_models.py`. The deploy
+refuses to download a model the lock does not pin unless
 `kitty_model_policy["allow_unpinned"]` is set.
 """
 
-NOT_IN_MANUAL = "not given by the operations manual: pin it after checking the repository"
+NOT_IN_MANUAL = "not given by the operations manual: lock it (lock_models.py) after checking the repository"
 
 kitty_paths = {
     "kitty_root": "/Users/Shared/Coding/KITT",
@@ -31,6 +34,8 @@ kitty_packages = {
         "python3-venv",
         "curl",
         "ca-certificates",
+        # Rotates the KITTY logs (tasks/logs.py); minimal Debian images lack it.
+        "logrotate",
     ],
 }
 
@@ -48,7 +53,7 @@ kitty_llamacpp = {
 kitty_models = {
     "athene-v2-agent-q4": {
         "repo": "Nexesenex/Athene-V2-Agent-GGUF",
-        "revision": None,
+        "revision": "main",
         "dir": "athene-v2-agent",
         "kind": "text",
         # Athene-V2-Agent is a 72B model: its Q4_K_M is ~47 GB, not the manual's 15-20 GB.
@@ -61,7 +66,7 @@ kitty_models = {
     },
     "llama-3.3-70b-f16": {
         "repo": "bartowski/Llama-3.3-70B-Instruct-GGUF",
-        "revision": None,
+        "revision": "main",
         "dir": "llama-3.3-70b-instruct-f16",
         "kind": "text",
         # Four shards per the manual (step 3.2); llama-server is given the first.
@@ -76,7 +81,7 @@ kitty_models = {
     },
     "hermes-summary": {
         "repo": "NousResearch/Hermes-3-Llama-3.1-8B-GGUF",
-        "revision": None,
+        "revision": "main",
         "dir": "hermes-3-llama-3.1-8b",
         "kind": "text",
         "files": [{"name": "Hermes-3-Llama-3.1-8B.Q4_K_M.gguf", "approx_gb": 4.9}],
@@ -87,7 +92,7 @@ kitty_models = {
     },
     "gemma-3-27b-vision": {
         "repo": "bartowski/google_gemma-3-27b-it-GGUF",
-        "revision": None,
+        "revision": "main",
         "dir": "gemma-3-27b-it-GGUF",
         "kind": "vision",
         "files": [{"name": "google_gemma-3-27b-it-Q4_K_M.gguf", "approx_gb": 16.5}],
@@ -99,7 +104,7 @@ kitty_models = {
     },
     "gemma-3-27b-mmproj": {
         "repo": "bartowski/google_gemma-3-27b-it-GGUF",
-        "revision": None,
+        "revision": "main",
         "dir": "gemma-3-27b-it-GGUF",
         "kind": "mmproj",
         "files": [{"name": "mmproj-google_gemma-3-27b-it-bf16.gguf", "approx_gb": 0.86}],
@@ -111,6 +116,8 @@ kitty_model_policy = {
     "allow_unpinned": False,
     "verify": "stamp",
     "delete_unreferenced": False,
+    # What lock_models.py resolved kitty_models to; relative to the project.
+    "lock_file": "group_data/models.lock.json",
 }
 
 kitty_servers = {

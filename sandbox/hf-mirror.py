@@ -8,26 +8,35 @@
 
 Then: HF_ENDPOINT=http://127.0.0.1:18090 .sandbox/hf/venv/bin/hf download ORG/REPO FILE --revision SHA ...
 olah serves the git repos under DIR/repos/models/ORG/REPO with no upstream (offline,
-hf-netloc points at a dead loopback port). DIR/olah.log is its stdout/stderr and holds
-uvicorn's access log, one line per HTTP request, e.g.
-    ... | INFO | stdout | INFO:     127.0.0.1:41234 - "HEAD /ORG/REPO/resolve/REV/FILE HTTP/1.1" 200 OK
-`serve` itself adds one GET READY_PATH line. Every `hf` 2.4 run also GETs /api/agent-harnesses
-(agent detection) unless HF_HUB_OFFLINE=1 or $HF_HOME/.agent_harnesses.json (valid JSON) is < 24 h old.
+hf-netloc points at a dead loopback port), on a private loopback port. In front of it, on
+the public port, a small server of our own (`front`, this file) serves the LFS files'
+bytes of `resolve` URLs itself, honouring HTTP Range as the Hub's CDN does (olah ignores
+Range), and passes every other request to olah. DIR/front.log has one line per request:
+    GET /ORG/REPO/resolve/REV/FILE 206 range=bytes=1000- sent=97362432
+DIR/faults.json (optional, read at each request) makes it misbehave for the tests:
+    {"PATH SUBSTRING": {"rate": BYTES_PER_S, "cut_after": BYTES}}
+DIR/olah.log is olah's stdout/stderr (uvicorn's access log). Every `hf` 2.4 run also GETs
+/api/agent-harnesses (agent detection) unless HF_HUB_OFFLINE=1 or
+$HF_HOME/.agent_harnesses.json (valid JSON) is < 24 h old.
 """
 
 import argparse
 import hashlib
+import http.client
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import zipfile
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from urllib.parse import unquote
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT / ".sandbox" / "hf"
@@ -45,6 +54,10 @@ SMOL_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 
 # Distinct sizes so that a swapped shard is noticed.
 SHARD_SIZES = (3_000_000, 2_900_000, 1_234_567)
+# A large seeded file for interrupted and resumed downloads (served slowly on demand: faults.json).
+LARGE_REPO = "kitty-test/large-test-GGUF"
+LARGE_NAME = "large-test.gguf"
+LARGE_SIZE = 40_000_000
 
 # Fixed identity and dates: the same inputs give the same commit shas everywhere.
 GIT_ENV = {
@@ -176,6 +189,10 @@ def repo_specs():
             b"Deterministic 3-shard test data named like llama.cpp splits; not a loadable model.\n",
             **{shard_name(i + 1): shard_bytes(i + 1, n) for i, n in enumerate(SHARD_SIZES)},
         },
+        LARGE_REPO: {
+            "README.md": b"---\nlicense: apache-2.0\n---\nDeterministic 40 MB test data; not a loadable model.\n",
+            LARGE_NAME: shard_bytes(99, LARGE_SIZE),
+        },
     }
 
 
@@ -294,14 +311,15 @@ def pid_alive(pid):
         return True
 
 
-def read_pid(d):
-    """PID from DIR/olah.pid if that process is still our olah (not a reused PID)."""
+def read_pid(d, name="olah"):
+    """PID from DIR/NAME.pid if that process is still our olah or front (not a reused PID)."""
     try:
-        pid = int((d / "olah.pid").read_text().strip())
+        pid = int((d / f"{name}.pid").read_text().strip())
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (OSError, ValueError):
         return None
-    if str(d / "olah.toml").encode() not in cmdline:
+    mark = str(d / "olah.toml") if name == "olah" else str(d)
+    if mark.encode() not in cmdline or (name == "front" and b"front" not in cmdline):
         return None
     return pid if pid_alive(pid) else None
 
@@ -337,18 +355,22 @@ def cmd_serve(a):
     d = a.dir
     if not (d / "venv" / "bin" / "olah-cli").exists():
         sys.exit("hf-mirror: run `prepare` first")
-    pid = read_pid(d)
-    if pid:
+    pid, front = read_pid(d), read_pid(d, "front")
+    if pid and front:
         if probe(a.port) == 200:
-            print(f"olah already running, pid {pid}, http://127.0.0.1:{a.port}")
+            print(f"olah already running, pid {pid}, behind the front, pid {front}, http://127.0.0.1:{a.port}")
             return
-        sys.exit(f"hf-mirror: pid {pid} from {d}/olah.pid is alive but port {a.port} does not serve the repos")
+        sys.exit(f"hf-mirror: pids {pid}, {front} from {d} are alive but port {a.port} does not serve the repos")
+    if pid or front:
+        # A mirror of an older layout (olah alone on the public port), or half of one: start again.
+        cmd_stop(a)
     if probe(a.port) is not None:
         sys.exit(f"hf-mirror: port {a.port} is already taken by another process")
+    inner = dead_port()
     conf = d / "olah.toml"
     conf.write_text(
         "[basic]\n"
-        f'host = "127.0.0.1"\nport = {a.port}\n'
+        f'host = "127.0.0.1"\nport = {inner}\n'
         f'repos-path = "{d / "olah-cache"}"\n'
         f'mirrors-path = ["{d / "repos"}"]\n'
         f'hf-scheme = "http"\nhf-netloc = "127.0.0.1:{dead_port()}"\n'
@@ -368,43 +390,214 @@ def cmd_serve(a):
         start_new_session=True,
     )
     (d / "olah.pid").write_text(f"{proc.pid}\n")
+    front_log = open(d / "front.err", "ab")
+    front = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "front", "--dir", str(d), "--port", str(a.port)]
+        + ["--upstream", str(inner)],
+        stdin=subprocess.DEVNULL,
+        stdout=front_log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    (d / "front.pid").write_text(f"{front.pid}\n")
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"hf-mirror: olah exited with {proc.returncode}, see {d}/olah.log")
+        for name, child in (("olah", proc), ("front", front)):
+            if child.poll() is not None:
+                sys.exit(f"hf-mirror: {name} exited with {child.returncode}, see {d}/olah.log and {d}/front.err")
         if probe(a.port) == 200:
-            print(f"olah pid {proc.pid}, http://127.0.0.1:{a.port}, log {d}/olah.log")
+            print(f"olah pid {proc.pid} behind front pid {front.pid}, http://127.0.0.1:{a.port}, log {d}/front.log")
             return
         time.sleep(0.2)
-    sys.exit(f"hf-mirror: olah did not answer on port {a.port} in 30 s, see {d}/olah.log")
+    sys.exit(f"hf-mirror: the mirror did not answer on port {a.port} in 30 s, see {d}/olah.log")
 
 
 def cmd_stop(a):
     d = a.dir
-    pid = read_pid(d)
-    if pid is None:
-        (d / "olah.pid").unlink(missing_ok=True)
-        return
-    os.kill(pid, signal.SIGTERM)
-    for _ in range(50):
-        if not pid_alive(pid):
-            break
-        time.sleep(0.1)
-    else:
-        os.kill(pid, signal.SIGKILL)
-    (d / "olah.pid").unlink(missing_ok=True)
+    for name in ("front", "olah"):
+        pid = read_pid(d, name)
+        if pid is not None:
+            os.kill(pid, signal.SIGTERM)
+            for _ in range(50):
+                if not pid_alive(pid):
+                    break
+                time.sleep(0.1)
+            else:
+                os.kill(pid, signal.SIGKILL)
+        (d / f"{name}.pid").unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- the front: Range, faults, access log
+
+
+class Front(BaseHTTPRequestHandler):
+    """Serves the bytes of LFS files at `resolve` URLs itself, with Range; passes everything else to olah."""
+
+    protocol_version = "HTTP/1.1"
+    mirror_dir: Path
+    upstream: int
+    log_lock = threading.Lock()
+
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self._handle()
+
+    def do_HEAD(self):  # noqa: N802
+        self._handle()
+
+    def do_POST(self):  # noqa: N802 (the Hub API's paths-info is a POST)
+        self._proxy()
+
+    def _handle(self):
+        local = self._lfs_file()
+        if local is None:
+            self._proxy()
+        else:
+            self._serve(*local)
+
+    def _lfs_file(self):
+        """(path of the bytes, sha256, commit) for GET/HEAD of /ORG/REPO/resolve/REV/FILE of an LFS file, else None."""
+        parts = unquote(self.path.split("?", 1)[0]).lstrip("/").split("/")
+        if parts and parts[0] == "models":
+            parts = parts[1:]
+        if len(parts) < 5 or parts[2] != "resolve":
+            return None
+        repo = self.mirror_dir / "repos" / "models" / parts[0] / parts[1]
+        if not (repo / ".git").is_dir():
+            return None
+        env = {**os.environ, **GIT_ENV}
+        run = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--verify", "-q", f"{parts[3]}^{{commit}}"],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
+        if run.returncode:
+            return None
+        commit = run.stdout.strip()
+        blob = subprocess.run(
+            ["git", "-C", str(repo), "show", f"{commit}:{'/'.join(parts[4:])}"], capture_output=True, env=env
+        )
+        if blob.returncode or not blob.stdout.startswith(b"version https://git-lfs"):
+            return None
+        oid = blob.stdout.split(b"oid sha256:")[1][:64].decode()
+        return repo / ".git" / "lfs" / "objects" / oid[:2] / oid[2:4] / oid, oid, commit
+
+    def _fault(self) -> dict:
+        try:
+            faults = json.loads((self.mirror_dir / "faults.json").read_text())
+        except (OSError, ValueError):
+            return {}
+        return next((rule for key, rule in faults.items() if key in self.path), {})
+
+    def _serve(self, path: Path, oid: str, commit: str):
+        size = path.stat().st_size
+        start, end, status = 0, size, 200
+        wanted = self.headers.get("Range", "")
+        if wanted.startswith("bytes=") and self.command == "GET":
+            first, _, last = wanted[6:].partition("-")
+            start = int(first) if first.isdigit() else 0
+            end = min(size, int(last) + 1) if last.isdigit() else size
+            if start >= size:
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{size}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                self._log(416, 0)
+                return
+            status = 206
+        self.send_response(status)
+        if status == 206:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
+        self.send_header("Content-Length", str(end - start))
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("ETag", f'"{oid}"')
+        self.send_header("X-Linked-Etag", f'"{oid}"')
+        self.send_header("X-Linked-Size", str(size))
+        self.send_header("X-Repo-Commit", commit)
+        self.end_headers()
+        sent = 0
+        if self.command == "GET":
+            fault = self._fault()
+            rate, cut = fault.get("rate"), fault.get("cut_after")
+            began = time.monotonic()
+            with open(path, "rb") as f:
+                f.seek(start)
+                try:
+                    while sent < end - start:
+                        chunk = f.read(min(1 << 20, (rate or 1 << 20) // 10 or 1, end - start - sent))
+                        if cut is not None and sent + len(chunk) > cut:
+                            chunk = chunk[: cut - sent]
+                        if not chunk:
+                            break
+                        self.wfile.write(chunk)
+                        sent += len(chunk)
+                        if cut is not None and sent >= cut:
+                            # A lost connection: what was sent is all the client gets.
+                            self.close_connection = True
+                            break
+                        if rate:
+                            ahead = sent / rate - (time.monotonic() - began)
+                            if ahead > 0:
+                                time.sleep(ahead)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+        self._log(status, sent)
+
+    def _proxy(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.upstream, timeout=120)
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+        length = int(self.headers.get("Content-Length") or 0)
+        body_in = self.rfile.read(length) if length else None
+        try:
+            conn.request(self.command, self.path, body=body_in, headers=headers)
+            response = conn.getresponse()
+            body = response.read()
+        except OSError as error:
+            self.send_error(502, f"olah: {error}")
+            self._log(502, 0)
+            return
+        finally:
+            conn.close()
+        self.send_response(response.status, response.reason)
+        for key, value in response.getheaders():
+            if key.lower() not in ("transfer-encoding", "connection", "content-length", "date", "server"):
+                self.send_header(key, value)
+        length = response.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self._log(response.status, 0 if self.command == "HEAD" else len(body))
+
+    def _log(self, status: int, sent: int):
+        line = f"{self.command} {self.path} {status} range={self.headers.get('Range') or '-'} sent={sent}\n"
+        with self.log_lock, open(self.mirror_dir / "front.log", "a") as log:
+            log.write(line)
+
+    def log_message(self, *args):
+        pass
+
+
+def cmd_front(a):
+    Front.mirror_dir, Front.upstream = a.dir, a.upstream
+    server = ThreadingHTTPServer(("127.0.0.1", a.port), Front)
+    server.daemon_threads = True
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    server.serve_forever()
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "serve", "stop", "info"):
+    for name in ("prepare", "serve", "stop", "info", "front"):
         s = sub.add_parser(name)
         s.add_argument("--dir", type=lambda v: Path(v).resolve(), default=DEFAULT_DIR)
-        if name == "serve":
+        if name in ("serve", "front"):
             s.add_argument("--port", type=int, default=18090)
+        if name == "front":
+            s.add_argument("--upstream", type=int, required=True)
     a = p.parse_args()
-    {"prepare": cmd_prepare, "serve": cmd_serve, "stop": cmd_stop, "info": cmd_info}[a.cmd](a)
+    {"prepare": cmd_prepare, "serve": cmd_serve, "stop": cmd_stop, "info": cmd_info, "front": cmd_front}[a.cmd](a)
 
 
 if __name__ == "__main__":

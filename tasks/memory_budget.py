@@ -7,6 +7,10 @@ so the sum over the enabled servers must stay under the limit the deploy sets.
 
 Linux hosts are skipped: there llama.cpp runs on the CPU (or a discrete GPU
 we do not budget) from mmap'd files and ordinary RAM, with no wired limit.
+
+A model's shape (layers, KV heads, head dimension, trained context) comes from
+its GGUF header, recorded in the models lock (lock_models.py); n_layers,
+n_kv_heads and head_dim in kitty_models override it where given.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from itertools import combinations
 
-from pyinfra import host
+from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 from pyinfra.facts.server import Sysctl
 
@@ -116,6 +120,32 @@ def file_bytes(file: ModelFile) -> int | None:
     return None
 
 
+def attention_dims(model: Model) -> tuple[int, int, int] | None:
+    """Layers, KV heads and head dimension: the hand-typed overrides, else the GGUF header's (the lock)."""
+    if model.n_layers is not None:
+        return model.n_layers, model.n_kv_heads, model.head_dim
+    shape = model.shape
+    if shape is None or not shape.block_count or not shape.head_count_kv:
+        return None
+    head_dim = shape.key_length or (
+        shape.embedding_length // shape.head_count if shape.embedding_length and shape.head_count else None
+    )
+    return (shape.block_count, shape.head_count_kv, head_dim) if head_dim else None
+
+
+def context_warnings(cfg: KittyConfig) -> list[str]:
+    """Enabled servers whose ctx_size is more than their model was trained for (the GGUF's context_length)."""
+    warnings = []
+    for name, server in cfg.enabled_servers().items():
+        shape = cfg.models[server.model].shape
+        if shape and shape.context_length and server.ctx_size > shape.context_length:
+            warnings.append(
+                f"kitty_servers.{name}.ctx_size: {server.ctx_size} is more than model {server.model!r} was "
+                f"trained for ({shape.context_length} tokens, from its GGUF header): answers degrade past it"
+            )
+    return warnings
+
+
 def kv_cache_bytes(model: Model, server: ModelServer) -> int | None:
     """The f16 KV cache of one server, or None when neither the dims nor an estimate are given.
 
@@ -126,10 +156,12 @@ def kv_cache_bytes(model: Model, server: ModelServer) -> int | None:
     """
     if server.kv_cache_gib is not None:
         return round(server.kv_cache_gib * GIB)
-    if model.n_layers is None or model.n_kv_heads is None or model.head_dim is None:
+    dims = attention_dims(model)
+    if dims is None:
         return None
+    n_layers, n_kv_heads, head_dim = dims
     # K and V, for every layer and KV head, for every token of the context.
-    return 2 * model.n_layers * model.n_kv_heads * model.head_dim * server.ctx_size * KV_BYTES_PER_ELEMENT
+    return 2 * n_layers * n_kv_heads * head_dim * server.ctx_size * KV_BYTES_PER_ELEMENT
 
 
 def server_needs(cfg: KittyConfig) -> list[ServerNeed]:
@@ -150,8 +182,8 @@ def server_needs(cfg: KittyConfig) -> list[ServerNeed]:
         kv_cache = kv_cache_bytes(model, server)
         if kv_cache is None:
             missing.append(
-                f"kitty_servers.{name}: give n_layers, n_kv_heads and head_dim on model {server.model!r}, "
-                "or kv_cache_gib on the server"
+                f"kitty_servers.{name}: lock model {server.model!r} (lock_models.py reads its shape from the "
+                "GGUF header), give n_layers, n_kv_heads and head_dim on it, or kv_cache_gib on the server"
             )
             kv_cache = 0
         needs.append(ServerNeed(name, server.model, weights, kv_cache, compute))
@@ -192,6 +224,8 @@ def memory_facts() -> tuple[int, int | None]:
 
 def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
     """Stop the deploy, before any download or restart, when the enabled servers cannot fit."""
+    for warning in context_warnings(cfg):
+        logger.warning(f"{host.name}: {warning}")
     if plat.os != "macos":
         return None
     memory, _ = memory_facts()

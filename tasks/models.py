@@ -1,9 +1,18 @@
-"""GGUF model files at pinned revisions, downloaded with `hf download` and sha256-verified once.
+"""GGUF model files at locked commits: downloaded (resumably), checked, sha256-verified once.
+
+What to fetch comes from kitty_models and the models lock (lock_models.py):
+the commit, each file's size and sha256, as the Hub records them. A file is
+fetched from its resolve URL at that commit with curl into a staging file,
+continued with HTTP Range requests after an interruption, checked (GGUF
+magic, size, sha256) and only then renamed into place (templates/model-fetch.sh).
 
 A file is hashed once, after download (or when found without a stamp); its
 hash, size and mtime go into a stamp beside it (`<dir>/.kitty/<file>.stamp`).
-Later converges compare stat data with the stamp only, so a 140 GB model is
-never re-read unless asked (`--data verify_models=full`).
+Later converges trust the stamp: they compare stat data with it only, so a
+140 GB model is never re-read unless asked. `--data verify_models=full`
+re-hashes every file and compares with the pinned sha256, or, where none is
+pinned, with the one its stamp recorded when it was first verified: a
+mismatch is reported and the file fetched again, never re-stamped as good.
 """
 
 from __future__ import annotations
@@ -11,6 +20,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from pyinfra import host, logger
 from pyinfra.api import deploy
@@ -25,6 +35,7 @@ from tasks.platform import Platform
 
 FETCH_SCRIPT = str(Path(__file__).resolve().parent.parent / "templates" / "model-fetch.sh")
 GB = 10**9
+HUB = "https://huggingface.co"
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,11 @@ class Wanted:
     @property
     def expected_bytes(self) -> int:
         return self.file.size or int((self.file.approx_gb or 0) * GB)
+
+    @property
+    def revision(self) -> str:
+        """What is downloaded: the locked commit, or (unpinned, when allowed) the wanted revision."""
+        return self.model.commit or self.model.revision or "main"
 
 
 def wanted_files(cfg: KittyConfig) -> list[Wanted]:
@@ -65,7 +81,18 @@ def is_verified(wanted: Wanted, state: dict | None, full: bool) -> bool:
         return False
     if wanted.file.size and state["size"] != wanted.file.size:
         return False
-    return not full or state["sha256"] == stamp["sha256"]
+    return not full or state["sha256"] == expected_sha256(wanted, state)
+
+
+def expected_sha256(wanted: Wanted, state: dict | None) -> str | None:
+    """The hash a file must have: the pinned one, else the one its stamp recorded when first verified.
+
+    Never the file's own fresh hash: a corrupted file must not vouch for itself.
+    """
+    if wanted.file.sha256:
+        return wanted.file.sha256
+    stamp = (state or {}).get("stamp")
+    return stamp["sha256"] if stamp else None
 
 
 def stamp_path(cfg: KittyConfig, model: Model, file: ModelFile) -> str:
@@ -94,6 +121,7 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
     wanted, states, todo = _states(cfg)
 
     _report_unreferenced(cfg, wanted)
+    _report_verification(cfg, wanted, states, todo)
     if not todo:
         return {}
 
@@ -106,30 +134,66 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
     env = _hf_env(cfg)
     token = os.environ.get("HF_TOKEN")
     if token:
-        # From the operator's environment to a 0600 file on the host: never in
-        # a command line, an environment export or pyinfra's output.
+        # From the operator's environment to 0600 files on the host: never in
+        # a command line, an environment export or pyinfra's output. hf reads
+        # the token, curl the whole header.
         env["HF_TOKEN_PATH"] = f"{cfg.paths.opt_dir}/hf/token"
         secret_file(name="Hugging Face token", content=token, dest=env["HF_TOKEN_PATH"], user=plat.user)
+        if cfg.model_policy.downloader == "curl":
+            env["KITTY_AUTH_HEADER_FILE"] = f"{cfg.paths.opt_dir}/hf/auth-header"
+            secret_file(
+                name="Hugging Face token header",
+                content=f"Authorization: Bearer {token}\n",
+                dest=env["KITTY_AUTH_HEADER_FILE"],
+                user=plat.user,
+            )
     changed: dict[str, list[OperationMeta]] = {}
     for item in todo:
+        expected = expected_sha256(item, states.get(item.rel))
+        command = [
+            "sh",
+            f"{models_dir}/.kitty-fetch.sh",
+            models_dir,
+            item.model.dir,
+            item.file.name,
+            expected or "-",
+            str(item.file.size) if item.file.size else "-",
+        ]
+        if cfg.model_policy.downloader == "curl":
+            command += ["curl", resolve_url(cfg, item)]
+        else:
+            command += ["hf", plat.hf_binary(cfg.paths.opt_dir), item.model.repo, item.revision]
         changed.setdefault(item.model_name, []).append(
-            run_with_progress(
-                name=f"Fetch {item.rel}",
-                command=[
-                    "sh",
-                    f"{models_dir}/.kitty-fetch.sh",
-                    plat.hf_binary(cfg.paths.opt_dir),
-                    models_dir,
-                    item.model.dir,
-                    item.model.repo,
-                    item.model.revision or "main",
-                    item.file.name,
-                    item.file.sha256 or "-",
-                ],
-                env=env,
-            )
+            run_with_progress(name=f"Fetch {item.rel}", command=command, env=env)
         )
     return changed
+
+
+def resolve_url(cfg: KittyConfig, item: Wanted) -> str:
+    """The file's resolve URL at its commit, on the configured Hub or mirror (as hf_hub_url builds it)."""
+    endpoint = (cfg.model_policy.hf_endpoint or HUB).rstrip("/")
+    return f"{endpoint}/{item.model.repo}/resolve/{quote(item.revision, safe='')}/{quote(item.file.name)}"
+
+
+def _report_verification(cfg: KittyConfig, wanted: list[Wanted], states: dict, todo: list[Wanted]) -> None:
+    """Say what this converge trusted, and each full-verify mismatch, before anything is fetched."""
+    if cfg.model_policy.verify == "full":
+        for item in todo:
+            state = states.get(item.rel) or {}
+            expected = expected_sha256(item, state)
+            if state.get("sha256") and expected and state["sha256"] != expected:
+                source = "pinned" if item.file.sha256 else "first verified"
+                logger.warning(
+                    f"{host.name}: {cfg.paths.models_dir}/{item.rel} is CORRUPT: sha256 {state['sha256']} "
+                    f"is not the {source} {expected}; it will be fetched again"
+                )
+        return
+    trusted = len(wanted) - len(todo)
+    if trusted:
+        logger.info(
+            f"{host.name}: trusting the stamps (size and mtime) of {trusted} model file(s); "
+            "--data verify_models=full re-hashes them"
+        )
 
 
 def _refuse_unpinned(cfg: KittyConfig, todo: list[Wanted]) -> None:
@@ -137,20 +201,36 @@ def _refuse_unpinned(cfg: KittyConfig, todo: list[Wanted]) -> None:
     if unpinned and not cfg.model_policy.allow_unpinned:
         raise DeployError(
             f"{host.name}: refusing to download models whose revision is not pinned: {', '.join(unpinned)}.\n"
-            "  Pin a commit sha in kitty_models.<name>.revision, or accept what the repository's main branch "
-            "holds today with --data allow_unpinned_models=true"
+            "  Lock them (`python lock_models.py`, with kitty_model_policy.lock_file set), pin a commit sha "
+            "in kitty_models.<name>.revision, or accept what the wanted revision holds today with "
+            "--data allow_unpinned_models=true"
         )
 
 
 def _preflight_disk(cfg: KittyConfig, todo: list[Wanted], states: dict) -> None:
-    # A re-download of a file that exists needs room for the new copy beside the old one.
-    needed = sum(w.expected_bytes for w in todo)
+    """Refuse, before any download starts, when what is still to fetch does not fit on the models volume.
+
+    A re-download of a file that exists needs room for the new copy beside the
+    old one; the bytes of an interrupted download already in staging are not
+    fetched again (`curl -C -`) and need no more room.
+    """
+    rows = []
+    for w in todo:
+        partial = (states.get(w.rel) or {}).get("partial", 0) if cfg.model_policy.downloader == "curl" else 0
+        rows.append((w, min(partial, w.expected_bytes), w.expected_bytes - min(partial, w.expected_bytes)))
+    needed = sum(left for _, _, left in rows)
+    partial = sum(have for _, have, _ in rows)
     free = host.get_fact(FreeSpace, path=cfg.paths.models_dir)
     if free is not None and needed > free:
-        lines = [f"    {w.rel:<70} {w.expected_bytes / GB:8.1f} GB" for w in todo]
+        lines = [
+            f"    {w.rel:<70} {left / GB:8.1f} GB" + (f" (+{have / GB:.1f} GB already downloaded)" if have else "")
+            for w, have, left in rows
+        ]
+        already = f" ({partial / GB:.1f} GB already downloaded)" if partial else ""
         raise DeployError(
-            f"{host.name}: not enough disk for the model files: {needed / GB:.1f} GB needed, "
-            f"{free / GB:.1f} GB free on the volume of {cfg.paths.models_dir}\n" + "\n".join(lines)
+            f"{host.name}: not enough disk for the model files: {needed / GB:.1f} GB needed{already}, "
+            f"{free / GB:.1f} GB free on the volume of {cfg.paths.models_dir}: "
+            f"{(needed - free) / GB:.1f} GB missing\n" + "\n".join(lines)
         )
 
 

@@ -34,49 +34,30 @@ kitty_llamacpp = {
 }
 
 # Models come from a Hugging Face mirror on the sandbox's loopback (olah serving
-# local git repos, sandbox/hf-mirror.py): a real tiny chat model and a
-# three-shard test file set. Commits and hashes are pinned: the mirror's
-# repos are built reproducibly.
+# local git repos, behind a front that honours Range: sandbox/hf-mirror.py): a
+# real tiny chat model and a three-shard test file set. What is wanted is said
+# here; what it resolved to (commit, sizes, sha256, the GGUF's shape) is in
+# models.lock.json beside this file, written by
+# `python lock_models.py --group-data sandbox/group_data`.
 kitty_models = {
     "smollm2-135m": {
         "repo": "kitty-test/SmolLM2-135M-Instruct-GGUF",
-        "revision": "48d5d8de96798f0de3985e4a0a46eaa618212ea0",
+        "revision": "main",
         "dir": "smollm2-135m",
         "kind": "text",
-        "files": [
-            {
-                "name": "SmolLM2-135M-Instruct.Q4_1.gguf",
-                "size": 98362432,
-                "sha256": "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53",
-            }
-        ],
-        "n_layers": 30,
-        "n_kv_heads": 3,
-        "head_dim": 64,
+        "files": [{"name": "SmolLM2-135M-Instruct.Q4_1.gguf"}],
     },
     "sharded-test": {
         "repo": "kitty-test/sharded-test-GGUF",
-        "revision": "067b1b0876564d5b00488399f6f61fad25f42868",
+        "revision": "v1",
         "dir": "sharded-test",
         "kind": "text",
         # Not a loadable model (seeded noise): no server uses it, it is only downloaded.
         "prefetch": True,
         "files": [
-            {
-                "name": "sharded-test-00001-of-00003.gguf",
-                "size": 3000000,
-                "sha256": "f0fc51d9d7836314425b2c6d9ef9bf0956f2cc9350478dc72a03ebfd12aea08b",
-            },
-            {
-                "name": "sharded-test-00002-of-00003.gguf",
-                "size": 2900000,
-                "sha256": "80adfbbd801415e97b96c2199b7ba0727df0d4be9b4d661200842c8e86313700",
-            },
-            {
-                "name": "sharded-test-00003-of-00003.gguf",
-                "size": 1234567,
-                "sha256": "ee90c1714131078419009ef01ae2fc9a204d74bec7a7e3062bc9d20080caaea0",
-            },
+            {"name": "sharded-test-00001-of-00003.gguf"},
+            {"name": "sharded-test-00002-of-00003.gguf"},
+            {"name": "sharded-test-00003-of-00003.gguf"},
         ],
     },
 }
@@ -89,6 +70,7 @@ kitty_model_policy = {
     "delete_unreferenced": False,
     "hf_endpoint": f"http://127.0.0.1:{_HF_MIRROR_PORT}",
     "offline": False,
+    "lock_file": "sandbox/group_data/models.lock.json",
 }
 
 # Two servers on the tiny model, as the Q4 and summary roles; the F16 and

@@ -1,16 +1,29 @@
-"""Model files planned for simulated hosts: fetch only what is not verified, refuse unpinned, check the disk."""
+"""Model files planned for simulated hosts: fetch only what is not verified, at the locked commit, resumably;
+refuse unpinned; catch corruption with or without a pin; check the disk counting partial downloads.
+
+The defaults' lock (group_data/models.lock.json) holds what could be looked up
+on huggingface.co for the manual's models: the F16 model's commit; the others
+are marked unknown there, so they stay unpinned.
+"""
 
 import copy
+import json
+import logging
 
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import config, models
+from tasks import config, model_lock, models
 from tests.plan import hosts, inference_facts
 from tests.plan.harness import plan
 
 CFG = config.load(hosts.DEFAULTS)
 F16_SHARDS = [w.rel for w in models.wanted_files(CFG) if w.model_name == "llama-3.3-70b-f16"]
+HERMES = next(w.rel for w in models.wanted_files(CFG) if w.model_name == "hermes-summary")
+F16_COMMIT = json.loads((model_lock.ROOT / "group_data" / "models.lock.json").read_text())["models"][
+    "llama-3.3-70b-f16"
+]["commit"]
+STATES_KEY = next(iter(inference_facts.model_files(CFG)))
 
 
 def fetches(result) -> list[str]:
@@ -51,11 +64,61 @@ def test_full_verify_hashes_every_file():
     assert state_facts and all("sha256sum" in command for command in state_facts)
 
 
-def test_only_the_missing_shard_is_fetched_with_hf_at_its_revision():
+def test_only_the_missing_shard_is_fetched_with_curl_at_its_locked_commit():
     result = plan(linux_missing(F16_SHARDS[1]))
     assert fetches(result) == [F16_SHARDS[1]]
     (command,) = result.op(f"Fetch {F16_SHARDS[1]}").commands
-    assert "/opt/kitty/hf/bin/hf" in command and "bartowski/Llama-3.3-70B-Instruct-GGUF" in command
+    repo = "https://huggingface.co/bartowski/Llama-3.3-70B-Instruct-GGUF"
+    url = f"{repo}/resolve/{F16_COMMIT}/{F16_SHARDS[1].split('/', 1)[1]}"
+    assert f" curl {url}" in command and "/hf/bin/hf" not in command
+
+
+def test_the_lock_gives_the_commit_size_and_sha256_and_the_fetch_checks_them(tmp_path):
+    lock = _lock_with_hermes(tmp_path, size=4920734016, sha256="ab" * 32)
+    data = {"kitty_model_policy": {**hosts.DEFAULTS["kitty_model_policy"], "lock_file": str(lock)}}
+    (command,) = plan(linux_missing(HERMES), data=data).op(f"Fetch {HERMES}").commands
+    assert f"Hermes-3-Llama-3.1-8B.Q4_K_M.gguf {'ab' * 32} 4920734016 curl " in command
+    assert f"/NousResearch/Hermes-3-Llama-3.1-8B-GGUF/resolve/{'c' * 40}/Hermes-3-Llama-3.1-8B.Q4_K_M.gguf" in command
+
+
+def _lock_with_hermes(tmp_path, **file):
+    entry = {
+        "repo": "NousResearch/Hermes-3-Llama-3.1-8B-GGUF",
+        "revision": "main",
+        "commit": "c" * 40,
+        "files": {"Hermes-3-Llama-3.1-8B.Q4_K_M.gguf": {"size": None, "sha256": None, "gguf": None, **file}},
+    }
+    path = tmp_path / "models.lock.json"
+    model_lock.write(path, {"hermes-summary": entry})
+    return path
+
+
+def test_a_lock_resolved_for_another_revision_is_refused_naming_the_model(tmp_path):
+    lock = _lock_with_hermes(tmp_path)
+    data = copy.deepcopy(hosts.DEFAULTS)
+    data["kitty_model_policy"]["lock_file"] = str(lock)
+    data["kitty_models"]["hermes-summary"]["revision"] = "v2"
+    with pytest.raises(config.ConfigError, match=r"kitty_models.hermes-summary: the lock resolved .*@main, not .*@v2"):
+        config.load(data)
+
+
+def test_a_hand_written_sha256_that_differs_from_the_lock_is_refused(tmp_path):
+    lock = _lock_with_hermes(tmp_path, sha256="ab" * 32)
+    data = copy.deepcopy(hosts.DEFAULTS)
+    data["kitty_model_policy"]["lock_file"] = str(lock)
+    data["kitty_models"]["hermes-summary"]["files"][0]["sha256"] = "cd" * 32
+    with pytest.raises(
+        config.ConfigError, match=r"hermes-summary.files\[0\].sha256: cdcd.* differs from the lock's abab"
+    ):
+        config.load(data)
+
+
+def test_the_hf_downloader_is_still_there_for_hosts_that_need_it():
+    policy = {**hosts.DEFAULTS["kitty_model_policy"], "downloader": "hf"}
+    (command,) = (
+        plan(linux_missing(F16_SHARDS[1]), data={"kitty_model_policy": policy}).op(f"Fetch {F16_SHARDS[1]}").commands
+    )
+    assert f" hf /opt/kitty/hf/bin/hf bartowski/Llama-3.3-70B-Instruct-GGUF {F16_COMMIT}" in command
 
 
 def test_a_stamp_whose_size_or_mtime_moved_is_not_trusted():
@@ -70,21 +133,84 @@ def test_a_stamp_whose_size_or_mtime_moved_is_not_trusted():
 
 
 def test_unpinned_revisions_are_refused_unless_allowed():
-    with pytest.raises(
-        PyinfraError, match="refusing to download models whose revision is not pinned: llama-3.3-70b-f16"
-    ):
-        plan(linux_missing(F16_SHARDS[0]), data={"allow_unpinned_models": False})
+    with pytest.raises(PyinfraError, match="refusing to download models whose revision is not pinned: hermes-summary"):
+        plan(linux_missing(HERMES), data={"allow_unpinned_models": False})
+
+
+def test_a_locked_model_needs_no_allow_unpinned():
+    assert fetches(plan(linux_missing(F16_SHARDS[0]), data={"allow_unpinned_models": False})) == [F16_SHARDS[0]]
+
+
+def _hashed(**lines_by_rel) -> dict:
+    """A converged host, as full verify sees it: each file hashes to its stamp's hash, except `lines_by_rel`."""
+    facts = hosts.linux_converged()
+    lines = []
+    for line in inference_facts.model_files(CFG)[STATES_KEY]:
+        rel, stat, stamp, _ = line.split("|")
+        lines.append(lines_by_rel.get(rel, f"{rel}|{stat}|{stamp}|{stamp.split()[0]}"))
+    facts[STATES_KEY] = lines
+    return facts
+
+
+def test_full_verify_refetches_a_corrupt_file_with_the_hash_its_stamp_recorded(caplog):
+    # Nothing pinned for the Hermes file: its stamp's hash, from when it was first verified, is the reference.
+    first, flipped = "1" * 64, "2" * 64
+    line = f"{HERMES}|4900000000 {inference_facts.MTIME}|{first} 4900000000 {inference_facts.MTIME}|{flipped}"
+    with caplog.at_level(logging.WARNING):
+        result = plan(_hashed(**{HERMES: line}), data={"verify_models": "full"})
+    assert fetches(result) == [HERMES]
+    (command,) = result.op(f"Fetch {HERMES}").commands
+    # The script is told the stamp's hash: the corrupt file cannot vouch for itself.
+    assert f"Hermes-3-Llama-3.1-8B.Q4_K_M.gguf {first} - curl" in command
+    assert f"{HERMES} is CORRUPT: sha256 {flipped} is not the first verified {first}" in caplog.text
+
+
+def test_full_verify_refetches_a_file_whose_hash_is_not_the_pinned_one(tmp_path, caplog):
+    pinned, flipped = "ab" * 32, "2" * 64
+    lock = _lock_with_hermes(tmp_path, sha256=pinned, size=4900000000)
+    data = {
+        "verify_models": "full",
+        "kitty_model_policy": {**hosts.DEFAULTS["kitty_model_policy"], "lock_file": str(lock)},
+    }
+    line = f"{HERMES}|4900000000 {inference_facts.MTIME}|{pinned} 4900000000 {inference_facts.MTIME}|{flipped}"
+    with caplog.at_level(logging.WARNING):
+        result = plan(_hashed(**{HERMES: line}), data=data)
+    assert fetches(result) == [HERMES]
+    assert f"is CORRUPT: sha256 {flipped} is not the pinned {pinned}" in caplog.text
+
+
+def test_a_stamp_converge_says_it_trusts_the_stamps(caplog):
+    with caplog.at_level(logging.INFO):
+        assert fetches(plan(hosts.linux_converged())) == []
+    count = len(models.wanted_files(CFG))
+    assert f"trusting the stamps (size and mtime) of {count} model file(s)" in caplog.text
 
 
 def test_files_already_verified_need_no_pin():
-    assert plan(hosts.linux_converged(), data={"allow_unpinned_models": False}).ops == []
+    result = plan(hosts.linux_converged(), data={"allow_unpinned_models": False})
+    assert [op.name for op in result.ops if "model" in op.name.lower() or op.name.startswith("Fetch")] == []
 
 
 def test_disk_preflight_fails_before_any_fetch_with_the_numbers():
     facts = linux_missing(*F16_SHARDS)
     facts["df -Pk"] = str(50 * 10**6)  # KiB: 51.2 GB free
-    with pytest.raises(PyinfraError, match=r"141\.2 GB needed, 51\.2 GB free"):
+    with pytest.raises(PyinfraError, match=r"141\.2 GB needed, 51\.2 GB free on the volume of .*: 90\.0 GB missing"):
         plan(facts)
+
+
+def test_disk_preflight_counts_what_an_interrupted_download_already_has():
+    facts = linux_missing(*F16_SHARDS)
+    # 30 GB of the first shard are in staging from an interrupted run: only the rest is still to come.
+    facts[STATES_KEY] = [
+        line + ("|30000000000" if line.startswith(F16_SHARDS[0]) else "") for line in facts[STATES_KEY]
+    ]
+    facts["df -Pk"] = str(50 * 10**6)
+    with pytest.raises(
+        PyinfraError, match=r"111\.2 GB needed \(30\.0 GB already downloaded\), 51\.2 GB free.*60\.0 GB missing"
+    ):
+        plan(facts)
+    facts["df -Pk"] = str(112 * 10**6)  # 114.7 GB: enough once the partial is counted
+    assert fetches(plan(facts)) == F16_SHARDS
 
 
 def test_hf_runs_with_telemetry_and_update_checks_off_and_the_configured_mirror():
@@ -97,7 +223,13 @@ def test_the_hf_token_goes_to_a_0600_file_and_never_into_a_command(monkeypatch):
     token = "hf_secretTOKEN1234567890"
     monkeypatch.setenv("HF_TOKEN", token)
     result = plan(linux_missing(F16_SHARDS[0]))
-    upload = result.op("Hugging Face token").commands
-    assert any("chmod 600 /opt/kitty/hf/token" in command for command in upload)
+    for name, path in (
+        ("Hugging Face token", "/opt/kitty/hf/token"),
+        ("Hugging Face token header", "/opt/kitty/hf/auth-header"),
+    ):
+        upload = result.op(name).commands
+        assert any("chmod 600" in command and path in command for command in upload)
+    (fetch,) = result.op(f"Fetch {F16_SHARDS[0]}").commands
+    assert "'KITTY_AUTH_HEADER_FILE': '/opt/kitty/hf/auth-header'" in fetch
     everything = result.commands + [command for command, _ in result.executed]
     assert not [command for command in everything if token in command]

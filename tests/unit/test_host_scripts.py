@@ -213,6 +213,90 @@ printf '%s' "$FAKE_HF_CONTENT" >"$dir/$file"
 """
 CONTENT = "GGUF fake model weights\n" * 100
 SHA = hashlib.sha256(CONTENT.encode()).hexdigest()
+# Large enough that an interrupted download leaves a partial worth resuming.
+BIG = b"GGUF" + hashlib.shake_256(b"kitty big model").digest(3_000_000 - 4)
+BIG_SHA = hashlib.sha256(BIG).hexdigest()
+TOKEN = "hf_fetchTOKEN0123456789"
+
+
+class Hub(BaseHTTPRequestHandler):
+    """A resolve URL that honours Range like the Hub's CDN; /html answers an error page with 200; /gone 404.
+
+    `cut_after`: the first response to a GET of /big.gguf stops after that many
+    bytes and drops the connection (a lost network). Every request is recorded.
+    """
+
+    files = {"/model.gguf": CONTENT.encode(), "/big.gguf": BIG}
+    requests: list[dict] = []
+    cut_after: int | None = None
+
+    def do_HEAD(self):  # noqa: N802
+        self._answer(head=True)
+
+    def do_GET(self):  # noqa: N802
+        self._answer(head=False)
+
+    def _answer(self, head: bool):
+        record = {"method": self.command, "path": self.path, "range": self.headers.get("Range"), "sent": 0}
+        record["auth"] = self.headers.get("Authorization")
+        Hub.requests.append(record)
+        if self.path == "/html":
+            body = b"<!DOCTYPE html><html><body>Sign in to continue</body></html>"
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if not head:
+                self.wfile.write(body)
+                record["sent"] = len(body)
+            return
+        data = self.files.get(self.path)
+        if data is None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        start = 0
+        if self.headers.get("Range", "").startswith("bytes="):
+            start = int(self.headers["Range"][6:].split("-")[0])
+            if start >= len(data):
+                self.send_response(416)
+                self.send_header("Content-Range", f"bytes */{len(data)}")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        else:
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data) - start))
+        self.send_header("ETag", '"' + hashlib.sha256(data).hexdigest() + '"')
+        self.end_headers()
+        if head:
+            return
+        body = data[start:]
+        if Hub.cut_after is not None and self.path == "/big.gguf":
+            body, Hub.cut_after = body[: Hub.cut_after], None
+            self.wfile.write(body)
+            record["sent"] = len(body)
+            self.wfile.flush()
+            self.connection.shutdown(2)
+            return
+        self.wfile.write(body)
+        record["sent"] = len(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hub():
+    Hub.requests, Hub.cut_after = [], None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Hub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
 
 
 @pytest.fixture
@@ -224,37 +308,38 @@ def fake_hf(tmp_path) -> Path:
     return hf
 
 
-def fetch(shell, userland, hf, models_dir, sha, content=CONTENT, **env):
-    argv = [str(FETCH), str(hf), str(models_dir), "smol", "org/smol", "0" * 40, "model.gguf", sha]
+def fetch(shell, userland, models_dir, url, sha=SHA, size="-", file="model.gguf", **env):
+    argv = [str(FETCH), str(models_dir), "smol", file, sha, str(size), "curl", url]
+    return run(shell, userland, argv, env={"KITTY_PROGRESS_INTERVAL": "1", **env})
+
+
+def fetch_with_hf(shell, userland, hf, models_dir, sha, content=CONTENT, **env):
+    argv = [str(FETCH), str(models_dir), "smol", "model.gguf", sha, "-", "hf", str(hf), "org/smol", "0" * 40]
     fake = {"FAKE_HF_LOG": str(hf.parent / "calls"), "FAKE_HF_CONTENT": content, "KITTY_PROGRESS_INTERVAL": "1"}
     return run(shell, userland, argv, env={**fake, **env})
 
 
-def file_state(shell, userland, models_dir) -> dict:
+def file_state(shell, userland, models_dir, rel="smol/model.gguf") -> dict:
     """The ModelFileStates fact, its command run by the same shell and userland."""
-    command = ModelFileStates().command(str(models_dir), ["smol/model.gguf"], full=True)
+    command = ModelFileStates().command(str(models_dir), [rel], full=True)
     result = run(shell, userland, ["-c", command])
-    return ModelFileStates().process(result.stdout.splitlines())["smol/model.gguf"]
+    return ModelFileStates().process(result.stdout.splitlines())[rel]
 
 
-def wanted(sha) -> models.Wanted:
-    model = config.Model(repo="org/smol", revision="0" * 40, dir="smol", files=[{"name": "model.gguf", "sha256": sha}])
+def wanted(sha, name="model.gguf") -> models.Wanted:
+    model = config.Model(repo="org/smol", revision="0" * 40, dir="smol", files=[{"name": name, "sha256": sha}])
     return models.Wanted("smol", model, model.files[0])
 
 
 @needs_shells
 @pytest.mark.parametrize("shell", SHELLS)
-def test_model_fetch_downloads_through_staging_and_stamps_what_the_fact_reads(shell, userland, fake_hf, tmp_path):
+def test_model_fetch_downloads_through_staging_and_stamps_what_the_fact_reads(shell, userland, hub, tmp_path):
     models_dir = tmp_path / "models"
-    orphan = models_dir / ".kitty-staging" / "smol" / ".cache" / "x.incomplete"
-    orphan.parent.mkdir(parents=True)
-    orphan.write_text("left by a killed download")
-    result = fetch(shell, userland, fake_hf, models_dir, SHA)
+    result = fetch(shell, userland, models_dir, f"{hub}/model.gguf", size=len(CONTENT))
     assert result.returncode == 0, result.stdout + result.stderr
     final = models_dir / "smol" / "model.gguf"
     assert final.read_text() == CONTENT
-    assert not (models_dir / ".kitty-staging" / "smol" / "model.gguf").exists()
-    assert not orphan.exists()
+    assert not list((models_dir / ".kitty-staging" / "smol").iterdir())
     st = final.stat()
     assert (
         models_dir / "smol" / ".kitty" / "model.gguf.stamp"
@@ -266,35 +351,116 @@ def test_model_fetch_downloads_through_staging_and_stamps_what_the_fact_reads(sh
 
 @needs_shells
 @pytest.mark.parametrize("shell", SHELLS)
-def test_model_fetch_keeps_a_good_file_without_downloading(shell, userland, fake_hf, tmp_path):
+def test_model_fetch_keeps_a_good_file_without_downloading(shell, userland, hub, tmp_path):
     final = tmp_path / "models" / "smol" / "model.gguf"
     final.parent.mkdir(parents=True)
     final.write_text(CONTENT)
-    result = fetch(shell, userland, fake_hf, tmp_path / "models", SHA)
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/model.gguf")
     assert result.returncode == 0, result.stdout + result.stderr
-    assert not (fake_hf.parent / "calls").exists(), "hf was called for a file already right"
+    assert Hub.requests == [], "the hub was asked for a file already right"
     assert models.is_verified(wanted(SHA), file_state(shell, userland, tmp_path / "models"), full=False)
 
 
 @needs_shells
 @pytest.mark.parametrize("shell", SHELLS)
-def test_model_fetch_refuses_a_wrong_hash_and_leaves_the_old_file(shell, userland, fake_hf, tmp_path):
+def test_model_fetch_replaces_a_corrupt_file_and_never_stamps_it_good(shell, userland, hub, tmp_path):
+    # What full verify hands over for a file with no pin: the hash its stamp recorded when first verified.
+    final = tmp_path / "models" / "smol" / "model.gguf"
+    final.parent.mkdir(parents=True)
+    final.write_text(CONTENT.replace("weights", "wEights", 1))
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/model.gguf")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"CORRUPT: sha256 {hashlib.sha256(final.read_bytes()).hexdigest()}" not in result.stdout
+    assert "CORRUPT: sha256" in result.stdout and "fetching it again" in result.stdout
+    assert final.read_text() == CONTENT
+    assert file_state(shell, userland, tmp_path / "models")["stamp"]["sha256"] == SHA
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_refuses_a_wrong_hash_and_leaves_the_old_file(shell, userland, hub, tmp_path):
     final = tmp_path / "models" / "smol" / "model.gguf"
     final.parent.mkdir(parents=True)
     final.write_text("the old file\n")
-    result = fetch(shell, userland, fake_hf, tmp_path / "models", SHA, content="something else\n")
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/model.gguf", sha="0" * 64)
     assert result.returncode == 1
-    assert f"sha256 mismatch for smol/model.gguf: expected {SHA}" in result.stderr
+    assert f"sha256 mismatch for smol/model.gguf: expected {'0' * 64}, got {SHA}" in result.stderr
     assert final.read_text() == "the old file\n"
-    assert not (tmp_path / "models" / ".kitty-staging" / "smol" / "model.gguf").exists()
+    assert not list((tmp_path / "models" / ".kitty-staging" / "smol").iterdir())
     assert not (tmp_path / "models" / "smol" / ".kitty" / "model.gguf.stamp").exists()
 
 
 @needs_shells
 @pytest.mark.parametrize("shell", SHELLS)
-def test_model_fetch_names_a_failed_download(shell, userland, fake_hf, tmp_path):
-    result = fetch(shell, userland, fake_hf, tmp_path / "models", SHA, FAKE_HF_FAIL="1")
-    assert result.returncode == 1 and "hf download exited non-zero" in result.stderr
+def test_model_fetch_rejects_what_is_not_a_gguf_file(shell, userland, hub, tmp_path):
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/html", sha="-")
+    assert result.returncode == 1
+    assert "the download is not a GGUF file (it starts with '<!DOCTYPE html>" in result.stderr
+    assert not (tmp_path / "models" / "smol" / "model.gguf").exists()
+    assert not list((tmp_path / "models" / ".kitty-staging" / "smol").iterdir())
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_resumes_a_download_cut_off_midway(shell, userland, hub, tmp_path):
+    models_dir, url = tmp_path / "models", f"{hub}/big.gguf"
+    Hub.cut_after = 1_000_000
+    first = fetch(shell, userland, models_dir, url, sha=BIG_SHA, size=len(BIG), file="big.gguf")
+    assert first.returncode == 1 and "(kept: the next converge resumes)" in first.stderr, first.stdout
+    part = models_dir / ".kitty-staging" / "smol" / "big.gguf.part"
+    assert part.stat().st_size == 1_000_000
+    assert file_state(shell, userland, models_dir, "smol/big.gguf")["partial"] == 1_000_000
+    second = fetch(shell, userland, models_dir, url, sha=BIG_SHA, size=len(BIG), file="big.gguf")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "resuming at 976.6 KiB" in second.stdout
+    assert (models_dir / "smol" / "big.gguf").read_bytes() == BIG
+    gets = [r for r in Hub.requests if r["method"] == "GET"]
+    assert [r["range"] for r in gets] == [None, "bytes=1000000-"]
+    assert sum(r["sent"] for r in gets) == len(BIG)
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_discards_a_partial_of_another_source(shell, userland, hub, tmp_path):
+    models_dir = tmp_path / "models"
+    part = models_dir / ".kitty-staging" / "smol" / "big.gguf.part"
+    part.parent.mkdir(parents=True)
+    part.write_bytes(BIG[:500_000])
+    # Left by a download of another commit.
+    (part.parent / "big.gguf.part.source").write_text(f"{hub}/resolve/other/big.gguf {len(BIG)} {BIG_SHA}\n")
+    result = fetch(shell, userland, models_dir, f"{hub}/big.gguf", sha=BIG_SHA, size=len(BIG), file="big.gguf")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "discarding a partial download of another source" in result.stdout
+    assert [r["range"] for r in Hub.requests if r["method"] == "GET"] == [None]
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_sends_the_token_from_its_header_file_only(shell, userland, hub, tmp_path):
+    header = tmp_path / "auth-header"
+    header.write_text(f"Authorization: Bearer {TOKEN}\n")
+    header.chmod(0o600)
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/model.gguf", KITTY_AUTH_HEADER_FILE=str(header))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [r["auth"] for r in Hub.requests] == [f"Bearer {TOKEN}"]
+    assert TOKEN not in result.stdout + result.stderr
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_names_a_failed_download(shell, userland, hub, tmp_path):
+    result = fetch(shell, userland, tmp_path / "models", f"{hub}/gone.gguf")
+    assert result.returncode == 1 and "FAILED: curl exited 22" in result.stderr
+
+
+@needs_shells
+@pytest.mark.parametrize("shell", SHELLS)
+def test_model_fetch_with_hf_still_downloads_checks_and_stamps(shell, userland, fake_hf, tmp_path):
+    result = fetch_with_hf(shell, userland, fake_hf, tmp_path / "models", SHA)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "models" / "smol" / "model.gguf").read_text() == CONTENT
+    failed = fetch_with_hf(shell, userland, fake_hf, tmp_path / "other", SHA, FAKE_HF_FAIL="1")
+    assert failed.returncode == 1 and "hf download exited non-zero" in failed.stderr
 
 
 # --- llama-build.sh, and the LlamaCppBuilds and GitRemoteRef facts -----------------

@@ -2,8 +2,17 @@
 
 import pytest
 
-from tasks import config
-from tasks.memory_budget import GIB, MIB, BudgetError, budget, kv_cache_bytes, server_needs, wired_limit_mb
+from tasks import config, model_lock
+from tasks.memory_budget import (
+    GIB,
+    MIB,
+    BudgetError,
+    budget,
+    context_warnings,
+    kv_cache_bytes,
+    server_needs,
+    wired_limit_mb,
+)
 from tests.unit.data import DEFAULTS, host_data
 
 MAC_192 = 192 * GIB
@@ -123,7 +132,66 @@ def test_unknown_sizes_and_dims_are_named():
         server_needs(config.load(data))
     message = str(raised.value)
     assert "kitty_models.hermes-summary.files[0]: give size or approx_gb" in message
-    assert "kitty_servers.summary: give n_layers, n_kv_heads and head_dim" in message
+    assert "kitty_servers.summary: lock model 'hermes-summary' (lock_models.py reads its shape" in message
+    assert "give n_layers, n_kv_heads and head_dim on it, or kv_cache_gib on the server" in message
+
+
+# The shape from the GGUF header, as the models lock records it (the tiny model's real header).
+SMOL_SHAPE = {
+    "architecture": "llama",
+    "block_count": 30,
+    "head_count": 9,
+    "head_count_kv": 3,
+    "embedding_length": 576,
+    "context_length": 8192,
+}
+
+
+def locked_hermes(tmp_path, shape: dict, drop_dims: bool = True) -> dict:
+    """Host data whose Hermes model gets `shape` from a lock (and, with drop_dims, no hand-typed dims)."""
+    data = host_data()
+    model = data["kitty_models"]["hermes-summary"]
+    if drop_dims:
+        for dim in ("n_layers", "n_kv_heads", "head_dim"):
+            del model[dim]
+    entry = {
+        "repo": model["repo"],
+        "revision": model["revision"],
+        "commit": "c" * 40,
+        "files": {model["files"][0]["name"]: {"size": 4_920_000_000, "sha256": None, "gguf": shape}},
+    }
+    path = tmp_path / "models.lock.json"
+    model_lock.write(path, {"hermes-summary": entry})
+    data["kitty_model_policy"] = {**data["kitty_model_policy"], "lock_file": str(path)}
+    return data
+
+
+def test_the_kv_cache_is_sized_from_the_gguf_header_in_the_lock(tmp_path):
+    cfg = config.load(locked_hermes(tmp_path, SMOL_SHAPE))
+    summary = cfg.servers["summary"]
+    # 2 x 30 layers x 3 KV heads x (576 / 9 = 64) x ctx x 2 bytes: the tiny model's real shape.
+    assert kv_cache_bytes(cfg.models["hermes-summary"], summary) == 2 * 30 * 3 * 64 * summary.ctx_size * 2
+
+
+def test_a_key_length_in_the_header_is_the_head_dimension(tmp_path):
+    cfg = config.load(locked_hermes(tmp_path, {**SMOL_SHAPE, "key_length": 128}))
+    summary = cfg.servers["summary"]
+    assert kv_cache_bytes(cfg.models["hermes-summary"], summary) == 2 * 30 * 3 * 128 * summary.ctx_size * 2
+
+
+def test_hand_typed_dims_override_the_header(tmp_path):
+    cfg = config.load(locked_hermes(tmp_path, SMOL_SHAPE, drop_dims=False))
+    summary = cfg.servers["summary"]
+    assert kv_cache_bytes(cfg.models["hermes-summary"], summary) == 2 * 32 * 8 * 128 * summary.ctx_size * 2
+
+
+def test_a_ctx_size_beyond_the_trained_context_is_warned_about(tmp_path):
+    data = locked_hermes(tmp_path, SMOL_SHAPE)
+    assert context_warnings(config.load(data)) == []
+    data["kitty_servers"]["summary"]["ctx_size"] = 16384
+    (warning,) = context_warnings(config.load(data))
+    assert warning.startswith("kitty_servers.summary.ctx_size: 16384 is more than model 'hermes-summary' was trained")
+    assert "(8192 tokens, from its GGUF header)" in warning
 
 
 def test_disabled_servers_are_not_budgeted():

@@ -55,6 +55,8 @@ kitty_model_policy = {
     "allow_unpinned": False,
     "verify": "stamp",
     "delete_unreferenced": False,
+    # The sim Mac is offline: its `hf` stand-in writes the files; there is no Hub for curl to reach.
+    "downloader": "hf",
 }
 
 # Two servers on the sim Mac's own loopback (its own network namespace).
