@@ -104,7 +104,8 @@ class ModelFileStates(FactBase[dict]):
     """Per model file (relative to `models_dir`): its size and mtime, and the stamp kitty-ops wrote after hashing it.
 
     With `full=True` the file is hashed as well (slow: minutes for a 140 GB model),
-    to catch corruption that leaves size and mtime alone.
+    to catch corruption that leaves size and mtime alone. `partial`: the bytes of an
+    interrupted download waiting in the staging folder (templates/model-fetch.sh).
     """
 
     default = dict
@@ -115,18 +116,20 @@ class ModelFileStates(FactBase[dict]):
         return (
             f"cd {shlex.quote(models_dir)} 2>/dev/null || exit 0; "
             f"for rel in {quoted}; do "
+            "p=.kitty-staging/$rel.part; part=0; "
+            "if [ -f \"$p\" ]; then part=$(stat -c '%s' \"$p\" 2>/dev/null || stat -f '%z' \"$p\"); fi; "
             'f=$rel; stamp="$(dirname "$rel")/.kitty/$(basename "$rel").stamp"; '
             'if [ -f "$f" ]; then '
             "st=$(stat -c '%s %Y' \"$f\" 2>/dev/null || stat -f '%z %m' \"$f\"); "
-            f'echo "$rel|$st|$(cat "$stamp" 2>/dev/null)|{hash_cmd}"; '
-            'else echo "$rel|||"; fi; '
+            f'echo "$rel|$st|$(cat "$stamp" 2>/dev/null)|{hash_cmd}|$part"; '
+            'else echo "$rel||||$part"; fi; '
             "done"
         )
 
     def process(self, output) -> dict:
         states = {}
         for line in output:
-            rel, stat, stamp, actual = (line.split("|") + ["", "", ""])[:4]
+            rel, stat, stamp, actual, partial = (line.split("|") + ["", "", "", ""])[:5]
             size, _, mtime = stat.partition(" ")
             stamp_parts = stamp.split()
             states[rel] = {
@@ -139,6 +142,7 @@ class ModelFileStates(FactBase[dict]):
                     else None
                 ),
                 "sha256": actual if actual not in ("", "-") else None,
+                "partial": int(partial) if partial.strip().isdigit() else 0,
             }
         return states
 
@@ -228,7 +232,9 @@ class LegacyServerPids(FactBase[list]):
 
     def command(self, logs_dir: str) -> str:
         return (
-            f'for f in {shlex.quote(logs_dir)}/llamacpp-*.pid; do [ -f "$f" ] || continue; '
+            # Regular files only, named as the scripts named them: a name is data, never shell.
+            f'for f in {shlex.quote(logs_dir)}/llamacpp-*.pid; do [ -f "$f" ] && [ ! -L "$f" ] || continue; '
+            "case ${f##*/} in *[!A-Za-z0-9_.-]*) continue ;; esac; "
             'pid=$(tr -cd 0-9 <"$f"); echo "$f|$pid|$(ps -p "${pid:-0}" -o command= 2>/dev/null)"; done'
         )
 
@@ -240,3 +246,43 @@ class LegacyServerPids(FactBase[list]):
             if pid.isdigit():
                 found.append((pid_file, int(pid), command.strip()))
         return found
+
+
+class LlamaServerFlags(FactBase):
+    """The flags the llama-server of one build accepts: a set, or None when the build has no binary.
+
+    Read from `<build>/flags.txt` (one flag a line, written by the build script
+    from the binary's own `--help`), or from `--help` itself for a build made
+    before builds recorded it. Both parse the same way: on each line that
+    starts with `-`, the comma-separated spellings before the value or text.
+    """
+
+    def command(self, build_dir: str) -> str:
+        d = shlex.quote(build_dir)
+        return (
+            f"if [ -f {d}/flags.txt ]; then echo kitty-flags; cat {d}/flags.txt; "
+            f"elif [ -x {d}/bin/llama-server ]; then echo kitty-flags; {d}/bin/llama-server --help 2>&1; fi; true"
+        )
+
+    def process(self, output) -> set[str] | None:
+        lines = list(output)
+        if not lines or lines[0].strip() != "kitty-flags":
+            return None
+        # Nothing parsed (a binary whose --help says nothing useful): unknown, not "no flags".
+        return flags_from_help(lines[1:]) or None
+
+
+def flags_from_help(lines) -> set[str]:
+    """`-c`, `--ctx-size`, ... from llama-server's --help (or a flags.txt, which parses the same)."""
+    flags = set()
+    for line in lines:
+        if not line.startswith("-"):
+            continue
+        for word in line.split():
+            more = word.endswith(",")
+            word = word.rstrip(",")
+            if re.fullmatch(r"--?[A-Za-z0-9][A-Za-z0-9_.-]*", word):
+                flags.add(word)
+            if not more:
+                break
+    return flags

@@ -1,7 +1,7 @@
 """llama.cpp built from the pinned ref, each build in its own prefix, `current` the one servers run.
 
     <opt_dir>/llama.cpp/src              one git clone, checked out at the commit being built
-    <opt_dir>/llama.cpp/builds/<id>/     bin/llama-server + build.json, one per commit + options
+    <opt_dir>/llama.cpp/builds/<id>/     bin/llama-server + build.json + flags.txt, one per commit + options
     <opt_dir>/llama.cpp/current          -> builds/<id>: what the model servers execute
 
 A build's id names its ref, a hash of everything that shapes the binary and
@@ -9,6 +9,12 @@ the commit the ref resolves to upstream, so a changed ref or option, or a tag
 re-pointed upstream, builds beside the old one and the old one stays for
 rollback (the newest `keep_builds` are kept). A converged host plans no git
 fetch, cmake or install work at all.
+
+Every enabled server's arguments are checked against the flags of the build
+it will run on (flags.txt, from that llama-server's own --help) before
+anything on the host changes: at plan time when the build exists, and right
+after a new build, before `current` moves to it. An unknown flag is a
+configuration error naming the server's field, the flag and the build.
 
 Noticing a re-pointed tag costs one read-only `git ls-remote` per converge (a
 single round trip to the git server, no objects fetched); a ref that is a
@@ -22,18 +28,20 @@ from __future__ import annotations
 
 import hashlib
 import re
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import deploy
+from pyinfra.api import deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.hardware import Cpus
 from pyinfra.operations import files
 
-from tasks.config import KittyConfig
-from tasks.facts import GitRemoteRef, LlamaCppBuilds
+from tasks import server_args
+from tasks.config import ConfigError, KittyConfig
+from tasks.facts import GitRemoteRef, LlamaCppBuilds, LlamaServerFlags
 from tasks.operations import run_with_progress
 from tasks.platform import Platform
 
@@ -168,6 +176,16 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
                 env={**plat.env, "CCACHE_DIR": cfg.llamacpp.ccache_dir or f"{base}/ccache"},
             )
         )
+    build_dir = f"{base}/builds/{wanted.id}"
+    if wanted.id in good:
+        _refuse_unknown_flags(cfg, wanted, host.get_fact(LlamaServerFlags, build_dir=build_dir))
+    else:
+        flags_accepted(
+            name=f"Check the servers' flags against llama-server {wanted.ref}",
+            build_dir=build_dir,
+            build_name=wanted.ref,
+            wanted=server_flags(cfg),
+        )
     changes.append(
         files.link(
             name=f"Point current at {wanted.id}",
@@ -177,6 +195,60 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     )
     _prune(cfg, base, wanted.id, installed)
     return changes
+
+
+def server_flags(cfg: KittyConfig) -> list[tuple[str, str]]:
+    """(`kitty_servers.<name>.<field>`, flag) for every flag of every enabled server's command line."""
+    found = []
+    for name, srv in cfg.enabled_servers().items():
+        argv = server_args.arguments(cfg, name, srv, binary(cfg), cfg.paths.models_dir)[1:]
+        extra_from = len(argv) - len(srv.extra_args)
+        for i, arg in enumerate(argv):
+            # A flag, not a value: `-1` or a path is a value.
+            if not re.match(r"--?[A-Za-z]", arg):
+                continue
+            flag = server_args.flag_name(arg)
+            field = "extra_args" if i >= extra_from else server_args.MANAGED_FLAGS.get(flag, "extra_args")
+            found.append((f"kitty_servers.{name}.{field}", flag))
+    return found
+
+
+def unknown_flags(cfg: KittyConfig, flags: set[str], build_name: str) -> list[str]:
+    """One line per flag the build's llama-server does not accept, naming the field, the flag and the build."""
+    return [
+        f"{field}: {flag} is not a flag of llama-server {build_name}"
+        for field, flag in server_flags(cfg)
+        if flag not in flags
+    ]
+
+
+def _refuse_unknown_flags(cfg: KittyConfig, wanted: Build, flags: set[str] | None) -> None:
+    if flags is None:
+        logger.warning(
+            f"{host.name}: cannot read the flags of llama-server {wanted.id}: the servers' arguments are not checked"
+        )
+        return
+    errors = unknown_flags(cfg, flags, wanted.ref)
+    if errors:
+        raise ConfigError("invalid KITTY host data:\n" + "\n".join(f"  - {line}" for line in errors))
+
+
+@operation()
+def flags_accepted(build_dir: str, build_name: str, wanted: list[tuple[str, str]]):
+    """Fail, naming each field and flag, when the new build's llama-server does not accept a server's flag.
+
+    + build_dir: the new build (its flags.txt, written by the build script)
+    + build_name: how people name it (the ref)
+    + wanted: (field, flag) of every enabled server
+    """
+    f = shlex.quote(f"{build_dir}/flags.txt")
+    checks = [
+        f"grep -qxF -e {shlex.quote(flag)} {f} || "
+        f"{{ echo {shlex.quote(f'{field}: {flag} is not a flag of llama-server {build_name}')} >&2; bad=1; }}"
+        for field, flag in wanted
+    ]
+    unchecked = shlex.quote(f"no flags recorded for llama-server {build_name}: not checked")
+    yield (f"if [ ! -s {f} ]; then echo {unchecked} >&2; exit 0; fi; bad=0; {'; '.join(checks) or ':'}; [ $bad = 0 ]")
 
 
 def _warn_if_moved(cfg: KittyConfig, plat: Platform, wanted: Build, installed: dict) -> None:

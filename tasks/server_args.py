@@ -43,10 +43,16 @@ MANAGED_FLAGS = {
     "--jinja": "jinja",
     "--no-jinja": "jinja",
     "--api-key-file": "api_key_file",
+    "--metrics": "metrics",
+    "-kvu": "kv_unified",
+    "--kv-unified": "kv_unified",
+    "-no-kvu": "kv_unified",
+    "--no-kv-unified": "kv_unified",
 }
 # A key on the command line is visible to every local user (ps) and lands in
-# the world-readable plist or unit.
-SECRET_FLAGS = {"--api-key"}
+# the world-readable plist or unit. Every flag of b11434's common/arg.cpp whose
+# value is a secret (--api-key-file and --ssl-key-file take a path, not a key).
+SECRET_FLAGS = {"--api-key", "--hf-token", "-hft"}
 
 SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$")
 
@@ -93,6 +99,12 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
     args += ["--parallel", str(server.parallel), "--n-gpu-layers", str(server.n_gpu_layers)]
     if server.flash_attn is not None:
         args += ["--flash-attn", server.flash_attn]
+    # Prometheus-format counters at GET /metrics (llama-server keeps them off unless asked).
+    if server.metrics:
+        args.append("--metrics")
+    # Without it, --parallel N splits --ctx-size into N slots of ctx/N tokens each.
+    if server.kv_unified:
+        args.append("--kv-unified")
     # llama-server's default flipped to jinja-on after the manual was written
     # (b11434 has --jinja/--no-jinja, default on): say it either way, so the
     # manual's servers without --jinja keep the behaviour they had.

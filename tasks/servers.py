@@ -6,7 +6,10 @@ llama.cpp build behind `current` and the stamps of its model files: the
 supervisor operation restarts it when its definition or one of those changed
 since it was started, once, and never otherwise. A disabled server is
 stopped and removed; one deleted from group_data too. After any (re)start the
-deploy waits for `/health` of exactly those servers, on the host itself.
+deploy waits for `/health` of exactly those servers, on the host itself,
+reading their supervisor to fail fast, and puts back what a server ran
+before when it does not serve (tasks/health.py). Their flags were checked
+against the build's llama-server before anything moved (tasks/llamacpp.py).
 """
 
 from __future__ import annotations
@@ -60,7 +63,14 @@ def program(
         restart_delay=cfg.launchd.throttle_interval,
         inputs=inputs(cfg, srv, build_id, fetched),
         health=Health(health_url(srv), "llama", srv.health_timeout),
+        note=context_note(srv),
     )
+
+
+def context_note(srv: ModelServer) -> str:
+    """The context one request gets, as the restart and health tables show it."""
+    shared = "shared KV cache" if srv.kv_unified else f"{srv.ctx_size} / {srv.parallel} slots"
+    return f"{srv.ctx_per_request} tokens per request ({shared})"
 
 
 def inputs(cfg: KittyConfig, srv: ModelServer, build_id: str, fetched: set[str]) -> tuple[Input, ...]:
@@ -114,8 +124,9 @@ def _refuse_foreign_ports(cfg: KittyConfig, plat: Platform) -> None:
 def _stop_legacy_servers(cfg: KittyConfig, plat: Platform) -> None:
     """Servers started by the old scripts (.logs/llamacpp-*.pid): stopped once, gracefully, as a migration."""
     for pid_file, pid, command in host.get_fact(LegacyServerPids, logs_dir=cfg.paths.logs_dir) or []:
-        # Only the scripts' own file names: a name is data from the host, never shell.
-        if not LEGACY_PID_FILE.match(pid_file.rsplit("/", 1)[-1]):
+        # Only the scripts' own file names, in the logs folder: a name is data from the host, never shell.
+        folder, _, name = pid_file.rpartition("/")
+        if not LEGACY_PID_FILE.match(name) or folder != cfg.paths.logs_dir.rstrip("/"):
             continue
         if "llama-server" in command:
             server.shell(

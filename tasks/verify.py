@@ -1,9 +1,18 @@
 """The health table that ends every converge: each model server and stack service, its port, state, latency.
 
-    service          port   state    latency
-    server q4        8083   healthy     3 ms
-    server summary   8085   down           -
-    stack brain      8000   healthy    12 ms
+    service          port   state    latency  per request
+    server q4        8083   healthy     3 ms  4096 tokens
+    server summary   8085   down           -  -
+    stack brain      8000   healthy    12 ms  -
+
+A model server is healthy when /health says so AND its /props match what was
+declared: the model file, the alias and the context one request gets
+(ctx_size, split over --parallel slots unless kv_unified). A server started by
+hand on the port with other arguments is named with the field that differs.
+The "per request" column is what the server itself reports.
+
+Before anything runs (and with --dry), `report` also prints the restart table
+of every supervised program this converge planned (tasks/supervise).
 
 One shell command probes everything ON the host (the servers listen on the
 host's loopback, so this works from a laptop too) and prints a line per
@@ -22,6 +31,7 @@ converged host's second converge still counts 0 changed operations.
 
 from __future__ import annotations
 
+import json
 import shlex
 from dataclasses import dataclass
 from typing import Literal
@@ -31,14 +41,26 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks import compose as stack_compose
-from tasks import layout, macos, servers
+from tasks import layout, macos, server_args, servers, supervise
 from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
 MARK = "kitty-health"
+PROPS_MARK = "kitty-props"
 # Seconds one HTTP probe may take; a server that needs longer is not healthy.
 HTTP_TIMEOUT = 5
+
+
+@dataclass(frozen=True)
+class Declared:
+    """What a model server was declared to serve, as its /props reports it."""
+
+    props_url: str
+    model_path: str
+    alias: str
+    # default_generation_settings.n_ctx: the context of one slot, i.e. one request.
+    ctx_per_request: int
 
 
 @dataclass(frozen=True)
@@ -53,6 +75,8 @@ class Check:
     probe: Literal["llama", "http", "command"]
     target: str
     where: str
+    # Model servers: what /props must say.
+    declared: Declared | None = None
 
     @property
     def label(self) -> str:
@@ -64,6 +88,8 @@ class Row:
     check: Check
     state: str
     latency_ms: int | None
+    # The context one request gets, as the server reports it ("" when not a model server).
+    context: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -76,7 +102,13 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
     if "inference" in groups:
         for name, srv in cfg.enabled_servers().items():
             url = servers.health_url(srv)
-            found.append(Check("server", name, srv.port, "llama", url, server_logs(cfg, plat, name)))
+            declared = Declared(
+                props_url=url.removesuffix("/health") + "/props",
+                model_path=server_args.model_path(cfg, srv.model, cfg.paths.models_dir),
+                alias=srv.alias,
+                ctx_per_request=srv.ctx_per_request,
+            )
+            found.append(Check("server", name, srv.port, "llama", url, server_logs(cfg, plat, name), declared))
     if "application" in groups and cfg.stack.enabled:
         for name, service in cfg.stack.services.items():
             logs = f"{compose_logs(cfg, plat)} {name}"
@@ -127,6 +159,12 @@ def probe_command(checks: list[Check]) -> str:
                 f"r=$(curl -s -o /dev/null -w '%{{http_code}} %{{time_total}}' --max-time {HTTP_TIMEOUT} "
                 f'{shlex.quote(check.target)}); echo "{line}|http ${{r:-000 0}} $?"'
             )
+        if check.declared:
+            # One line of JSON (llama-server's is compact; newlines dropped to be sure).
+            parts.append(
+                f"p=$(curl -s --max-time {HTTP_TIMEOUT} {shlex.quote(check.declared.props_url)} | tr -d '\\n'); "
+                f'echo "{PROPS_MARK}|{check.kind}|{check.name}|$p"'
+            )
     parts.append("true")
     return "; ".join(parts)
 
@@ -141,7 +179,55 @@ def parse(lines) -> dict[str, list[str]]:
     return results
 
 
-def assess(check: Check, result: list[str] | None) -> Row:
+def parse_props(lines) -> dict[str, dict]:
+    """`{"server q4": {...}}`: each server's /props as it answered (unreadable answers are left out)."""
+    found = {}
+    for line in lines:
+        mark, _, rest = line.strip().partition("|")
+        kind, _, rest = rest.partition("|")
+        name, _, body = rest.partition("|")
+        if mark != PROPS_MARK:
+            continue
+        try:
+            props = json.loads(body)
+        except ValueError:
+            continue
+        if isinstance(props, dict):
+            found[f"{kind} {name}"] = props
+    return found
+
+
+def props_differences(declared: Declared, props: dict) -> list[str]:
+    """`ctx_size: 512 tokens per request, declared 1024 ...` for each declared value /props contradicts."""
+    found = []
+    model = props.get("model_path")
+    if model is not None and model != declared.model_path:
+        found.append(f"model: serves {model}, declared {declared.model_path}")
+    alias = props.get("model_alias")
+    if alias is not None and alias != declared.alias:
+        found.append(f"alias: serves {alias!r}, declared {declared.alias!r}")
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+    if isinstance(n_ctx, int) and n_ctx != declared.ctx_per_request:
+        found.append(
+            f"ctx_size: serves {n_ctx} tokens per request, declared {declared.ctx_per_request} "
+            "(ctx_size, parallel, kv_unified)"
+        )
+    return found
+
+
+def assess(check: Check, result: list[str] | None, props: dict | None = None) -> Row:
+    row = _assess(check, result)
+    if not (check.declared and props is not None):
+        return row
+    n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
+    context = f"{n_ctx} tokens" if isinstance(n_ctx, int) else ""
+    differences = props_differences(check.declared, props) if row.healthy else []
+    if differences:
+        return Row(check, "other settings: " + "; ".join(differences), None, context)
+    return Row(check, row.state, row.latency_ms, context)
+
+
+def _assess(check: Check, result: list[str] | None) -> Row:
     if not result:
         return Row(check, "no answer from the probe", None)
     if result[0] == "http" and len(result) == 4:
@@ -170,14 +256,14 @@ def _ms(seconds: str) -> int | None:
 
 
 def render(rows: list[Row]) -> list[str]:
-    table = [("service", "port", "state", "latency")]
+    table = [("service", "port", "state", "latency", "per request")]
     for row in rows:
         latency = f"{row.latency_ms} ms" if row.latency_ms is not None else "-"
-        table.append((row.check.label, str(row.check.port or "-"), row.state, latency))
+        table.append((row.check.label, str(row.check.port or "-"), row.state, latency, row.context or "-"))
     widths = [max(len(line[i]) for line in table) for i in range(4)]
     return [
-        f"{service:<{widths[0]}}  {port:<{widths[1]}}  {state:<{widths[2]}}  {latency:>{widths[3]}}".rstrip()
-        for service, port, state, latency in table
+        f"{service:<{widths[0]}}  {port:<{widths[1]}}  {state:<{widths[2]}}  {latency:>{widths[3]}}  {ctx}".rstrip()
+        for service, port, state, latency, ctx in table
     ]
 
 
@@ -201,12 +287,18 @@ class ServiceHealth(FactBase[dict]):
         return probe_command(checks)
 
     def process(self, output) -> dict:
-        return parse(output)
+        lines = list(output)
+        return {**parse(lines), "props": parse_props(lines)}
 
 
 @deploy("Verification")
 def report(cfg: KittyConfig, plat: Platform) -> None:
-    """The health table of everything this host runs, probed once every step before has run."""
+    """The health table of everything this host runs, probed once every step before has run.
+
+    First, at plan time (so with --dry too, and before anything runs): the
+    restart table of every supervised program the steps before planned."""
+    for line in supervise.restart_table():
+        logger.info(f"{host.print_prefix}{line}")
     compose, env, sudo = None, dict(plat.env), False
     if "application" in host.groups and cfg.stack.enabled:
         runtime = stack_runtime.runtime_of(cfg.stack, plat)
@@ -236,7 +328,8 @@ def health_table(checks: list[Check], warning: str | None = None):
         return
     # The fact inherits this operation's _sudo/_env/_timeout.
     results = host.get_fact(ServiceHealth, checks=checks)
-    rows = [assess(check, results.get(check.label)) for check in checks]
+    props = results.get("props", {})
+    rows = [assess(check, results.get(check.label), props.get(check.label)) for check in checks]
     for line in render(rows):
         host.log(line, logger.info)
     if warning:

@@ -11,7 +11,8 @@
 # clone is never used in its place. The new build lands in ROOT/builds/BUILD_ID
 # only when every step succeeded, so a failed build never replaces or damages
 # the last good one; the deploy switches `current` afterwards. builds/<id>/build.json
-# records the ref, the commit and the CMake arguments.
+# records the ref, the commit and the CMake arguments; builds/<id>/flags.txt the
+# flags its llama-server accepts.
 #
 # POSIX sh: macOS runs it with /bin/sh (bash 3.2); tested under dash, busybox sh and bash.
 set -eu
@@ -44,7 +45,7 @@ on_exit() {
 trap on_exit EXIT
 
 has_commit() { git -C "$src" cat-file -e "$1^{commit}" 2>/dev/null; }
-resolves() { git -C "$src" rev-parse --quiet --verify "$ref^{commit}" >/dev/null; }
+resolves() { git -C "$src" rev-parse --quiet --verify --end-of-options "$ref^{commit}" >/dev/null; }
 
 begin "fetch $ref from $git_url"
 # A local mirror (NAS, USB disk) usually belongs to another user: git would
@@ -53,19 +54,23 @@ begin "fetch $ref from $git_url"
 # safe.directory only from a global or system file).
 case $git_url in
 file://* | /*)
-    printf '[include]\n\tpath = ~/.gitconfig\n[safe]\n\tdirectory = %s\n\tdirectory = %s/.git\n' \
-        "${git_url#file://}" "${git_url#file://}" >"$root/gitconfig"
+    # git config quotes the value itself: the URL is never printed into the file.
+    : >"$root/gitconfig"
+    # shellcheck disable=SC2088 # git expands the ~ of include.path itself
+    git config --file "$root/gitconfig" include.path "~/.gitconfig"
+    git config --file "$root/gitconfig" --add safe.directory "${git_url#file://}"
+    git config --file "$root/gitconfig" --add safe.directory "${git_url#file://}/.git"
     GIT_CONFIG_GLOBAL=$root/gitconfig
     export GIT_CONFIG_GLOBAL
     ;;
 esac
 if [ ! -d "$src/.git" ]; then
-    git clone --quiet --no-checkout "$git_url" "$src" >>"$log" 2>&1
+    git clone --quiet --no-checkout -- "$git_url" "$src" >>"$log" 2>&1
 fi
 if [ "$wanted_commit" != - ]; then
     # --force: a tag re-pointed upstream replaces the clone's stale copy.
-    has_commit "$wanted_commit" || git -C "$src" fetch --quiet --tags --force origin >>"$log" 2>&1
-    has_commit "$wanted_commit" || git -C "$src" fetch --quiet origin "$ref" >>"$log" 2>&1 || true
+    has_commit "$wanted_commit" || git -C "$src" fetch --quiet --tags --force -- origin >>"$log" 2>&1
+    has_commit "$wanted_commit" || git -C "$src" fetch --quiet -- origin "$ref" >>"$log" 2>&1 || true
     if ! has_commit "$wanted_commit"; then
         echo "$git_url has no commit $wanted_commit (what $ref resolved to when the deploy looked)" >>"$log"
         false
@@ -73,10 +78,10 @@ if [ "$wanted_commit" != - ]; then
     commit=$wanted_commit
 else
     if ! resolves; then
-        git -C "$src" fetch --quiet --tags --force origin >>"$log" 2>&1
-        resolves || git -C "$src" fetch --quiet origin "$ref" >>"$log" 2>&1
+        git -C "$src" fetch --quiet --tags --force -- origin >>"$log" 2>&1
+        resolves || git -C "$src" fetch --quiet -- origin "$ref" >>"$log" 2>&1
     fi
-    commit=$(git -C "$src" rev-parse --verify "$ref^{commit}")
+    commit=$(git -C "$src" rev-parse --verify --end-of-options "$ref^{commit}")
 fi
 git -C "$src" -c advice.detachedHead=false checkout --quiet --force --detach "$commit" >>"$log" 2>&1
 
@@ -111,6 +116,14 @@ for target in $targets_list; do
     chmod 755 "$partial/bin/$target"
 done
 "$partial/bin/llama-server" --version >>"$log" 2>&1
+# The flags this llama-server accepts, once per build, from its own --help: the
+# deploy checks every server's arguments against them before `current` moves.
+# On each line that starts with `-`: the comma-separated spellings before the value.
+"$partial/bin/llama-server" --help 2>&1 | awk '/^-/ {
+    for (i = 1; i <= NF; i++) { f = $i; more = sub(/,$/, "", f); if (f ~ /^-/) print f; if (!more) break }
+}' >"$partial/flags.txt"
+# A binary whose --help lists nothing: no file, and the deploy says it cannot check.
+[ -s "$partial/flags.txt" ] || { rm -f "$partial/flags.txt" && echo "llama-server --help listed no flags" >>"$log"; }
 printf '{"ref": "%s", "commit": "%s", "cmake_args": "%s"}\n' "$ref" "$commit" "$*" >"$partial/build.json"
 rm -rf "$root/builds/$id"
 mv "$partial" "$root/builds/$id"

@@ -13,7 +13,8 @@
 #   CHECK   a command run with `sh -c` each second while the server is not
 #           healthy yet; exit non-zero means the supervisor says the program
 #           has died or crash-loops, and the server fails at once instead of at
-#           its deadline. CHECK is the rest of SPEC, so it may contain `|`.
+#           its deadline, with what CHECK printed (exit status, state).
+#           CHECK is the rest of SPEC, so it may contain `|`.
 #
 # Every server is probed once a second. State changes are printed as
 # `[health] NAME: STATE (URL)`. A server not healthy by its own deadline (or
@@ -73,7 +74,7 @@ probe() { # I SPEC
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) || true
     echo "${code:-000}" >"$tmp/$1.code"
     if [ -n "$check" ]; then
-        if sh -c "$check" >/dev/null 2>&1; then echo alive; else echo dead; fi >"$tmp/$1.check"
+        if sh -c "$check" >"$tmp/$1.why" 2>&1; then echo alive; else echo dead; fi >"$tmp/$1.check"
     fi
 }
 
@@ -116,7 +117,8 @@ while [ "$pending" -gt 0 ]; do
         if [ "$new" = healthy ]; then
             pending=$((pending - 1))
         elif [ "$(cat "$tmp/$i.check" 2>/dev/null || echo alive)" = dead ]; then
-            report_failure "$i" "exited while starting (its supervisor reports it stopped or crash-looping)"
+            why=$(tr '\n' ' ' <"$tmp/$i.why" 2>/dev/null | sed 's/ *$//') || why=
+            report_failure "$i" "exited while starting (${why:-its supervisor reports it stopped or crash-looping})"
             pending=$((pending - 1))
         elif [ "$now" -ge $((started + timeout)) ]; then
             report_failure "$i" "not healthy in time (last: $new)"

@@ -3,6 +3,10 @@
     converge(cfg, plat, slots, family)   install / start / restart once / leave / remove each
                                          program, remove undeclared members of its family,
                                          and return what was decided, for the health wait
+    restart_table()                      every program this host's converge planned: whether
+                                         it will restart and why, printed before anything runs
+    crash_check(plat, program)           POSIX sh: non-zero when the supervisor says it died
+    rollback(cfg, plat, program, d)      commands that put back what it ran before decision d
 
 A step (servers.py, images.py, runtime.py, macos.py) describes its programs
 (program.py) and calls `converge`; it never decides a restart itself.
@@ -11,19 +15,32 @@ A step (servers.py, images.py, runtime.py, macos.py) describes its programs
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from weakref import WeakKeyDictionary
 
-from pyinfra import host, logger
+from pyinfra import host
 from pyinfra.api import FactBase
+from pyinfra.facts.files import FileContents
 
 from tasks import layout
 from tasks.config import KittyConfig
 from tasks.platform import Platform
-from tasks.supervise import launchd, systemd
+from tasks.supervise import changes, launchd, systemd
 from tasks.supervise.decide import Decision
 from tasks.supervise.program import Family, Health, Input, Program
 
-__all__ = ["Decision", "Family", "Health", "Input", "Program", "Slot", "converge"]
+__all__ = [
+    "Decision",
+    "Family",
+    "Health",
+    "Input",
+    "Program",
+    "Slot",
+    "converge",
+    "crash_check",
+    "restart_table",
+    "rollback",
+]
 
 
 @dataclass(frozen=True)
@@ -46,7 +63,6 @@ def converge(cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family
             if found not in declared:
                 label, unit = (found, "") if plat.supervisor == "launchd" else ("", found)
                 decisions.append(_one(cfg, plat, Slot(label, unit, None), why="no longer declared"))
-    _report(decisions)
     return decisions
 
 
@@ -63,7 +79,10 @@ def _one(cfg: KittyConfig, plat: Platform, slot: Slot, why: str = "disabled") ->
         systemd.unit(
             name=_title(slot, decision, why), program=slot.program, unit=slot.unit, record=record, _sudo=plat.sudo
         )
-    return decision
+    # The table and the health wait say what changed; the operation's name stays short.
+    explained = _explained(decision, slot.program, plat, why)
+    _planned(slot, explained)
+    return explained
 
 
 def _title(slot: Slot, decision: Decision, why: str) -> str:
@@ -75,11 +94,85 @@ def _title(slot: Slot, decision: Decision, why: str) -> str:
     return f"{who}: {decision.action} ({'; '.join(decision.reasons)})"
 
 
-def _report(decisions: list[Decision]) -> None:
-    """Say, before anything runs (and with --dry), what will (re)start or stop, and why."""
-    moving = [d for d in decisions if d.action not in ("none", "record")]
-    for d in moving:
-        logger.info(f"{host.print_prefix}{d.name}: will {d.action} ({'; '.join(d.reasons)})")
+def _explained(decision: Decision, program: Program | None, plat: Platform, why: str) -> Decision:
+    """A reload's reasons as what changed in the definition (`ctx_size 2048 → 4096`), read from the host."""
+    if decision.action == "remove":
+        return replace(decision, reasons=(why,))
+    if decision.action != "reload" or program is None:
+        return decision
+    if plat.supervisor == "launchd":
+        path, parse, new = launchd.plist_path(program.label), changes.parse_plist, launchd.render(program)
+    else:
+        path, parse, new = systemd.unit_path(program.unit), changes.parse_unit, systemd.render(program)
+    installed = host.get_fact(FileContents, path=path)
+    if installed is None:
+        return decision
+    found = changes.describe(parse("\n".join(installed)), parse(new))
+    return replace(decision, reasons=tuple(found) or decision.reasons)
+
+
+# --- The restart table ------------------------------------------------------------------
+
+# What each host's converge planned, in order: (name, decision, note). Per pyinfra
+# state (weakly: it goes with its state) and host, so plans of several hosts or tests never mix.
+_PLANNED: WeakKeyDictionary = WeakKeyDictionary()
+WILL = {
+    "install": "start",
+    "start": "start",
+    "reload": "restart",
+    "restart": "restart",
+    "record": "no restart",
+    "none": "no restart",
+    "remove": "stop, remove",
+}
+
+
+def _planned(slot: Slot, decision: Decision) -> None:
+    name = slot.program.name if slot.program else (slot.name or slot.label or slot.unit)
+    note = slot.program.note if slot.program else ""
+    _PLANNED.setdefault(host.state, {}).setdefault(host.name, []).append((name, decision, note))
+
+
+def restart_table() -> list[str]:
+    """Every supervised program this host's converge planned: will it (re)start or stop, and why.
+
+    Decided at plan time from facts (the record, the definition on the host, what
+    `current` will point at), so `--dry` shows exactly what a converge will do.
+    """
+    planned = _PLANNED.get(host.state, {}).get(host.name, [])
+    if not planned:
+        return []
+    rows = [("program", "will", "why", "context")]
+    for name, decision, note in planned:
+        why = "; ".join(decision.reasons) if decision.action not in ("none", "record") else "up to date"
+        rows.append((name, WILL[decision.action], why, note))
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    lines = [f"{a:<{widths[0]}}  {b:<{widths[1]}}  {c:<{widths[2]}}  {d}".rstrip() for a, b, c, d in rows]
+    moving = [name for name, decision, _ in planned if decision.action not in ("none", "record")]
+    if moving:
+        lines.append(f"{len(moving)} of {len(planned)} will (re)start or stop: {', '.join(moving)}")
+    else:
+        lines.append("nothing will restart")
+    return lines
+
+
+# --- Fail fast, roll back ------------------------------------------------------------------
+
+
+def crash_check(plat: Platform, program: Program) -> str:
+    """POSIX sh for wait-healthy.sh's CHECK: exits non-zero, saying why, when the supervisor reports it died."""
+    return launchd.crash_check(program) if plat.supervisor == "launchd" else systemd.crash_check(program)
+
+
+def record_of(cfg: KittyConfig, plat: Platform, program: Program) -> str:
+    name = program.label if plat.supervisor == "launchd" else program.unit
+    return f"{layout.records_dir(cfg)}/{name}.started"
+
+
+def rollback(cfg: KittyConfig, plat: Platform, program: Program, decision: Decision) -> list[str] | None:
+    """Commands that put back what `program` ran before `decision`; None: nothing to go back to."""
+    backend = launchd if plat.supervisor == "launchd" else systemd
+    return backend.rollback(program, decision, record_of(cfg, plat, program))
 
 
 def _where(cfg: KittyConfig, plat: Platform, family: Family) -> dict:

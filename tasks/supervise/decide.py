@@ -39,6 +39,8 @@ class Decision:
     name: str
     action: Action
     reasons: tuple[str, ...] = ()
+    # The inputs whose value differs from the record (a restart's cause): `llama.cpp`, `model ...`.
+    changed: tuple[str, ...] = ()
 
     @property
     def starts(self) -> bool:
@@ -88,7 +90,7 @@ def decide(
     if observed.record is None:
         return Decision(name, "record", ("no record of what it was started with: recorded, not restarted",))
 
-    reasons = []
+    reasons, changed = [], []
     if observed.record.get("definition") != wanted_sha1:
         reasons.append("started from an older definition (a converge stopped halfway)")
     started_with = observed.record.get("inputs", {})
@@ -97,8 +99,9 @@ def decide(
         before = started_with.get(item.name)
         if now != before:
             reasons.append(_reason(item, before, now))
+            changed.append(item.name)
     if reasons:
-        return Decision(name, "restart", tuple(reasons))
+        return Decision(name, "restart", tuple(reasons), tuple(changed))
     return Decision(name, "none", ("up to date",))
 
 
@@ -179,3 +182,56 @@ class ProgramRecord(FactBase):
                 key, _, value = line[len("input ") :].partition("=")
                 found["inputs_now"][key] = value
         return found
+
+
+# --- What ran before, for a rollback --------------------------------------------------------
+#
+# Before each (re)start the operation keeps the record and the definition file
+# the program ran with, next to the record. When the program does not become
+# healthy, the health wait puts them back (tasks/health.py), so the host is
+# left as it was: definition, links and record, and a converge with the
+# previous configuration finds nothing to do.
+
+
+def previous_record(record: str) -> str:
+    return f"{record}.previous"
+
+
+def previous_definition(record: str) -> str:
+    return f"{record}.previous-definition"
+
+
+def keep_previous(record: str, definition_path: str) -> str:
+    """Copy the record and definition the program runs with now; no copy where there is none (a first install)."""
+    pairs = [(record, previous_record(record)), (definition_path, previous_definition(record))]
+    return "; ".join(
+        f"if [ -f {shlex.quote(src)} ]; then cp -p {shlex.quote(src)} {shlex.quote(dst)}; "
+        f"else rm -f {shlex.quote(dst)}; fi"
+        for src, dst in pairs
+    )
+
+
+def forget_previous(record: str) -> list[str]:
+    return [previous_record(record), previous_definition(record)]
+
+
+def restore_record(record: str) -> str:
+    """The record back to what the previous process was started with (none: none)."""
+    prev, path = shlex.quote(previous_record(record)), shlex.quote(record)
+    return f"if [ -f {prev} ]; then mv -f {prev} {path}; else rm -f {path}; fi"
+
+
+def restore_links(record: str, inputs: tuple[Input, ...], names: tuple[str, ...]) -> list[str]:
+    """Point each changed link input (`current`) back where the previous record says it pointed."""
+    commands = []
+    prev = shlex.quote(previous_record(record))
+    for item in inputs:
+        if item.kind != "link" or item.name not in names:
+            continue
+        key = shlex.quote(f"s/^input {item.name}=//p")
+        commands.append(
+            f'was=$(sed -n {key} {prev} 2>/dev/null); if [ -n "$was" ] && [ -d "$was" ]; then '
+            f'ln -sfn "$was" {shlex.quote(item.path)}; '
+            f'else echo "no previous {item.name} to go back to" >&2; exit 1; fi'
+        )
+    return commands

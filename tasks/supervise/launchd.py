@@ -15,6 +15,10 @@ follows; here it becomes launchctl verbs:
 `bootstrap` with RunAtLoad starts the process: no kickstart on top of it, and
 never a kickstart of a job that is not loaded (launchctl answers 113).
 
+Before a (re)start the plist and record it ran with are kept beside the
+record; `rollback` puts them back when the new process does not serve, and
+`crash_check` tells the health wait, from `launchctl print`, that it died.
+
 launchctl quirks handled (launchctl(1), ../shared/notes/macos-facts.md):
 - `bootout` returns before the job is gone (exit 0, or 36 "Operation now in
   progress" while it stops): wait until `launchctl print` no longer finds it.
@@ -39,7 +43,19 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
 from tasks.layout import LAUNCH_DAEMONS
-from tasks.supervise.decide import Decision, Observed, ProgramRecord, decide, where, write_record
+from tasks.supervise.decide import (
+    Decision,
+    Observed,
+    ProgramRecord,
+    decide,
+    forget_previous,
+    keep_previous,
+    previous_definition,
+    restore_links,
+    restore_record,
+    where,
+    write_record,
+)
 from tasks.supervise.program import Program
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -226,12 +242,15 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
             yield _bootout(target, timeout)
         yield from files.file._inner(path=path, present=False)
         yield from files.file._inner(path=record, present=False)
+        for kept in forget_previous(record):
+            yield from files.file._inner(path=kept, present=False)
         return
     if program is None:
         host.noop(f"launchd job {target} is absent")
         return
 
-    commands = []
+    # What runs now, for the health wait to put back if the new process does not serve.
+    commands = [keep_previous(record, path)] if decision.starts else []
     if decision.action == "reload":
         # Out before the new plist is written: if anything fails in between, the
         # next converge sees "not loaded" and bootstraps.
@@ -281,3 +300,41 @@ def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
         f'echo "launchctl bootstrap of {target} did not load it in {int(timeout)}s: $out" >&2; exit 1; fi; '
         f"i=$((i + 1)); sleep 1; done"
     )
+
+
+def crash_check(program: Program) -> str:
+    """POSIX sh: exit non-zero, printing launchd's view, when the job is not running after it exited.
+
+    Between a crash and the next spawn (ThrottleInterval) `launchctl print` says
+    `state = not running` with the exit code or signal: a crash-looping job spends
+    nearly all its time there. A job that has not exited yet is still starting;
+    SIGTERM is how `kickstart -k` ended its predecessor, not a crash.
+    """
+    t = shlex.quote(f"{DOMAIN}/{program.label}")
+    return (
+        f"out=$(launchctl print {t} 2>&1) || {{ echo launchd: {t} is not loaded; exit 1; }}; "
+        'field() { printf \'%s\\n\' "$out" | sed -n "s/^[[:space:]]*$1 = //p" | head -n 1; }; '
+        'state=$(field state); [ "$state" = running ] && exit 0; '
+        "code=$(field 'last exit code'); sig=$(field 'last terminating signal'); "
+        "case $sig in Terminated*) sig= ;; esac; "
+        'case $code in "" | 0 | "(never exited)") [ -z "$sig" ] && exit 0 ;; esac; '
+        'echo "launchd: state = $state, last exit code = ${code:-none}${sig:+, signal $sig}, runs = $(field runs)"; '
+        "exit 1"
+    )
+
+
+def rollback(program: Program, decision: Decision, record: str) -> list[str] | None:
+    """Commands that put back what the job ran before this converge's (re)start; None: nothing to go back to."""
+    target = f"{DOMAIN}/{program.label}"
+    if decision.action == "reload":
+        path = plist_path(program.label)
+        kept, dest = shlex.quote(previous_definition(record)), shlex.quote(plist_path(program.label))
+        return [
+            _bootout(target, 60),
+            f"mv -f {kept} {dest} && chown root:wheel {dest} && chmod 644 {dest}",
+            _bootstrap(DOMAIN, path, target, 60),
+            restore_record(record),
+        ]
+    if decision.action == "restart" and restore_links(record, program.inputs, decision.changed):
+        return [f"launchctl kickstart -k {shlex.quote(target)}", restore_record(record)]
+    return None

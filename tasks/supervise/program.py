@@ -70,6 +70,8 @@ class Program:
     kill_main_only: bool = False
     inputs: tuple[Input, ...] = ()
     health: Health | None = None
+    # For people, in the restart table (not part of the definition): "4096 tokens per request".
+    note: str = ""
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ The same decision table as launchd.py (decide.py), as systemctl verbs:
 
 `restart` of a stopped unit would also start it, but a stopped unit is
 decided "start": one start, never a restart on top of it.
+
+Before a (re)start the unit and record it ran with are kept beside the
+record; `rollback` puts them back when the new process does not serve, and
+`crash_check` tells the health wait, from systemd itself, that it died.
 """
 
 from __future__ import annotations
@@ -25,7 +29,20 @@ from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
 
 from tasks.layout import SYSTEMD_UNITS
-from tasks.supervise.decide import Decision, Observed, ProgramRecord, decide, sha1_of, where, write_record
+from tasks.supervise.decide import (
+    Decision,
+    Observed,
+    ProgramRecord,
+    decide,
+    forget_previous,
+    keep_previous,
+    previous_definition,
+    restore_links,
+    restore_record,
+    sha1_of,
+    where,
+    write_record,
+)
 from tasks.supervise.program import Program
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
@@ -97,6 +114,8 @@ def unit(program: Program | None, unit: str, record: str):
             yield f"systemctl disable --now {quoted} || true"
         yield from files.file._inner(path=path, present=False)
         yield from files.file._inner(path=record, present=False)
+        for kept in forget_previous(record):
+            yield from files.file._inner(path=kept, present=False)
         if observed.definition_sha1:
             yield "systemctl daemon-reload"
         return
@@ -104,7 +123,9 @@ def unit(program: Program | None, unit: str, record: str):
         host.noop(f"unit {unit} is absent")
         return
 
-    commands = list(
+    # What runs now, for the health wait to put back if the new process does not serve.
+    commands = [keep_previous(record, path)] if decision.starts else []
+    commands += list(
         files.put._inner(
             src=StringIO(definition), dest=path, user="root", group="root", mode="644", create_remote_dir=False
         )
@@ -126,3 +147,34 @@ def unit(program: Program | None, unit: str, record: str):
     if not commands:
         host.noop(f"unit {unit} is running and up to date")
     yield from commands
+
+
+def crash_check(program: Program) -> str:
+    """POSIX sh: exit non-zero, printing systemd's view, when the unit's process died or waits to be restarted.
+
+    `auto-restart` is the state between a crash and the next attempt (RestartSec): a
+    crash-looping unit spends nearly all its time there, so a poll a second sees it.
+    """
+    unit = shlex.quote(program.unit)
+    return (
+        f"s=$(systemctl show -p ActiveState -p SubState -p ExecMainStatus -p NRestarts {unit} 2>&1); "
+        "case $s in *ActiveState=failed* | *ActiveState=inactive* | *SubState=auto-restart*) "
+        "echo systemd: $s; exit 1 ;; esac"
+    )
+
+
+def rollback(program: Program, decision: Decision, record: str) -> list[str] | None:
+    """Commands that put back what the unit ran before this converge's (re)start; None: nothing to go back to."""
+    unit = shlex.quote(program.unit)
+    if decision.action == "reload":
+        path = shlex.quote(unit_path(program.unit))
+        kept = shlex.quote(previous_definition(record))
+        return [
+            f"mv -f {kept} {path}",
+            "systemctl daemon-reload",
+            f"systemctl restart {unit}",
+            restore_record(record),
+        ]
+    if decision.action == "restart" and restore_links(record, program.inputs, decision.changed):
+        return [f"systemctl restart {unit}", restore_record(record)]
+    return None

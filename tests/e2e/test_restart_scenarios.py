@@ -45,6 +45,9 @@ def test_one_flag_restarts_that_server_once(sandbox, first_converge, tmp_path):
     moved, result = converge_counting(sandbox, tmp_path, {"kitty_servers": servers})
     assert moved == {"summary"}
     assert "server summary: reload (its definition changed)" in result.output
+    # The restart table names the changed flag and its values.
+    assert "ctx_size 1024 → 512" in result.output
+    assert "will (re)start or stop: server summary" in result.output
     assert converge_counting(sandbox, tmp_path)[0] == {"summary"}  # and back
 
 

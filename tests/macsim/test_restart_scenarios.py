@@ -11,6 +11,7 @@ scenarios on systemd, tests/plan/test_supervise_scenarios.py plans them.
 from __future__ import annotations
 
 import copy
+import time
 
 import pytest
 
@@ -136,3 +137,70 @@ def test_a_job_disabled_by_hand_is_enabled_and_bootstrapped(mac):
     assert result.starts() == {label("q4"): 1}
     argv = [c["argv"][1:] for c in result.calls if c["argv"][1] in ("enable", "bootstrap")]
     assert argv[0] == ["enable", f"system/{label('q4')}"]
+
+
+# --- Safe changes (issue 13): checked before anything moves, fail fast, roll back -----------------
+
+
+def verbs(result) -> list[str]:
+    return [c["argv"][1] for c in result.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")]
+
+
+def test_an_unknown_flag_is_refused_before_launchd_is_touched(mac):
+    pid = mac.check(f"launchctl print system/{label('summary')} | sed -n 's/^[[:space:]]*pid = //p'")
+    result = mac.converge(servers(summary={"extra_args": ["--no-such-flag"]}))
+    assert result.code != 0
+    assert "kitty_servers.summary.extra_args: --no-such-flag is not a flag of llama-server b11434" in result.output
+    assert verbs(result) == [] and result.starts() == {}
+    assert mac.check(f"launchctl print system/{label('summary')} | sed -n 's/^[[:space:]]*pid = //p'") == pid
+
+
+def test_a_job_that_dies_at_start_is_reported_fast_and_its_previous_plist_put_back(mac):
+    plist = f"/Library/LaunchDaemons/{label('summary')}.plist"
+    before = mac.check(f"cat {plist}")
+    started = time.monotonic()
+    result = mac.converge(servers(summary={"extra_args": ["--cache-type-k", "bogus"]}))
+    seconds = time.monotonic() - started
+    print(f"failed start reported and rolled back in {seconds:.1f} s")
+    assert result.code != 0
+    assert result.rejected() == [], result.rejected()
+    assert "server summary: tried reload (--cache-type-k added (bogus))" in result.output, result.output[-4000:]
+    assert "launchd: state = not running, last exit code = 1" in result.output
+    assert "Unsupported cache type: bogus" in result.output
+    assert "Rolled back server summary: the previous configuration serves again." in result.output
+    # bootout, bootstrap of the new plist; bootout, bootstrap of the previous one.
+    assert verbs(result) == ["bootout", "bootstrap", "bootout", "bootstrap"]
+    assert mac.check(f"cat {plist}") == before
+    assert "bogus" not in " ".join(mac.exec(f"launchctl print system/{label('summary')}").stdout.split())
+    again = converged(mac)
+    assert again.starts() == {} and verbs(again) == []
+    assert "nothing will restart" in again.output
+
+
+def test_a_build_whose_server_cannot_start_puts_current_back(mac):
+    root = llamacpp.root(CFG)
+    good = mac.check(f"readlink {root}/current").strip()
+    bad = mac.seed_build("b11600")
+    binary = f"{root}/builds/{bad}/bin/llama-server"
+    mac.check(
+        f"mv {binary} {binary}.real && printf '%s\\n' '#!/bin/sh' "
+        f"'case $1 in --version | --help) exec {binary}.real \"$@\" ;; esac' "
+        f"'echo \"cannot load any model with this build\" >&2' 'exit 3' > {binary} && chmod 755 {binary}"
+    )
+    result = mac.converge(ref("b11600"))
+    assert result.code != 0
+    assert result.rejected() == [], result.rejected()
+    assert "tried restart (llama.cpp " in result.output, result.output[-4000:]
+    assert "the previous configuration serves again" in result.output
+    assert mac.check(f"readlink {root}/current").strip() == good
+    # Each job: kickstarted onto the new build, then back onto the good one.
+    assert verbs(result) == ["kickstart"] * 4
+    again = converged(mac)
+    assert again.starts() == {} and "nothing will restart" in again.output
+
+
+def test_the_restart_table_names_what_changed(mac):
+    result = mac.converge(servers(summary={"ctx_size": 2048}), extra_args=["--dry"])
+    line = next(line for line in result.output.splitlines() if "server summary " in line and "restart" in line)
+    assert "ctx_size 1024 → 2048" in line
+    assert "will (re)start or stop: server summary" in result.output

@@ -31,6 +31,21 @@ def builds(
     return {f'root={root}; [ -d "$root/builds" ]': lines, **folders}
 
 
+# What llama-server b11434 lists in --help, as far as the servers' arguments go (flags.txt of a build).
+FLAGS = [
+    "--host", "--port", "-a", "--alias", "-m", "--model", "-mm", "--mmproj", "-c", "--ctx-size", "-t", "--threads",
+    "-b", "--batch-size", "-ub", "--ubatch-size", "-np", "--parallel", "-ngl", "--gpu-layers", "--n-gpu-layers",
+    "-fa", "--flash-attn", "--jinja", "--no-jinja", "--api-key-file", "-kvu", "--kv-unified", "--metrics",
+    "--slots", "--no-slots", "--mlock", "--no-mmap", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
+]  # fmt: skip
+
+
+def flags(root: str, build_id: str, accepted: list[str] | None = FLAGS) -> dict:
+    """The LlamaServerFlags fact of one build: its flags.txt; None: no binary to ask."""
+    key = f"if [ -f {root}/builds/{build_id}/flags.txt ]"
+    return {key: [] if accepted is None else ["kitty-flags", *accepted]}
+
+
 def upstream(git_url: str, ref: str, commit: str | None, *, annotated: bool = False) -> dict:
     """The GitRemoteRef fact as `git ls-remote` answers it; commit None: the git server cannot be reached."""
     key = f"git_url={shlex.quote(git_url)}; ref={shlex.quote(ref)};"
@@ -64,6 +79,7 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     return {
         **answers,
         **builds(root, wanted.id, [(wanted.id, True)], {wanted.id: commit} if commit else {}),
+        **flags(root, wanted.id),
         **launchd_facts.directory(root, user=user, group=group),
         **launchd_facts.directory(cfg.paths.logs_dir, user=user, group=group),
         **launchd_facts.file(f"{root}/build.sh", BUILD_SCRIPT, user=user, group=group, mode="rwxr-xr-x"),

@@ -36,7 +36,10 @@ def program(
     """
     rendered = launchd.render(prog) if os == "macos" else systemd.render(prog)
     text = rendered if definition == "same" else definition
-    facts = {}
+    path = launchd.plist_path(prog.label) if os == "macos" else systemd.unit_path(prog.unit)
+    # pyinfra's FileContents: what the restart table reads to name the changed flags.
+    contents = text.splitlines() if text is not None else [f"__pyinfra_missing_{path}"]
+    facts = {f"( test -e {path} && cat {path} )": contents}
     if os == "macos":
         facts.update(launchd_facts.job(f"system/{prog.label}", loaded=running))
         facts.update(launchd_facts.file(launchd.plist_path(prog.label), text))

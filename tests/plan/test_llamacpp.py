@@ -11,7 +11,7 @@ import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config, llamacpp
-from tests.plan import hosts, inference_facts, llamacpp_facts
+from tests.plan import hosts, inference_facts, llamacpp_facts, observability_facts
 from tests.plan.harness import plan as plan_deploy
 from tests.plan.harness import simulated_platform
 
@@ -32,6 +32,7 @@ def linux_converged() -> dict:
     return {
         **llamacpp_facts.converged(hosts.DEFAULTS, os="linux", user="admin"),
         **inference_facts.converged(hosts.DEFAULTS, os="linux", user="admin"),
+        **observability_facts.converged(hosts.DEFAULTS, os="linux", user="admin"),
         **hosts.hf_venv("admin"),
         **hosts.linux(installed=hosts.APT_PACKAGES),
     }
@@ -104,10 +105,11 @@ def test_fresh_linux_plans_folder_script_build_and_link_in_order():
     # No git on the fresh host yet: the build script resolves the ref itself.
     start = names.index("llama.cpp install folder")
     assert names[start : start + 3] == ["llama.cpp install folder", "logs folder", "llama.cpp build script"]
-    assert names[start + 3] == "Build llama.cpp b11434 (cpu)" and names[start + 4].startswith(
-        "Point current at b11434-cpu-"
-    )
-    assert names[start + 5] == "models folder"
+    assert names[start + 3] == "Build llama.cpp b11434 (cpu)"
+    # The servers' flags are checked against the new build before `current` moves to it.
+    assert names[start + 4] == "Check the servers' flags against llama-server b11434"
+    assert names[start + 5].startswith("Point current at b11434-cpu-")
+    assert names[start + 6] == "models folder"
     assert " b11434 - -DCMAKE_BUILD_TYPE=Release " in plan(facts).op("Build llama.cpp b11434 (cpu)").commands[0]
 
 
@@ -211,3 +213,66 @@ def test_a_ref_the_git_server_does_not_have_is_refused_by_field():
     facts[f"git_url={GIT_URL}; ref=b99999;"] = ["reachable"]
     with pytest.raises(PyinfraError, match="kitty_llamacpp.ref: 'b99999' is neither a tag nor a branch of"):
         plan(facts, data=data(ref="b99999"))
+
+
+# --- The servers' flags, checked against the build they will run on ---------------------------
+
+
+def with_extra_args(values: dict, server: str, extra: list[str]) -> dict:
+    values = copy.deepcopy(values)
+    values["kitty_servers"][server]["extra_args"] = extra
+    return values
+
+
+def test_an_unknown_flag_is_refused_at_plan_time_naming_server_field_flag_and_build():
+    facts = linux_converged()
+    with pytest.raises(
+        PyinfraError, match="kitty_servers.summary.extra_args: --no-such-flag is not a flag of llama-server b11434"
+    ):
+        plan(facts, data=with_extra_args(hosts.DEFAULTS, "summary", ["--no-such-flag"]))
+
+
+def test_known_extra_flags_and_their_values_pass(caplog):
+    caplog.set_level(logging.INFO)
+    facts = linux_converged()
+    result = plan(facts, data=with_extra_args(hosts.DEFAULTS, "summary", ["--cache-type-k", "q8_0", "--mlock"]))
+    assert [op.name for op in result.ops if op.name.startswith("server ")] == [
+        "server summary: reload (its definition changed)"
+    ]
+    assert "--cache-type-k added (q8_0); --mlock added" in caplog.text
+
+
+def test_an_existing_build_that_dropped_a_managed_flag_is_refused_before_current_moves():
+    """Switching to a build already on the host: checked from its flags.txt, before anything runs."""
+    facts = linux_converged()
+    other = pinned("b11434-kitty1")
+    facts.update(llamacpp_facts.builds(ROOT, pinned().id, [(other.id, True), (pinned().id, True)]))
+    without = [flag for flag in llamacpp_facts.FLAGS if flag not in ("-fa", "--flash-attn")]
+    facts.update(llamacpp_facts.flags(ROOT, other.id, without))
+    q4 = [n for n, s in config.load(hosts.DEFAULTS).enabled_servers().items() if s.flash_attn]
+    assert q4, "the defaults give some server --flash-attn"
+    with pytest.raises(
+        PyinfraError,
+        match=f"kitty_servers.{q4[0]}.flash_attn: --flash-attn is not a flag of llama-server b11434-kitty1",
+    ):
+        plan(facts, data=data(ref="b11434-kitty1"))
+
+
+def test_a_new_build_is_checked_on_the_host_between_the_build_and_the_switch():
+    result = plan(linux_converged(), data=data(ref="b11434-kitty1"))
+    names = [op.name for op in result.ops]
+    check = "Check the servers' flags against llama-server b11434-kitty1"
+    assert names.index(check) == names.index("Build llama.cpp b11434-kitty1 (cpu)") + 1
+    assert names.index(f"Point current at {pinned('b11434-kitty1').id}") == names.index(check) + 1
+    (command,) = result.op(check).commands
+    assert f"grep -qxF -e --ctx-size {ROOT}/builds/{pinned('b11434-kitty1').id}/flags.txt" in command
+    assert "kitty_servers.summary.ctx_size: --ctx-size is not a flag of llama-server b11434-kitty1" in command
+
+
+def test_unknown_flags_name_the_field_that_sets_them():
+    cfg = config.load(with_extra_args(hosts.DEFAULTS, "summary", ["--seed", "-1", "--bogus=1"]))
+    errors = llamacpp.unknown_flags(cfg, set(llamacpp_facts.FLAGS), "b11434")
+    assert errors == [
+        "kitty_servers.summary.extra_args: --seed is not a flag of llama-server b11434",
+        "kitty_servers.summary.extra_args: --bogus is not a flag of llama-server b11434",
+    ]

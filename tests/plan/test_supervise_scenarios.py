@@ -10,6 +10,7 @@ tests/macsim and tests/e2e run the same scenarios for real.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 
 import pytest
@@ -58,7 +59,27 @@ def actions(result) -> dict[str, str]:
 
 
 def supervisor_commands(result) -> list[str]:
-    return [c for op in result.ops for c in op.commands if "launchctl" in c or "systemctl" in c]
+    """launchctl/systemctl commands the operations run (not the health wait's CHECKs and rollbacks)."""
+    return [
+        c
+        for op in result.ops
+        for c in op.commands
+        if ("launchctl" in c or "systemctl" in c) and not c.startswith("FunctionCommand(")
+    ]
+
+
+def restart_table(caplog) -> list[str]:
+    """The restart table the plan printed, one line each, without the host prefix."""
+    start = [i for i, r in enumerate(caplog.records) if r.getMessage().split("] ", 1)[-1].startswith("program ")]
+    assert start, "no restart table printed"
+    lines = [r.getMessage().split("] ", 1)[-1] for r in caplog.records[start[-1] :]]
+    end = next(i for i, line in enumerate(lines) if "will restart" in line or "will (re)start" in line)
+    return lines[: end + 1]
+
+
+def row(table: list[str], name: str) -> str:
+    (found,) = [line for line in table if line.startswith(name + " ")]
+    return " ".join(found.split())
 
 
 @pytest.mark.parametrize("os", OSES)
@@ -173,3 +194,116 @@ def test_the_health_wait_names_exactly_the_restarted_servers():
     result = plan(converged("linux"), data=data, groups=INFERENCE)
     (wait,) = [op for op in result.ops if op.name.startswith("Wait for /health")]
     assert wait.name == "Wait for /health of the model servers: server summary"
+
+
+# --- The restart table: printed before anything runs, decided at plan time ----------------------
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_the_table_of_a_converged_host_says_nothing_will_restart(os, caplog):
+    caplog.set_level(logging.INFO)
+    result = plan(converged(os), groups=INFERENCE)
+    table = restart_table(caplog)
+    assert table[-1] == "nothing will restart"
+    for name in ENABLED:
+        assert row(table, f"server {name}").startswith(f"server {name} no restart up to date")
+    assert result.conditional == []
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_the_table_names_the_changed_flag_and_its_values(os, caplog):
+    caplog.set_level(logging.INFO)
+    before = DEFAULTS["kitty_servers"]["summary"]["ctx_size"]
+    result = plan(converged(os), data=with_servers(summary={"ctx_size": 4096}), groups=INFERENCE)
+    table = restart_table(caplog)
+    assert row(table, "server summary").startswith(f"server summary restart ctx_size {before} → 4096")
+    assert row(table, "server q4").startswith("server q4 no restart up to date")
+    assert table[-1].startswith("1 of ") and table[-1].endswith(": server summary")
+    # Decided at plan time: no restart hides among the conditional operations.
+    assert result.conditional == []
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_the_table_shows_a_new_build_a_disabled_server_and_the_context_per_request(os, caplog):
+    caplog.set_level(logging.INFO)
+    data = {
+        **with_servers(vision={"enabled": False}),
+        "kitty_llamacpp": {**DEFAULTS["kitty_llamacpp"], "ref": "b11500"},
+    }
+    plan(converged(os), data=data, groups=INFERENCE)
+    table = restart_table(caplog)
+    assert row(table, "server q4").startswith("server q4 restart llama.cpp b11434-")
+    assert " → b11500-" in row(table, "server q4")
+    assert row(table, "server vision").startswith("server vision stop, remove disabled")
+    cfg = config.load(DEFAULTS)
+    q4 = cfg.servers["q4"]
+    assert row(table, "server q4").endswith(
+        f"{q4.ctx_per_request} tokens per request ({q4.ctx_size} / {q4.parallel} slots)"
+    )
+
+
+@pytest.mark.parametrize("os", OSES)
+def test_the_table_says_which_model_file_was_replaced(os, caplog):
+    caplog.set_level(logging.INFO)
+    cfg = config.load(DEFAULTS)
+    facts = converged(os)
+    summary = cfg.servers["summary"].model
+    key = next(k for k in facts if k.startswith(f"cd {cfg.paths.models_dir} 2>/dev/null || exit 0; for rel in"))
+    facts[key] = [
+        line if not line.startswith(cfg.models[summary].dir + "/") else line.replace("|-", "").split("|")[0] + "|1 1||-"
+        for line in facts[key]
+    ]
+    plan(facts, groups=INFERENCE)
+    table = restart_table(caplog)
+    assert f"model {cfg.models[summary].dir}/" in row(table, "server summary")
+    assert "replaced" in row(table, "server summary")
+
+
+def test_a_kv_unified_server_gets_the_whole_context_per_request(caplog):
+    caplog.set_level(logging.INFO)
+    plan(converged("linux"), data=with_servers(q4={"kv_unified": True}), groups=INFERENCE)
+    table = restart_table(caplog)
+    q4 = config.load(DEFAULTS).servers["q4"]
+    assert row(table, "server q4").startswith("server q4 restart kv_unified added (--kv-unified)")
+    assert row(table, "server q4").endswith(f"{q4.ctx_size} tokens per request (shared KV cache)")
+
+
+# --- Fail fast and roll back: what the wait is given ----------------------------------------------
+
+
+def wait_attempts(result):
+    (wait,) = [op for op in result.ops if op.name.startswith("Wait for /health")]
+    (command,) = wait.commands
+    return command
+
+
+def test_the_wait_reads_systemd_and_rolls_a_reload_back_to_the_kept_unit():
+    result = plan(converged("linux"), data=with_servers(summary={"ctx_size": 4096}), groups=INFERENCE)
+    command = wait_attempts(result)
+    assert (
+        "systemctl show -p ActiveState -p SubState -p ExecMainStatus -p NRestarts kitty-llama-summary.service"
+        in command
+    )
+    assert (
+        "kitty-llama-summary.service.started.previous-definition /etc/systemd/system/kitty-llama-summary.service"
+        in command
+    )
+    (unit,) = [op for op in result.ops if op.name.startswith("server summary:")]
+    # The unit and record it ran with are kept before the new one is written.
+    assert unit.commands[0].startswith(
+        "if [ -f /opt/kitty/state/supervise/kitty-llama-summary.service.started ]; then cp -p"
+    )
+
+
+def test_the_wait_reads_launchd_and_a_new_build_rolls_current_back():
+    data = {"kitty_llamacpp": {**DEFAULTS["kitty_llamacpp"], "ref": "b11500"}}
+    command = wait_attempts(plan(converged("macos"), data=data, groups=INFERENCE))
+    assert "launchctl print system/com.kitty.llama-server.q4" in command
+    assert 'ln -sfn "$was" /opt/kitty/llama.cpp/current' in command
+    assert "launchctl kickstart -k system/com.kitty.llama-server.q4" in command
+
+
+def test_a_first_install_says_it_has_nothing_to_roll_back_to():
+    base = hosts.linux(installed=hosts.APT_PACKAGES)
+    command = wait_attempts(plan(base, groups=INFERENCE))
+    assert "a first install has nothing to roll back to" in command

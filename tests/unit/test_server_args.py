@@ -53,6 +53,7 @@ def test_q4_runs_with_every_flag_of_the_manual():
         "999",
         "--flash-attn",
         "on",
+        "--metrics",
         "--jinja",
     ]
 
@@ -90,7 +91,8 @@ def test_models_dir_argument_wins_over_the_configured_one():
 
 
 def test_every_server_binds_loopback_unless_configured():
-    cfg = load(q4={"host": "0.0.0.0"})
+    # Beyond loopback only with a key (tests/unit/test_hardening_schema.py refuses it without).
+    cfg = load(q4={"host": "0.0.0.0", "api_key_file": "/opt/kitty/secrets/q4.key"})
     assert value_of(argv(cfg, "q4"), "--host") == "0.0.0.0"
     assert all(value_of(argv(cfg, name), "--host") == "127.0.0.1" for name in ("f16", "summary", "vision"))
 
@@ -103,8 +105,8 @@ def test_api_key_goes_by_file_only():
 
 
 def test_extra_args_come_last_as_given():
-    args = argv(load(q4={"extra_args": ["--metrics", "--cache-type-k", "q8_0"]}), "q4")
-    assert args[-3:] == ["--metrics", "--cache-type-k", "q8_0"]
+    args = argv(load(q4={"extra_args": ["--no-warmup", "--cache-type-k", "q8_0"]}), "q4")
+    assert args[-3:] == ["--no-warmup", "--cache-type-k", "q8_0"]
 
 
 def test_every_flag_a_field_sets_is_guarded_against_repetition_in_extra_args():
@@ -154,3 +156,15 @@ def test_plain_env_is_accepted():
     assert load(q4={"env": {"GGML_METAL_PATH_RESOURCES": "/opt"}}).servers["q4"].env == {
         "GGML_METAL_PATH_RESOURCES": "/opt"
     }
+
+
+def test_kv_unified_is_a_field_and_gives_each_request_the_whole_context():
+    cfg = load(q4={"kv_unified": True, "ctx_size": 16384, "parallel": 4})
+    assert "--kv-unified" in argv(cfg, "q4")
+    assert cfg.servers["q4"].ctx_per_request == 16384
+    # Off (the default): --parallel 4 splits --ctx-size 16384 into four slots of 4096.
+    plain = load(q4={"ctx_size": 16384, "parallel": 4})
+    assert "--kv-unified" not in argv(plain, "q4")
+    assert plain.servers["q4"].ctx_per_request == 4096
+    with pytest.raises(config.ConfigError, match="is set by the field 'kv_unified'"):
+        load(q4={"extra_args": ["--kv-unified"]})

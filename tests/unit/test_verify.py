@@ -78,11 +78,64 @@ def test_the_table_lines_up_and_shows_no_latency_for_an_unhealthy_service():
         verify.Row(check("command", "stack", "voice", None, "true"), "healthy", 120),
     ]
     assert verify.render(rows) == [
-        "service         port  state    latency",
-        "server q4       8083  healthy     4 ms",
-        "server summary  8085  down           -",
-        "stack voice     -     healthy   120 ms",
+        "service         port  state    latency  per request",
+        "server q4       8083  healthy     4 ms  -",
+        "server summary  8085  down           -  -",
+        "stack voice     -     healthy   120 ms  -",
     ]
+
+
+# --- /props: the running server matches its declaration ------------------------------------------
+
+DECLARED = verify.Declared("http://127.0.0.1:8085/props", "/m/smol.gguf", "kitty-summary", 1024)
+PROPS = {"model_path": "/m/smol.gguf", "model_alias": "kitty-summary", "default_generation_settings": {"n_ctx": 1024}}
+
+
+def server_check(declared=DECLARED):
+    return verify.Check("server", "summary", 8085, "llama", "http://127.0.0.1:8085/health", "logs", declared)
+
+
+def test_a_server_serving_what_was_declared_is_healthy_and_shows_its_context_per_request():
+    row = verify.assess(server_check(), ["http", "200", "0.004", "0"], PROPS)
+    assert (row.state, row.context) == ("healthy", "1024 tokens")
+
+
+@pytest.mark.parametrize(
+    ("changed", "named"),
+    [
+        ({"model_path": "/m/other.gguf"}, "model: serves /m/other.gguf, declared /m/smol.gguf"),
+        ({"model_alias": "by-hand"}, "alias: serves 'by-hand', declared 'kitty-summary'"),
+        ({"default_generation_settings": {"n_ctx": 256}}, "ctx_size: serves 256 tokens per request, declared 1024"),
+    ],
+)
+def test_a_server_serving_other_settings_is_not_healthy_and_the_field_is_named(changed, named):
+    row = verify.assess(server_check(), ["http", "200", "0.004", "0"], {**PROPS, **changed})
+    assert not row.healthy
+    assert named in row.state
+    assert named in verify.failure_message([row])
+
+
+def test_the_declared_context_is_split_over_slots_unless_kv_unified():
+    data = copy.deepcopy(hosts.DEFAULTS)
+    data["kitty_servers"]["q4"].update(ctx_size=16384, parallel=4)
+    data["kitty_servers"]["f16"].update(ctx_size=16384, parallel=4, kv_unified=True)
+    found = {c.name: c.declared for c in verify.checks(config.load(data), LINUX, ("inference",))}
+    assert found["q4"].ctx_per_request == 4096
+    assert found["f16"].ctx_per_request == 16384
+    assert found["q4"].props_url == "http://127.0.0.1:8083/props"
+
+
+def test_props_lines_are_read_apart_from_the_health_lines():
+    body = '{"model_path": "/m/a|b.gguf", "default_generation_settings": {"n_ctx": 7}}'
+    lines = [
+        f"{verify.MARK}|server|q4|http 200 0.004 0",
+        f"{verify.PROPS_MARK}|server|q4|{body}",
+        f"{verify.PROPS_MARK}|server|x|",
+    ]
+    assert verify.parse(lines) == {"server q4": ["http", "200", "0.004", "0"]}
+    assert verify.parse_props(lines) == {
+        "server q4": {"model_path": "/m/a|b.gguf", "default_generation_settings": {"n_ctx": 7}}
+    }
 
 
 def test_the_failure_names_each_unhealthy_service_its_port_and_where_to_look():
