@@ -1,0 +1,206 @@
+"""stop.py planned, and executed, for simulated Linux hosts and Macs: what is stopped, in which order, how."""
+
+from __future__ import annotations
+
+from pyinfra.api.exceptions import PyinfraError
+from pyinfra.api.operations import run_ops
+from pyinfra.api.state import StateStage
+
+from tasks import config, layout, shutdown
+from tasks.supervise import stop as supervise_stop
+from tests.plan import hosts, launchd_facts, stack_facts
+from tests.plan.harness import plan, prepared
+
+CFG = config.load(hosts.DEFAULTS)
+SERVERS = list(CFG.servers)
+OPT = CFG.paths.opt_dir
+
+
+def units(*, active: bool = True, enabled: bool = True, images: bool = True) -> dict:
+    """systemd units of the model servers (and the images service) as the host has them."""
+    names = [layout.server_unit(name) for name in SERVERS]
+    extra = [layout.images_unit("api"), layout.images_unit("worker")] if images else []
+    facts = {}
+    for unit in [*extra, *names]:
+        facts[f"show --all --property Id --property SubState {unit}"] = [
+            f"Id={unit}",
+            f"SubState={'running' if active else 'dead'}",
+        ]
+        facts[f"show --all --property Id --property UnitFileState {unit}"] = [
+            f"Id={unit}",
+            f"UnitFileState={'enabled' if enabled else 'disabled'}",
+        ]
+    facts[f"for f in {layout.SYSTEMD_UNITS}/{layout.IMAGES_UNIT_PREFIX}*"] = extra
+    facts[f"for f in {layout.SYSTEMD_UNITS}/{layout.SERVER_UNIT_PREFIX}*"] = names
+    return facts
+
+
+def jobs(*, loaded: bool = True, disabled: bool = False) -> dict:
+    labels = [layout.server_label(CFG, name) for name in SERVERS]
+    facts = {}
+    for label in labels:
+        facts.update(launchd_facts.job(f"system/{label}", loaded=loaded, disabled=disabled))
+    facts[f"for f in {layout.LAUNCH_DAEMONS}/{layout.IMAGES_LABEL_PREFIX}*"] = []
+    facts[f"for f in {layout.LAUNCH_DAEMONS}/{CFG.launchd.label_prefix}*"] = [f"{label}.plist" for label in labels]
+    return facts
+
+
+def linux(*, stack: str = "running", **departures) -> dict:
+    containers = {name: {"state": stack} for name in CFG.stack.services}
+    return {**units(**departures), **stack_facts.compose(CFG, containers=containers), **hosts.linux()}
+
+
+def mac(*, stack: str = "running", **departures) -> dict:
+    containers = {name: {"state": stack} for name in CFG.stack.services}
+    return {
+        **jobs(**departures),
+        **stack_facts.compose(CFG, containers=containers),
+        **hosts.macos(),
+    }
+
+
+def stop_plan(facts: dict, data: dict | None = None, groups=("inference", "application")):
+    return plan(facts, data=data, groups=groups, deploy_file="stop.py")
+
+
+def names(result) -> list[str]:
+    return [op.name for op in result.ops]
+
+
+# --- Linux -----------------------------------------------------------------------------
+
+
+def test_linux_stops_in_the_manuals_order_images_api_first_then_stack_then_servers():
+    result = stop_plan(linux())
+    assert names(result) == [
+        "images api: stop and keep off at boot (kitty-images-api.service)",
+        "images worker: stop and keep off at boot (kitty-images-worker.service)",
+        "application stack: docker compose stop (containers and volumes kept)",
+        *[f"server {n}: stop and keep off at boot (kitty-llama-{n}.service)" for n in sorted(SERVERS)],
+    ]
+    stack = result.op("application stack: docker compose stop (containers and volumes kept)")
+    assert stack.commands == ["docker compose -p kitty -f /Users/Shared/Coding/KITT/infra/compose/docker-compose.yml "
+                              "--env-file /Users/Shared/Coding/KITT/.env stop 2>&1"]  # fmt: skip
+
+
+def test_graceful_stop_goes_through_systemd_and_keeps_the_unit():
+    result = stop_plan(linux())
+    q4 = " ".join(result.op("server q4: stop and keep off at boot (kitty-llama-q4.service)").commands)
+    assert "systemctl disable --now kitty-llama-q4.service" in q4
+    assert "Result" in q4
+    assert "SIGKILL" not in q4 and "rm " not in q4 and "kill " not in q4
+
+
+def test_emergency_kills_through_systemd_and_compose_kill_only_ours():
+    result = stop_plan(linux(), data={"emergency": "true"})
+    q4 = " ".join(result.op("server q4: kill and keep off at boot (kitty-llama-q4.service)").commands)
+    assert "systemctl kill -s SIGKILL kitty-llama-q4.service" in q4
+    assert "systemctl disable kitty-llama-q4.service" in q4
+    stack = result.op("application stack: docker compose kill (containers and volumes kept)")
+    assert stack.commands[0].endswith(" kill 2>&1") and "-p kitty " in stack.commands[0]
+    everything = " ".join(result.commands)
+    # Never by process name, never every container of the machine.
+    assert "pkill" not in everything and "killall" not in everything and "docker ps" not in everything
+    assert "docker rm" not in everything and "down" not in everything
+
+
+def test_a_stopped_and_disabled_host_plans_nothing():
+    assert names(stop_plan(linux(active=False, enabled=False, stack="exited"))) == []
+
+
+def test_a_stopped_but_enabled_unit_is_only_disabled():
+    result = stop_plan(linux(active=False, enabled=True, stack="exited", images=False))
+    assert names(result) == [
+        f"server {n}: stop and keep off at boot (kitty-llama-{n}.service)" for n in sorted(SERVERS)
+    ]
+
+
+def test_role_data_stops_one_role_only():
+    inference = stop_plan(linux(), data={"role": "inference"})
+    assert [n for n in names(inference) if not n.startswith("server ")] == []
+    application = stop_plan(linux(), groups=("application",))
+    assert [n for n in names(application) if n.startswith("server ")] == []
+
+
+# --- macOS -----------------------------------------------------------------------------
+
+
+def test_mac_disables_then_boots_out_and_waits_for_launchd():
+    result = stop_plan(mac())
+    label = layout.server_label(CFG, "q4")
+    q4 = " ".join(result.op(f"server q4: stop and keep off at boot ({label})").commands)
+    assert q4.index(f"launchctl disable system/{label}") < q4.index(f"launchctl bootout system/{label}")
+    assert "ExitTimeOut" in q4 and "SIGKILL" not in q4
+    assert "stop 2>&1" in " ".join(result.commands)
+
+
+def test_mac_emergency_kills_through_launchd():
+    result = stop_plan(mac(), data={"emergency": "true"})
+    label = layout.server_label(CFG, "q4")
+    q4 = " ".join(result.op(f"server q4: kill and keep off at boot ({label})").commands)
+    assert f"launchctl kill SIGKILL system/{label}" in q4
+    assert q4.index("launchctl disable") < q4.index("launchctl kill") < q4.index("launchctl bootout")
+
+
+def test_mac_stopped_and_disabled_plans_nothing():
+    assert names(stop_plan(mac(loaded=False, disabled=True, stack="exited"))) == []
+
+
+# --- Executed: the table and the verification -------------------------------------------
+
+
+def execute(responses: dict, data: dict | None = None) -> tuple[list[str], str | None]:
+    supervise_stop.OUTCOMES.clear()
+    with prepared(responses, data, ("inference", "application"), "stop.py") as (state, host, ran):
+        state.set_stage(StateStage.Execute)
+        error = None
+        try:
+            run_ops(state)
+        except PyinfraError as failure:
+            error = str(failure)
+        return [command for command, _ in ran], error
+
+
+def test_executed_stop_records_each_outcome_and_passes_when_ports_are_free():
+    # The fake host's facts do not change: the stack was already stopped, the units are stopped now.
+    commands, error = execute(linux(stack="exited"))
+    assert error is None
+    assert shutdown.STACK_OUTCOMES["@fake/kitty"] == "already stopped"
+    outcomes = {o.name: o.result for o in supervise_stop.outcomes("@fake/kitty")}
+    assert outcomes == {
+        "images api": "stopped",
+        "images worker": "stopped",
+        **{f"server {n}": "stopped" for n in SERVERS},
+    }
+    # The processes check reads only kitty-ops' own paths.
+    ps = [c for c in commands if "ps -A -o pid=" in c]
+    assert ps and f"{OPT}/llama.cpp/" in ps[0]
+
+
+def test_a_container_still_running_after_the_stop_fails_it():
+    _, error = execute(linux())
+    assert error is not None
+
+
+def test_a_port_still_held_fails_the_stop_naming_it():
+    facts = {
+        "ss -ltnpH": ['LISTEN 0 128 127.0.0.1:8083 0.0.0.0:* users:(("llama-server",pid=777,fd=3))'],
+        **linux(stack="exited"),
+    }
+    _, error = execute(facts)
+    assert error is not None
+
+
+def test_parse_of_the_stop_line():
+    assert supervise_stop._parse(["kitty-stop 3 success"]) == (3.0, False)
+    assert supervise_stop._parse(["kitty-stop 30 timeout"]) == (30.0, True)
+    # launchd: the stop lasted the whole ExitTimeOut, so launchd killed it.
+    assert supervise_stop._parse(["kitty-stop 20 20"]) == (20.0, True)
+    assert supervise_stop._parse(["kitty-stop 1 20"]) == (1.0, False)
+    assert supervise_stop._parse(["kitty-stop 0 0"]) == (0.0, False)
+
+
+def test_render_of_the_table():
+    lines = shutdown.render([("server q4", "stopped (1 s)"), ("port 8083 (server q4)", "free")])
+    assert lines[0].split() == ["what", "stop"]
+    assert lines[1].startswith("server q4") and lines[1].endswith("stopped (1 s)")
