@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from tasks import config, layout, memory_budget
 from tasks import macos as mac
-from tests.plan import inference_facts, launchd_facts, llamacpp_facts, supervise_facts
+from tests.plan import inference_facts, launchd_facts, llamacpp_facts, observability_facts, supervise_facts
 from tests.plan.harness import group_data
 
 DEFAULTS = group_data()
@@ -80,7 +80,8 @@ def macos_converged(**kwargs) -> dict:
     llama = llamacpp_facts.converged(DEFAULTS, os="macos", **who)
     inference = inference_facts.converged(DEFAULTS, os="macos", **who)
     stack = stack_converged(os="macos", **who)
-    return {**llama, **inference, **stack, **macos(installed=BREW_PACKAGES, **kwargs)}
+    observability = observability_facts.converged(DEFAULTS, os="macos", user=who["user"])
+    return {**llama, **inference, **stack, **observability, **macos(installed=BREW_PACKAGES, **kwargs)}
 
 
 def linux(*, installed: list[str] = (), user: str = "admin") -> dict:
@@ -101,6 +102,7 @@ def linux_converged(**kwargs) -> dict:
     return {
         **llama,
         **inference,
+        **observability_facts.converged(DEFAULTS, os="linux", user=kwargs.get("user", "admin")),
         **hf_venv(user=kwargs.get("user", "admin")),
         **stack_converged(os="linux", user=kwargs.get("user", "admin")),
         # docker.io: the Linux engine of the application stack (tasks/stack.py).

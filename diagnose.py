@@ -1,0 +1,16 @@
+"""The manual's troubleshooting chapter as one read-only command.
+
+pyinfra inventory.py diagnose.py [--data diagnose_bundle=reports/kitty-support.tar.gz]
+
+Prints every finding with the manual's remedy; changes nothing on the host. With diagnose_bundle, also
+writes a support bundle on the controller: the findings and log tails, every secret value redacted.
+"""
+
+from pyinfra import host
+
+from tasks import config, diagnose, platform
+
+cfg = config.load(host.data)
+plat = platform.detect()
+
+diagnose.run(cfg, plat, bundle_to=host.data.get("diagnose_bundle"))

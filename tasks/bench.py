@@ -1,0 +1,285 @@
+"""The benchmark: how each enabled model server performs on this host, beside the manual's expected figures.
+
+Per server: start to healthy, cold (page cache dropped first where the OS
+allows: `purge` on macOS, `drop_caches` on Linux) and warm; prompt and
+generation speed from llama-server's own `timings` in a /completion answer to
+a fixed prompt; resident memory of the process and the GPU buffers llama.cpp
+reported loading. It changes nothing on the host, except that with
+`--data bench_restart=true` each server is restarted through its supervisor,
+one at a time, each waited for. A cell that cannot be measured is None, and
+`why` says why.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shlex
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from tasks import layout, servers
+from tasks.config import KittyConfig
+from tasks.platform import Platform
+
+# The manual's "Performance Benchmarks" chapter, per server role: start to healthy (first start,
+# later starts) in seconds, steady-state RAM and VRAM in GB. None: the manual gives no figure.
+EXPECTED = {
+    "q4": {"cold_s": 45, "warm_s": 30, "rss_gb": 18, "gpu_gb": 16},
+    "f16": {"cold_s": 330, "warm_s": 285, "rss_gb": 145, "gpu_gb": 80},
+    "vision": {"cold_s": 135, "warm_s": 110, "rss_gb": 20, "gpu_gb": 18},
+}
+COLUMNS = (
+    "server",
+    "model",
+    "cold_s",
+    "warm_s",
+    "prompt_tps",
+    "gen_tps",
+    "rss_gb",
+    "gpu_gb",
+    "expected_cold_s",
+    "expected_warm_s",
+    "expected_rss_gb",
+    "expected_gpu_gb",
+)
+# llama.cpp's load log: "<backend>_Mapped model buffer size = N MiB", "<backend> KV buffer size = N MiB",
+# "<backend> compute buffer size = N MiB". GPU backends: Metal (MTL0, Metal), CUDA0, ...
+BUFFER = re.compile(
+    r"\b(Metal|MTL\d*|CUDA\d+|Vulkan\d*|ROCm\d+)\w*\s+(?:model |KV |compute )?buffer size =\s+([\d.]+) MiB"
+)
+NOW_MS = "perl -MTime::HiRes=time -e 'printf \"%d\\n\", time * 1000'"
+
+
+@dataclass
+class Row:
+    server: str
+    model: str
+    cold_s: float | None = None
+    warm_s: float | None = None
+    prompt_tps: float | None = None
+    gen_tps: float | None = None
+    rss_gb: float | None = None
+    gpu_gb: float | None = None
+    expected_cold_s: float | None = None
+    expected_warm_s: float | None = None
+    expected_rss_gb: float | None = None
+    expected_gpu_gb: float | None = None
+    # Per cell left None: why.
+    why: dict[str, str] = field(default_factory=dict)
+
+
+def new_row(name: str, model: str) -> Row:
+    expected = EXPECTED.get(name, {})
+    row = Row(server=name, model=model, **{f"expected_{k}": v for k, v in expected.items()})
+    if not expected:
+        row.why["expected"] = f"the manual gives no figures for a server named {name!r}"
+    return row
+
+
+def timings(body: str) -> tuple[float | None, float | None]:
+    """(prompt tokens/s, generated tokens/s) from llama-server's /completion answer."""
+    try:
+        found = json.loads(body).get("timings") or {}
+    except (ValueError, AttributeError):
+        return None, None
+    return found.get("prompt_per_second"), found.get("predicted_per_second")
+
+
+def gpu_gib_from_log(lines: list[str]) -> float | None:
+    """GPU buffers of the last model load in a server log, in GiB; None when none (a CPU build)."""
+    # A log holds every start since its last rotation: count the last load only.
+    starts = [i for i, line in enumerate(lines) if "llama_model_loader: loaded meta data" in line]
+    last_load = lines[starts[-1] :] if starts else lines
+    sizes = [float(m.group(2)) for line in last_load for m in [BUFFER.search(line)] if m]
+    return round(sum(sizes) / 1024, 3) if sizes else None
+
+
+def table(rows: list[Row]) -> list[str]:
+    def cell(value) -> str:
+        return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+    head = (
+        "server",
+        "cold s",
+        "warm s",
+        "prompt t/s",
+        "gen t/s",
+        "RSS GB",
+        "GPU GB",
+        "manual: cold/warm s, RAM/VRAM GB",
+    )
+    lines = [head]
+    for r in rows:
+        manual = (
+            f"{cell(r.expected_cold_s)}/{cell(r.expected_warm_s)}, {cell(r.expected_rss_gb)}/{cell(r.expected_gpu_gb)}"
+        )
+        lines.append(
+            (
+                r.server,
+                cell(r.cold_s),
+                cell(r.warm_s),
+                cell(r.prompt_tps),
+                cell(r.gen_tps),
+                cell(r.rss_gb),
+                cell(r.gpu_gb),
+                manual,
+            )
+        )
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    return ["  ".join(f"{v:<{widths[i]}}" for i, v in enumerate(line)).rstrip() for line in lines]
+
+
+def to_csv(rows: list[Row]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow([*COLUMNS, "why"])
+    for r in rows:
+        values = asdict(r)
+        writer.writerow(
+            [
+                *("" if values[c] is None else values[c] for c in COLUMNS),
+                "; ".join(f"{k}: {v}" for k, v in r.why.items()),
+            ]
+        )
+    return out.getvalue()
+
+
+def write(rows: list[Row], directory: str, host_name: str, meta: dict) -> tuple[Path, Path]:
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", host_name).strip("_") or "host"
+    json_path, csv_path = folder / f"bench-{stem}.json", folder / f"bench-{stem}.csv"
+    json_path.write_text(json.dumps({**meta, "servers": [asdict(r) for r in rows]}, indent=2) + "\n")
+    csv_path.write_text(to_csv(rows))
+    return json_path, csv_path
+
+
+# --- on the host ---------------------------------------------------------------------------------
+
+
+def drop_cache_command(plat: Platform) -> str:
+    if plat.os == "macos":
+        return "purge"
+    return "sync && echo 3 > /proc/sys/vm/drop_caches"
+
+
+def restart_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
+    if plat.supervisor == "launchd":
+        return f"launchctl kickstart -k system/{shlex.quote(layout.server_label(cfg, name))}"
+    return f"systemctl restart {shlex.quote(layout.server_unit(name))}"
+
+
+def pid_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
+    if plat.supervisor == "launchd":
+        label = shlex.quote(layout.server_label(cfg, name))
+        return f"launchctl print system/{label} | sed -n 's/^[[:space:]]*pid = \\([0-9]*\\).*/\\1/p' | head -n1"
+    return f"systemctl show -p MainPID --value {shlex.quote(layout.server_unit(name))}"
+
+
+def time_to_healthy(url: str, timeout: int) -> str:
+    """Host-side: milliseconds from now until `url` answers 200, or `timeout` on giving up."""
+    return (
+        f"t0=$({NOW_MS}); end=$((t0 + {timeout * 1000})); "
+        f"until curl -sf -o /dev/null --max-time 2 {shlex.quote(url)}; do "
+        f'[ "$({NOW_MS})" -lt "$end" ] || {{ echo timeout; exit 0; }}; sleep 0.1; done; '
+        f"echo $(($({NOW_MS}) - t0))"
+    )
+
+
+@operation(is_idempotent=False)
+def measure(cfg: KittyConfig, plat: Platform):
+    """Measure every enabled server (see the module's docstring); prints the table, writes JSON and CSV."""
+    if not host.state.is_executing:
+        restarting = "restarting each server once or twice" if cfg.bench.restart else "restarting nothing"
+        host.noop(f"measured on the host when run ({restarting})")
+        return
+    yield FunctionCommand(_measure, (cfg, plat), {})
+
+
+def _run(host_, command: str, sudo: bool = False, timeout: int = 120) -> tuple[bool, str]:
+    ok, output = host_.run_shell_command(command, _sudo=sudo, _timeout=timeout)
+    return ok, "\n".join(output.stdout_lines)
+
+
+def _restart_and_time(host_, cfg: KittyConfig, plat: Platform, name: str) -> tuple[float | None, str | None]:
+    srv = cfg.servers[name]
+    ok, out = _run(host_, restart_command(cfg, plat, name), sudo=plat.sudo)
+    if not ok:
+        return None, f"restart failed: {out[-200:]}"
+    ok, out = _run(host_, time_to_healthy(servers.health_url(srv), srv.health_timeout), timeout=srv.health_timeout + 30)
+    last = out.strip().splitlines()[-1] if out.strip() else ""
+    if not last.isdigit():
+        return None, f"not healthy within {srv.health_timeout} s"
+    return round(int(last) / 1000, 2), None
+
+
+def _measure(state, host_, cfg: KittyConfig, plat: Platform) -> bool:
+    rows = []
+    for name, srv in cfg.enabled_servers().items():
+        row = new_row(name, srv.model)
+        if cfg.bench.restart:
+            dropped, out = _run(host_, drop_cache_command(plat), sudo=plat.sudo)
+            if dropped:
+                row.cold_s, why = _restart_and_time(host_, cfg, plat, name)
+                if why:
+                    row.why["cold_s"] = why
+            else:
+                row.why["cold_s"] = (
+                    f"page cache could not be dropped ({drop_cache_command(plat)}: {out.strip()[-120:] or 'refused'})"
+                )
+            row.warm_s, why = _restart_and_time(host_, cfg, plat, name)
+            if why:
+                row.why["warm_s"] = why
+        else:
+            row.why["cold_s"] = row.why["warm_s"] = "not restarted: run with --data bench_restart=true"
+        body = json.dumps(
+            {"prompt": cfg.bench.prompt, "n_predict": cfg.bench.n_predict, "temperature": 0, "cache_prompt": False}
+        )
+        url = servers.health_url(srv).removesuffix("/health") + "/completion"
+        curl = f"curl -s --max-time 300 -H 'Content-Type: application/json' -d {shlex.quote(body)} {shlex.quote(url)}"
+        if srv.api_key_file:
+            # The key goes to curl on stdin (-K -): never on a command line, in ps or in pyinfra's output.
+            quoted = shlex.quote(srv.api_key_file)
+            key = f"$(cat {quoted} 2>/dev/null || sudo -n cat {quoted})"
+            curl = f'printf \'header = "Authorization: Bearer %s"\\n\' "{key}" | {curl} -K -'
+        _, answer = _run(host_, curl, timeout=320)
+        row.prompt_tps, row.gen_tps = timings(answer)
+        if row.prompt_tps is None:
+            row.why["prompt_tps"] = row.why["gen_tps"] = (
+                f"no timings in the /completion answer: {answer.strip()[:120]!r}"
+            )
+        _, pid = _run(host_, pid_command(cfg, plat, name), sudo=plat.sudo)
+        pid = pid.strip()
+        if pid.isdigit() and pid != "0":
+            _, rss = _run(host_, f"ps -o rss= -p {pid}")
+            row.rss_gb = round(int(rss.strip()) / 1024 / 1024, 3) if rss.strip().isdigit() else None
+        if row.rss_gb is None:
+            row.why["rss_gb"] = f"no running process for server {name}"
+        _, log = _run(host_, f"tail -n 400 {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
+        row.gpu_gb = gpu_gib_from_log(log.splitlines())
+        if row.gpu_gb is None:
+            row.why["gpu_gb"] = "no GPU buffers in the server's load log (a CPU build, or the log rotated since)"
+        rows.append(row)
+    for line in table(rows):
+        host_.log(line, logger.info)
+    meta = {
+        "host": host_.name,
+        "os": plat.os,
+        "restarted": cfg.bench.restart,
+        "prompt": cfg.bench.prompt,
+        "n_predict": cfg.bench.n_predict,
+    }
+    paths = write(rows, cfg.bench.report_dir, host_.name, meta)
+    host_.log(f"written: {paths[0]}, {paths[1]}", logger.info)
+    return True
+
+
+@deploy("Benchmark")
+def run(cfg: KittyConfig, plat: Platform) -> None:
+    measure(name="Measure the model servers", cfg=cfg, plat=plat)

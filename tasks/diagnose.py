@@ -1,0 +1,300 @@
+"""The manual's troubleshooting chapter as one read-only command: what is wrong, and the manual's remedy.
+
+Per model server: its supervisor state, restarts and last exit, who holds its
+port, its model files (present, stamped), its last log lines. The stack's
+`compose ps` and the .env names the stack expects but the file lacks (names
+only, never values). Memory pressure and swap, and the GPU wired limit on a
+Mac. Every finding carries the remedy from the manual (adapted to kitty-ops:
+change group_data and converge, never `kill -9`). Optionally a support
+bundle: a tarball of the findings and log tails, with every secret value
+redacted.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shlex
+import tarfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, deploy, operation
+
+from tasks import layout, secrets
+from tasks.config import SECRET_NAME, KittyConfig
+from tasks.platform import Platform
+
+LOG_LINES = 20
+# The manual's remedies (Troubleshooting), as they apply to a host kitty-ops converges.
+REMEDY = {
+    "stopped": "converge again (pyinfra inventory.py deploy.py): it starts the server and waits for /health",
+    "crash-loop": "read the log's last lines; out of memory: lower ctx_size, parallel or n_gpu_layers in "
+    "kitty_servers (manual: 'Out of Memory'); a segmentation fault: move kitty_llamacpp.ref (manual: 'Rebuild')",
+    "port": "stop the program holding the port, or move kitty_servers.<name>.port (manual: 'Port Conflict'); "
+    "kitty-ops kills nothing it did not start",
+    "model": "converge again: the model step downloads and verifies it (manual: 'Model Not Found')",
+    "env": "add the names to secrets.env or the operator's environment and converge (manual: "
+    "'Missing Environment Variables')",
+    "container": "docker compose logs <service> (manual: 'Docker Services Won't Start')",
+    "memory": "memory is short: disable an optional server or lower its ctx_size (manual: 'High CPU/GPU Usage')",
+}
+
+
+@dataclass
+class Finding:
+    subject: str
+    problem: str
+    remedy: str
+    detail: str = ""
+
+
+# --- reading what the host says --------------------------------------------------------------------
+
+
+def supervisor_state(plat: Platform, output: str) -> dict:
+    """{"running": bool, "restarts": int | None, "last_exit": str | None, "pid": int | None} from
+    `systemctl show` (Linux) or `launchctl print` (macOS)."""
+    if plat.supervisor == "systemd":
+        fields = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        pid = int(fields.get("MainPID", "0") or 0)
+        restarts = fields.get("NRestarts", "")
+        return {
+            "loaded": fields.get("LoadState") == "loaded",
+            "running": fields.get("ActiveState") == "active" and fields.get("SubState") == "running",
+            "restarts": int(restarts) if restarts.isdigit() else None,
+            "last_exit": fields.get("ExecMainStatus") or None,
+            "pid": pid or None,
+            "state": f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}",
+        }
+    found = {
+        key: re.search(rf"^\s*{key} = (.*)$", output, re.MULTILINE)
+        for key in ("state", "pid", "runs", "last exit code")
+    }
+    value = {key: (m.group(1).strip() if m else None) for key, m in found.items()}
+    return {
+        "loaded": value["state"] is not None,
+        "running": value["state"] == "running",
+        "restarts": max(int(value["runs"]) - 1, 0) if (value["runs"] or "").isdigit() else None,
+        "last_exit": value["last exit code"],
+        "pid": int(value["pid"]) if (value["pid"] or "").isdigit() else None,
+        "state": value["state"] or "not loaded",
+    }
+
+
+def server_findings(
+    name: str, port: int, state: dict, holder: dict | None, files: dict, log_tail: str
+) -> list[Finding]:
+    subject = f"server {name}"
+    found = []
+    # A job whose process keeps exiting: restarts counted by the supervisor, and not running now or just respawned.
+    if (
+        state["restarts"]
+        and state["restarts"] > 0
+        and (not state["running"] or state["last_exit"] not in (None, "0", "(never exited)"))
+    ):
+        found.append(
+            Finding(
+                subject,
+                f"crash loop: {state['restarts']} restarts, last exit {state['last_exit']}",
+                REMEDY["crash-loop"],
+                log_tail,
+            )
+        )
+    elif not state["running"]:
+        found.append(Finding(subject, f"not running ({state['state']})", REMEDY["stopped"], log_tail))
+    if holder and holder.get("command") != "llama-server":
+        found.append(
+            Finding(subject, f"port {port} held by PID {holder.get('pid')} ({holder.get('command')})", REMEDY["port"])
+        )
+    elif not holder and state["running"]:
+        found.append(
+            Finding(
+                subject, f"running but nothing listens on port {port} (still loading?)", REMEDY["crash-loop"], log_tail
+            )
+        )
+    for rel, file in files.items():
+        if not file["exists"]:
+            found.append(Finding(subject, f"model file {rel} is missing", REMEDY["model"]))
+        elif not file["stamp"] or (file["stamp"]["size"], file["stamp"]["mtime"]) != (file["size"], file["mtime"]):
+            found.append(
+                Finding(subject, f"model file {rel} is not verified (no stamp, or it changed since)", REMEDY["model"])
+            )
+    return found
+
+
+def missing_env_names(wanted: list[str], env_names: list[str]) -> list[str]:
+    present = set(env_names)
+    return [name for name in wanted if name not in present]
+
+
+def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
+    """Memory and swap from /proc/meminfo (Linux) or vm_stat + sysctl (macOS)."""
+    if plat.os == "linux":
+        kib = {
+            k: int(v.split()[0])
+            for k, v in (line.split(":", 1) for line in output.splitlines() if ":" in line)
+            if v.split() and v.split()[0].isdigit()
+        }
+        info = {
+            "total_gib": round(kib.get("MemTotal", 0) / 2**20, 2),
+            "available_gib": round(kib.get("MemAvailable", 0) / 2**20, 2),
+            "swap_used_gib": round((kib.get("SwapTotal", 0) - kib.get("SwapFree", 0)) / 2**20, 2),
+        }
+    else:
+        pages = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+?):\s+(\d+)\.?$", output, re.MULTILINE)}
+        size = int(re.search(r"page size of (\d+)", output).group(1)) if "page size of" in output else 16384
+        free = sum(pages.get(k, 0) for k in ("Pages free", "Pages inactive", "Pages purgeable")) * size
+        used = re.search(r"vm.swapusage: total = \S+ used = ([\d.]+)M", output)
+        wired = re.search(r"iogpu.wired_limit_mb: (\d+)", output)
+        memsize = re.search(r"hw.memsize: (\d+)", output)
+        info = {
+            "total_gib": round(int(memsize.group(1)) / 2**30, 2) if memsize else None,
+            "available_gib": round(free / 2**30, 2),
+            "swap_used_gib": round(float(used.group(1)) / 1024, 2) if used else None,
+            "gpu_wired_limit_mb": int(wired.group(1)) if wired else None,
+        }
+    found = []
+    if info["total_gib"] and info["available_gib"] is not None and info["available_gib"] < 0.05 * info["total_gib"]:
+        found.append(
+            Finding("memory", f"only {info['available_gib']} GiB of {info['total_gib']} available", REMEDY["memory"])
+        )
+    if info.get("swap_used_gib"):
+        found.append(Finding("memory", f"{info['swap_used_gib']} GiB swapped out", REMEDY["memory"]))
+    return info, found
+
+
+# --- secrets never leave ---------------------------------------------------------------------------
+
+REDACTED = "***redacted***"
+_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)(\s*[=:]\s*)(\S+)")
+_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+
+
+def redact(text: str, known: list[str]) -> str:
+    """Every known secret value, every NAME=value whose name looks secret, every bearer token."""
+    for value in sorted((v for v in known if v), key=len, reverse=True):
+        text = text.replace(value, REDACTED)
+    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
+    return _ASSIGNMENT.sub(
+        lambda m: m.group(0) if not SECRET_NAME.search(m.group(1)) else m.group(1) + m.group(2) + REDACTED, text
+    )
+
+
+def bundle(findings: list[Finding], facts: dict, known_secrets: list[str], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    report = redact(
+        json.dumps({"findings": [asdict(f) for f in findings], "facts": facts}, indent=2, default=str), known_secrets
+    )
+    with tarfile.open(path, "w:gz") as tar:
+        data = report.encode()
+        info = tarfile.TarInfo("diagnose/findings.json")
+        info.size, info.mtime = len(data), int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+# --- on the host -----------------------------------------------------------------------------------
+
+
+def _run(host_, command: str, sudo: bool = False) -> str:
+    _, output = host_.run_shell_command(command, _sudo=sudo, _timeout=60)
+    return "\n".join(output.stdout_lines)
+
+
+def status_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
+    if plat.supervisor == "launchd":
+        return f"launchctl print system/{shlex.quote(layout.server_label(cfg, name))} 2>&1"
+    props = "LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,MainPID"
+    return f"systemctl show -p {props} {shlex.quote(layout.server_unit(name))}"
+
+
+@operation(is_idempotent=False)
+def examine(cfg: KittyConfig, plat: Platform, bundle_to: str | None = None):
+    """Read everything, print the findings with their remedies; writes a redacted bundle when asked."""
+    if not host.state.is_executing:
+        host.noop("read on the host when run; changes nothing")
+        return
+    yield FunctionCommand(_examine, (cfg, plat, bundle_to), {})
+
+
+def _examine(state, host_, cfg: KittyConfig, plat: Platform, bundle_to: str | None) -> bool:
+    from tasks.facts import ListeningPorts, ModelFileStates
+
+    findings: list[Finding] = []
+    facts: dict = {"servers": {}}
+    listening = host_.get_fact(ListeningPorts, _sudo=plat.sudo) or {}
+    for name, srv in cfg.enabled_servers().items():
+        state = supervisor_state(plat, _run(host_, status_command(cfg, plat, name), sudo=plat.sudo))
+        rels = [
+            f"{m.dir}/{f.name}"
+            for key in filter(None, [srv.model, srv.mmproj])
+            for m in [cfg.models[key]]
+            for f in m.files
+        ]
+        files = host_.get_fact(ModelFileStates, models_dir=cfg.paths.models_dir, files=rels) or {}
+        files = {rel: files.get(rel, {"exists": False}) for rel in rels}
+        tail = _run(host_, f"tail -n {LOG_LINES} {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
+        found = server_findings(name, srv.port, state, listening.get(srv.port), files, tail)
+        findings += found
+        facts["servers"][name] = {
+            "supervisor": state,
+            "port": srv.port,
+            "holder": listening.get(srv.port),
+            "models": files,
+            "log_tail": tail,
+        }
+    if cfg.stack.enabled and "application" in host_.groups:
+        env_file = secrets.env_path(cfg)
+        names = _run(
+            host_, f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {shlex.quote(env_file)}", sudo=plat.sudo
+        ).split()
+        missing = missing_env_names(cfg.stack.secrets, names)
+        if missing:
+            findings.append(Finding("stack .env", f"names without a value: {', '.join(missing)}", REMEDY["env"]))
+        compose = "docker-compose" if plat.os == "macos" else "docker compose"
+        fmt = shlex.quote("{{.Service}}|{{.State}}|{{.Status}}")
+        project = shlex.quote(cfg.stack.project_name)
+        ps = _run(host_, f"{compose} -p {project} ps -a --format {fmt} 2>&1", sudo=plat.sudo)
+        facts["compose_ps"] = ps
+        for line in ps.splitlines():
+            service, _, rest = line.partition("|")
+            if service in cfg.stack.services and not rest.startswith("running"):
+                findings.append(
+                    Finding(f"stack {service}", f"container {rest.replace('|', ', ')}", REMEDY["container"])
+                )
+        for service in cfg.stack.services:
+            if service not in [line.partition("|")[0] for line in ps.splitlines()]:
+                findings.append(Finding(f"stack {service}", "no container", REMEDY["container"]))
+    memory = _run(
+        host_,
+        "cat /proc/meminfo"
+        if plat.os == "linux"
+        else "vm_stat; sysctl hw.memsize vm.swapusage iogpu.wired_limit_mb; memory_pressure -Q 2>/dev/null | tail -n 1",
+    )
+    facts["memory"], found = memory_findings(plat, memory)
+    findings += found
+    for line in report_lines(findings):
+        host_.log(line, logger.warning if findings else logger.info)
+    if bundle_to:
+        known = list(secrets.secret_values(cfg.stack).values())
+        where = bundle(findings, facts, known, Path(bundle_to))
+        host_.log(f"support bundle (secret values redacted): {where}", logger.info)
+    return True
+
+
+def report_lines(findings: list[Finding]) -> list[str]:
+    if not findings:
+        return ["nothing wrong found"]
+    lines = [f"{len(findings)} finding(s):"]
+    for f in findings:
+        lines += [f"  {f.subject}: {f.problem}", f"    remedy: {f.remedy}"]
+    return lines
+
+
+@deploy("Diagnose")
+def run(cfg: KittyConfig, plat: Platform, bundle_to: str | None = None) -> None:
+    examine(name="Diagnose the KITTY host", cfg=cfg, plat=plat, bundle_to=bundle_to)

@@ -1,0 +1,84 @@
+"""diagnose: reading supervisor answers, naming stopped and crash-looping servers with remedies, redacting secrets."""
+
+from __future__ import annotations
+
+import tarfile
+
+from tasks import diagnose
+from tests.plan.harness import simulated_platform
+
+LINUX = simulated_platform("linux", "admin", "x86_64")
+MAC = simulated_platform("macos", "admin", "arm64")
+FILES_OK = {"m/a.gguf": {"exists": True, "size": 10, "mtime": 5, "stamp": {"sha256": "x", "size": 10, "mtime": 5}}}
+CANARY = "sk-canary-7f3a9c21d0"
+
+
+def systemd(active, sub, restarts, status, pid):
+    return diagnose.supervisor_state(
+        LINUX,
+        f"LoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
+        f"ExecMainStatus={status}\nMainPID={pid}\n",
+    )
+
+
+def test_a_stopped_server_and_a_crash_looping_one_are_named_with_their_remedies():
+    stopped = diagnose.server_findings("q4", 8083, systemd("inactive", "dead", 0, 0, 0), None, FILES_OK, "")
+    looping = diagnose.server_findings(
+        "summary", 8085, systemd("activating", "auto-restart", 7, 1, 0), None, FILES_OK, "error: out of memory"
+    )
+    assert [(f.subject, f.problem, f.remedy) for f in stopped] == [
+        ("server q4", "not running (inactive/dead)", diagnose.REMEDY["stopped"])
+    ]
+    assert looping[0].subject == "server summary" and looping[0].problem.startswith("crash loop: 7 restarts")
+    assert looping[0].remedy == diagnose.REMEDY["crash-loop"] and "out of memory" in looping[0].detail
+
+
+def test_a_healthy_server_has_no_finding_and_a_foreign_port_holder_is_named():
+    running = systemd("active", "running", 0, 0, 42)
+    assert diagnose.server_findings("q4", 8083, running, {"pid": 42, "command": "llama-server"}, FILES_OK, "") == []
+    found = diagnose.server_findings("q4", 8083, running, {"pid": 9, "command": "python3"}, FILES_OK, "")
+    assert found[0].problem == "port 8083 held by PID 9 (python3)" and found[0].remedy == diagnose.REMEDY["port"]
+
+
+def test_missing_and_unstamped_model_files_are_named():
+    files = {
+        "m/a.gguf": {"exists": False},
+        "m/b.gguf": {"exists": True, "size": 10, "mtime": 6, "stamp": {"sha256": "x", "size": 10, "mtime": 5}},
+    }
+    running = systemd("active", "running", 0, 0, 42)
+    found = diagnose.server_findings("q4", 8083, running, {"pid": 42, "command": "llama-server"}, files, "")
+    assert [f.problem for f in found] == [
+        "model file m/a.gguf is missing",
+        "model file m/b.gguf is not verified (no stamp, or it changed since)",
+    ]
+
+
+def test_launchctl_print_gives_runs_and_last_exit():
+    printed = "system/com.kitty.llama-server.q4 = {\n\tstate = not running\n\truns = 5\n\tlast exit code = 1\n}"
+    state = diagnose.supervisor_state(MAC, printed)
+    assert state["restarts"] == 4 and state["last_exit"] == "1" and not state["running"]
+    assert diagnose.supervisor_state(MAC, "Could not find service")["state"] == "not loaded"
+
+
+def test_missing_env_names_are_names_only():
+    assert diagnose.missing_env_names(["A_KEY", "B"], ["B", "C"]) == ["A_KEY"]
+
+
+def test_memory_from_proc_meminfo_flags_swap():
+    info, found = diagnose.memory_findings(
+        LINUX, "MemTotal: 16777216 kB\nMemAvailable: 8388608 kB\nSwapTotal: 2097152 kB\nSwapFree: 1048576 kB\n"
+    )
+    assert info == {"total_gib": 16.0, "available_gib": 8.0, "swap_used_gib": 1.0}
+    assert [f.subject for f in found] == ["memory"]
+
+
+def test_the_bundle_holds_no_secret_value(tmp_path):
+    finding = diagnose.Finding(
+        "server q4", "crash loop", "r", f"Authorization: Bearer {CANARY}\nOPENAI_API_KEY={CANARY}"
+    )
+    facts = {"log": f"POSTGRES_PASSWORD: hunter2-canary api_key={CANARY} token {CANARY}"}
+    path = diagnose.bundle([finding], facts, [CANARY, "hunter2-canary"], tmp_path / "b.tar.gz")
+    with tarfile.open(path) as tar:
+        text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers())
+    assert CANARY not in text and "hunter2-canary" not in text
+    assert "crash loop" in text and diagnose.REDACTED in text
