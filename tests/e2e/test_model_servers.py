@@ -93,7 +93,11 @@ def test_a_port_held_by_a_foreign_process_is_an_error_and_the_process_survives(s
         f"nohup python3 -m http.server {foreign_port} --bind 127.0.0.1 >/dev/null 2>&1 & echo $!",
     ).stdout.strip()
     try:
-        time.sleep(1)
+        # Listening before the converge looks: the port check must find it, not race it.
+        ssh(
+            sandbox,
+            f"i=0; until curl -s -o /dev/null http://127.0.0.1:{foreign_port}/ || [ $i -ge 50 ]; do i=$((i+1)); sleep 0.2; done",
+        )
         servers = sandbox_data()["kitty_servers"]
         servers["extra"] = {**servers["summary"], "port": foreign_port, "alias": "kitty-extra"}
         result = converge(sandbox, tmp_path, overrides={"kitty_servers": servers})

@@ -14,6 +14,8 @@ inference = [
             "ssh_port": int(os.environ["MACSIM_SSH_PORT"]),
             "ssh_key": os.environ["MACSIM_SSH_KEY"],
             "ssh_known_hosts_file": os.environ["MACSIM_SSH_KNOWN_HOSTS"],
+            # As the project's inventory does: the harness wrote the sim Mac's key there.
+            "ssh_strict_host_key_checking": "yes",
         },
     )
 ]
