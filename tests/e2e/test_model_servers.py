@@ -96,7 +96,8 @@ def test_a_port_held_by_a_foreign_process_is_an_error_and_the_process_survives(s
         # Listening before the converge looks: the port check must find it, not race it.
         ssh(
             sandbox,
-            f"i=0; until curl -s -o /dev/null http://127.0.0.1:{foreign_port}/ || [ $i -ge 50 ]; do i=$((i+1)); sleep 0.2; done",
+            f"i=0; until curl -s -o /dev/null http://127.0.0.1:{foreign_port}/ || [ $i -ge 50 ]; "
+            "do i=$((i+1)); sleep 0.2; done",
         )
         servers = sandbox_data()["kitty_servers"]
         servers["extra"] = {**servers["summary"], "port": foreign_port, "alias": "kitty-extra"}
