@@ -6,11 +6,14 @@ pyinfra inventory.py deploy.py [--dry]
 from pyinfra import host
 
 from tasks import (
+    api_keys,
     config,
     images,
     llamacpp,
+    logs,
     macos,
     memory_budget,
+    metrics,
     models,
     platform,
     prerequisites,
@@ -37,12 +40,19 @@ prerequisites.install(cfg, plat)
 # The account the model servers and the images service run as, when it is not the admin.
 service_account.ensure(cfg, plat)
 
+# Every log in the logs folder rotated by newsyslog / logrotate, without stopping anything.
+logs.rotate(cfg, plat)
+
 if "inference" in host.groups:
     llamacpp.build(cfg, plat)
     models.download(cfg, plat)
+    # A server beyond loopback answers only with its key: made once on the controller, 0600 here.
+    api_keys.install(cfg, plat)
     # Each server restarts when its definition, the build behind `current` or
     # one of its model files differs from what it was started with.
     servers.run(cfg, plat)
+    # Prometheus's scrape targets: the enabled servers, picked up without a restart.
+    metrics.publish(cfg, plat)
 
 if "application" in host.groups:
     app_changes = stack.up(cfg, plat)

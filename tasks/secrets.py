@@ -16,7 +16,7 @@ import jinja2
 from pyinfra import host, logger
 from pyinfra.api.exceptions import DeployError
 
-from tasks import operations
+from tasks import api_keys, operations
 from tasks.config import KittyConfig, Stack, dotenv_safe, service_env_name
 from tasks.platform import Platform
 
@@ -31,6 +31,8 @@ def env_path(cfg: KittyConfig) -> str:
 def env_file(cfg: KittyConfig, plat: Platform):
     """The .env operation; missing secrets are left out, their names logged."""
     secrets = secret_values(cfg.stack)
+    # The model servers' API keys (tasks/api_keys.py): the app sends them as Bearer tokens.
+    secrets.update(api_keys.env_secrets(cfg))
     missing = [name for name in cfg.stack.secrets if name not in secrets]
     if missing:
         logger.warning(f"{host.name}: no value for {', '.join(missing)} (kitty_stack.secrets): left out of the .env")

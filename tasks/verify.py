@@ -11,6 +11,14 @@ declared: the model file, the alias and the context one request gets
 hand on the port with other arguments is named with the field that differs.
 The "per request" column is what the server itself reports.
 
+A stack service is healthy when its health check passes AND, for an HTTP
+check, its answer does not say otherwise: a 200 whose JSON `status` is
+degraded/down/error, or that names a dependency as failing (`"ok": false`),
+is `degraded: <dependency> (<its error>)`. That fails the converge unless
+the service is `optional` (kitty_stack.services.<name>.optional), which only
+shows it; a service that does not answer fails either way. /props of a server with
+an api_key_file is read with the key (on curl's stdin, never a command line).
+
 Before anything runs (and with --dry), `report` also prints the restart table
 of every supervised program this converge planned (tasks/supervise).
 
@@ -48,6 +56,10 @@ from tasks.platform import Platform
 
 MARK = "kitty-health"
 PROPS_MARK = "kitty-props"
+# A stack service's health answer, one line: it may say the service is degraded and why.
+BODY_MARK = "kitty-body"
+# What a health answer's `status` says when the service runs but is not well.
+DEGRADED_STATUSES = {"degraded", "down", "error", "unhealthy", "fail", "failed", "failing"}
 # Seconds one HTTP probe may take; a server that needs longer is not healthy.
 HTTP_TIMEOUT = 5
 
@@ -61,6 +73,8 @@ class Declared:
     alias: str
     # default_generation_settings.n_ctx: the context of one slot, i.e. one request.
     ctx_per_request: int
+    # The server's api_key_file: /props answers only with the key.
+    key_file: str | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,8 @@ class Check:
     where: str
     # Model servers: what /props must say.
     declared: Declared | None = None
+    # Degraded (the service says so, or names a failing dependency) is reported, not a failure.
+    optional: bool = False
 
     @property
     def label(self) -> str:
@@ -107,18 +123,20 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
                 model_path=server_args.model_path(cfg, srv.model, cfg.paths.models_dir),
                 alias=srv.alias,
                 ctx_per_request=srv.ctx_per_request,
+                key_file=srv.api_key_file,
             )
-            found.append(Check("server", name, srv.port, "llama", url, server_logs(cfg, plat, name), declared))
+            where = server_logs(cfg, plat, name)
+            found.append(Check("server", name, srv.port, "llama", url, where, declared, srv.optional))
     if "application" in groups and cfg.stack.enabled:
         for name, service in cfg.stack.services.items():
             logs = f"{compose_logs(cfg, plat)} {name}"
             if service.health and service.health.startswith("/"):
                 url = f"http://127.0.0.1:{service.port}{service.health}"
-                found.append(Check("stack", name, service.port, "http", url, logs))
+                found.append(Check("stack", name, service.port, "http", url, logs, optional=service.optional))
             else:
                 # Redis PING, Postgres SELECT 1, or a running (healthy) container: as the stack step waits for it.
                 probe = stack_compose._probe(compose or "docker compose", name, service.port, service.health)
-                found.append(Check("stack", name, service.port, "command", probe, logs))
+                found.append(Check("stack", name, service.port, "command", probe, logs, optional=service.optional))
     return found
 
 
@@ -154,6 +172,13 @@ def probe_command(checks: list[Check]) -> str:
                 f"t=$(now_ms); if ( {check.target} ) >/dev/null 2>&1; then s=ok; else s=failed; fi; "
                 f'echo "{line}|$s $(($(now_ms) - t))"'
             )
+        elif check.kind == "stack":
+            # The answer too: a service that answers 200 may still say it is degraded.
+            parts.append(
+                f"b=$(mktemp); r=$(curl -s -o \"$b\" -w '%{{http_code}} %{{time_total}}' --max-time {HTTP_TIMEOUT} "
+                f'{shlex.quote(check.target)}); e=$?; echo "{line}|http ${{r:-000 0}} $e"; '
+                f'echo "{BODY_MARK}|{check.kind}|{check.name}|$(head -c 4096 "$b" | tr -d \'\\n\')"; rm -f "$b"'
+            )
         else:
             parts.append(
                 f"r=$(curl -s -o /dev/null -w '%{{http_code}} %{{time_total}}' --max-time {HTTP_TIMEOUT} "
@@ -161,10 +186,19 @@ def probe_command(checks: list[Check]) -> str:
             )
         if check.declared:
             # One line of JSON (llama-server's is compact; newlines dropped to be sure).
-            parts.append(
-                f"p=$(curl -s --max-time {HTTP_TIMEOUT} {shlex.quote(check.declared.props_url)} | tr -d '\\n'); "
-                f'echo "{PROPS_MARK}|{check.kind}|{check.name}|$p"'
-            )
+            props_url = shlex.quote(check.declared.props_url)
+            if check.declared.key_file:
+                # /props wants the key: it goes to curl on stdin (printf is a shell builtin), never
+                # in a command line; read as the server's account when that is not us.
+                key = shlex.quote(check.declared.key_file)
+                fetch = (
+                    f"{{ k=$(cat {key} 2>/dev/null || sudo -n cat {key} 2>/dev/null); "
+                    'printf \'header = "Authorization: Bearer %s"\\n\' "$k"; } | '
+                    f"curl -s --max-time {HTTP_TIMEOUT} -K - {props_url}"
+                )
+            else:
+                fetch = f"curl -s --max-time {HTTP_TIMEOUT} {props_url}"
+            parts.append(f"p=$({fetch} | tr -d '\\n'); echo \"{PROPS_MARK}|{check.kind}|{check.name}|$p\"")
     parts.append("true")
     return "; ".join(parts)
 
@@ -179,14 +213,15 @@ def parse(lines) -> dict[str, list[str]]:
     return results
 
 
-def parse_props(lines) -> dict[str, dict]:
-    """`{"server q4": {...}}`: each server's /props as it answered (unreadable answers are left out)."""
+def parse_props(lines, wanted_mark: str = PROPS_MARK) -> dict[str, dict]:
+    """`{"server q4": {...}}`: each server's /props (or, with BODY_MARK, each stack service's
+    health answer) as it answered; unreadable answers are left out."""
     found = {}
     for line in lines:
         mark, _, rest = line.strip().partition("|")
         kind, _, rest = rest.partition("|")
         name, _, body = rest.partition("|")
-        if mark != PROPS_MARK:
+        if mark != wanted_mark:
             continue
         try:
             props = json.loads(body)
@@ -215,8 +250,37 @@ def props_differences(declared: Declared, props: dict) -> list[str]:
     return found
 
 
+def degraded_reason(body: dict) -> str | None:
+    """Why a health answer says its service is not well: its status, and each dependency it names as failing.
+
+    `{"status": "degraded", "dependencies": {"llamacpp_q4": {"ok": false, "error": "..."}}}`
+    -> `degraded: llamacpp_q4 (...)`. None when it says nothing bad.
+    """
+    status = body.get("status")
+    status = status.strip().lower() if isinstance(status, str) else ""
+    failing = []
+    dependencies = body.get("dependencies") or body.get("checks") or {}
+    if isinstance(dependencies, dict):
+        for name, dep in sorted(dependencies.items()):
+            if not isinstance(dep, dict):
+                continue
+            ok = dep.get("ok", dep.get("healthy"))
+            dep_status = dep.get("status")
+            if ok is False or (ok is None and isinstance(dep_status, str) and dep_status.lower() in DEGRADED_STATUSES):
+                detail = dep.get("error") or dep.get("status") or dep.get("url") or dep.get("address")
+                failing.append(f"{name} ({str(detail)[:120]})" if detail else str(name))
+    if status not in DEGRADED_STATUSES and not failing:
+        return None
+    word = status if status in DEGRADED_STATUSES else "degraded"
+    return f"{word}: {', '.join(failing) or 'no reason given'}"
+
+
 def assess(check: Check, result: list[str] | None, props: dict | None = None) -> Row:
     row = _assess(check, result)
+    if check.kind == "stack" and row.healthy and props is not None:
+        # For a stack service, `props` is its health answer.
+        reason = degraded_reason(props)
+        return Row(check, reason, None) if reason else row
     if not (check.declared and props is not None):
         return row
     n_ctx = (props.get("default_generation_settings") or {}).get("n_ctx")
@@ -267,8 +331,13 @@ def render(rows: list[Row]) -> list[str]:
     ]
 
 
+def tolerated(row: Row) -> bool:
+    """An optional service that runs but says it is degraded: reported, not a failure."""
+    return row.check.optional and row.state.startswith(tuple(f"{s}:" for s in DEGRADED_STATUSES))
+
+
 def failure_message(rows: list[Row]) -> str | None:
-    bad = [row for row in rows if not row.healthy]
+    bad = [row for row in rows if not row.healthy and not tolerated(row)]
     if not bad:
         return None
     lines = [f"{len(bad)} of {len(rows)} not healthy:"]
@@ -288,7 +357,7 @@ class ServiceHealth(FactBase[dict]):
 
     def process(self, output) -> dict:
         lines = list(output)
-        return {**parse(lines), "props": parse_props(lines)}
+        return {**parse(lines), "props": parse_props(lines), "bodies": parse_props(lines, BODY_MARK)}
 
 
 @deploy("Verification")
@@ -328,7 +397,7 @@ def health_table(checks: list[Check], warning: str | None = None):
         return
     # The fact inherits this operation's _sudo/_env/_timeout.
     results = host.get_fact(ServiceHealth, checks=checks)
-    props = results.get("props", {})
+    props = {**results.get("props", {}), **results.get("bodies", {})}
     rows = [assess(check, results.get(check.label), props.get(check.label)) for check in checks]
     for line in render(rows):
         host.log(line, logger.info)

@@ -2,11 +2,15 @@
 
 Redis and Postgres are hard dependencies (503 without them); the llama.cpp
 servers are reported, and make the status "degraded" when unreachable.
+POST /api/query is the manual's end-to-end test (step 6.2): the query goes to
+the Q4 server's chat completions, with its API key (LLAMACPP_Q4_API_KEY) when
+it has one.
 """
 
 import json
 import os
 import socket
+import urllib.error
 import urllib.parse
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -41,6 +45,36 @@ def llama(url: str) -> dict:
         return {"ok": False, "url": url, "error": str(exc)}
 
 
+def query(body: dict) -> tuple[int, dict]:
+    """Ask the Q4 server; the reply's text is the response."""
+    url = os.environ.get("LLAMACPP_Q4_HOST", "").rstrip("/")
+    if not url:
+        return 503, {"error": "LLAMACPP_Q4_HOST is not configured"}
+    request = urllib.request.Request(
+        url + "/v1/chat/completions",
+        data=json.dumps(
+            {
+                "messages": [{"role": "user", "content": str(body.get("query", ""))}],
+                "max_tokens": 16,
+                "temperature": 0,
+            }
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    key = os.environ.get("LLAMACPP_Q4_API_KEY")
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            answer = json.load(reply)
+    except urllib.error.HTTPError as exc:
+        return 502, {"error": f"{url} answered {exc.code}"}
+    except (OSError, ValueError) as exc:
+        return 502, {"error": f"{url}: {exc}"}
+    text = answer["choices"][0]["message"]["content"]
+    return 200, {"response": text, "tier": "local", "model": answer.get("model")}
+
+
 def health() -> tuple[int, dict]:
     deps = {
         "redis": redis_ping(os.environ["REDIS_URL"]),
@@ -63,7 +97,18 @@ def health() -> tuple[int, dict]:
 
 class Handler(BaseHTTPRequestHandler):
     def do_GET(self):
-        code, body = health() if self.path == "/health" else (404, {"error": "not found"})
+        self.answer(*(health() if self.path == "/health" else (404, {"error": "not found"})))
+
+    def do_POST(self):
+        if self.path != "/api/query":
+            return self.answer(404, {"error": "not found"})
+        try:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length") or 0)) or b"{}")
+        except ValueError:
+            return self.answer(400, {"error": "the body is not JSON"})
+        self.answer(*query(body if isinstance(body, dict) else {}))
+
+    def answer(self, code: int, body: dict):
         data = json.dumps(body).encode()
         self.send_response(code)
         self.send_header("Content-Type", "application/json")
