@@ -23,7 +23,7 @@ kitty_paths = {
 kitty_packages = {
     # Homebrew formulae on macOS (installed as the admin user, never as root), by their current
     # names: `huggingface-cli` is `hf` since homebrew-core renamed it.
-    "brew": ["git", "cmake", "ccache", "hf", "colima", "docker", "docker-compose", "docker-buildx"],
+    "brew": ["git", "cmake", "ccache", "hf", "colima", "docker", "docker-compose", "docker-buildx", "restic"],
     # Debian/Ubuntu packages on Linux.
     "apt": [
         "git",
@@ -36,6 +36,8 @@ kitty_packages = {
         "ca-certificates",
         # Rotates the KITTY logs (tasks/logs.py); minimal Debian images lack it.
         "logrotate",
+        # backup.py / restore.py's encrypted repository (tasks/restic.py).
+        "restic",
     ],
 }
 

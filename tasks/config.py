@@ -42,6 +42,7 @@ SECTIONS = {
     "kitty_metrics": "metrics",
     "kitty_logs": "logs",
     "kitty_bench": "bench",
+    "kitty_backup": "backup",
 }
 
 
@@ -349,6 +350,9 @@ class StackService(Strict):
     health: Text | None = Field(default=None, pattern=rf"^({HttpPath}|redis|postgres)$")
     # Seconds to wait for it after `docker compose up`.
     health_timeout: PositiveInt = 120
+    # Answering but degraded (its health answer says so, or names a failing dependency):
+    # shown in the health table; fails the converge unless optional.
+    optional: bool = False
 
     @model_validator(mode="after")
     def _http_health_needs_a_port(self) -> StackService:
@@ -516,6 +520,28 @@ class Bench(Strict):
     report_dir: Text = "reports"
 
 
+class Backup(Strict):
+    """backup.py / restore.py: a restic repository (encrypted) of the stack's data (tasks/backup.py)."""
+
+    # Where the password file, the restic cache and the staging folder live (0700). None: <opt_dir>/backup.
+    folder: AbsPath | None = None
+    # A restic repository: a path on the host, or e.g. sftp:admin@laptop:/backups/kitty. None: <folder>/repo.
+    repository: Text | None = Field(default=None, pattern=r"^[^\s-]\S*$")
+    # The name of the secret holding the restic password: the operator's environment, else
+    # kitty_stack.secrets_file (tasks/secrets.py). Never in group data.
+    password_secret: EnvName = "KITTY_BACKUP_PASSWORD"
+    # The stack services whose data is backed up: Postgres (pg_dump) and Redis (its RDB).
+    postgres_service: Name | None = "postgres"
+    redis_service: Name | None = "redis"
+    # `restic forget --prune` after a successful backup only.
+    keep_last: PositiveInt = 7
+    keep_daily: PositiveInt = 7
+    keep_weekly: PositiveInt = 4
+    keep_monthly: PositiveInt = 6
+    # Seconds to wait for Redis's BGSAVE, and for the stack's health after a restore.
+    timeout: PositiveInt = 300
+
+
 class KittyConfig(Strict):
     paths: Paths
     packages: Packages = Packages()
@@ -531,6 +557,7 @@ class KittyConfig(Strict):
     metrics: Metrics = Metrics()
     logs: Logs = Logs()
     bench: Bench = Bench()
+    backup: Backup = Backup()
 
     @model_validator(mode="after")
     def _query_has_a_service(self) -> KittyConfig:

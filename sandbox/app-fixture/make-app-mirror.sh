@@ -64,3 +64,9 @@ if [ ! -s "$secrets" ]; then
     } > "$secrets"
     echo "[app-fixture] wrote $secrets"
 fi
+# The restic password of backup.py (kitty_backup.password_secret): added to an older file too.
+if ! grep -q '^KITTY_BACKUP_PASSWORD=' "$secrets"; then
+    umask 077
+    echo "KITTY_BACKUP_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >> "$secrets"
+    echo "[app-fixture] added KITTY_BACKUP_PASSWORD to $secrets"
+fi

@@ -1,0 +1,133 @@
+"""The restic repository of backup.py and restore.py: where it is, its password, how a script runs against it.
+
+    <backup folder>/            0700 (kitty_backup.folder, default <opt_dir>/backup)
+        restic-password         0600, written by operations.secret_file: never in output
+        cache/                  restic's cache
+        staging/                one backup's parts while it is taken (removed on exit)
+        restore/                one snapshot's parts while it is verified and restored
+        repo/                   the repository, unless kitty_backup.repository names another
+
+The password comes from the secret named kitty_backup.password_secret, through the
+same path as the .env's secrets (the operator's environment, else secrets_file), and
+reaches restic only as RESTIC_PASSWORD_FILE: never a command line, a fact or a log.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from pathlib import Path
+
+from pyinfra import host, logger
+from pyinfra.api import FunctionCommand, StringCommand
+from pyinfra.api.exceptions import DeployError
+from pyinfra.operations import files
+
+from tasks import operations, secrets
+from tasks.config import KittyConfig
+from tasks.platform import Platform
+
+TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
+TAG = "kitty-ops"
+
+
+def folder(cfg: KittyConfig) -> str:
+    return cfg.backup.folder or f"{cfg.paths.opt_dir}/backup"
+
+
+def repository(cfg: KittyConfig) -> str:
+    return cfg.backup.repository or f"{folder(cfg)}/repo"
+
+
+def password_file(cfg: KittyConfig) -> str:
+    return f"{folder(cfg)}/restic-password"
+
+
+def environment(cfg: KittyConfig) -> dict[str, str]:
+    """restic's settings: paths only, nothing secret."""
+    return {
+        "RESTIC_REPOSITORY": repository(cfg),
+        "RESTIC_PASSWORD_FILE": password_file(cfg),
+        "RESTIC_CACHE_DIR": f"{folder(cfg)}/cache",
+    }
+
+
+def keep_flags(cfg: KittyConfig) -> str:
+    b = cfg.backup
+    return (
+        f"--keep-last {b.keep_last} --keep-daily {b.keep_daily} "
+        f"--keep-weekly {b.keep_weekly} --keep-monthly {b.keep_monthly}"
+    )
+
+
+def password(cfg: KittyConfig) -> str:
+    """The restic password, read on the controller; a missing one fails before anything runs."""
+    name = cfg.backup.password_secret
+    value = os.environ.get(name)
+    if not value and cfg.stack.secrets_file:
+        path = Path(cfg.stack.secrets_file)
+        path = path if path.is_absolute() else Path.cwd() / path
+        if path.exists():
+            value = secrets.parse_dotenv(path.read_text(), str(path)).get(name)
+    if not value:
+        raise DeployError(
+            f"{host.name}: no restic password: set {name} in the environment or in "
+            f"kitty_stack.secrets_file (kitty_backup.password_secret)"
+        )
+    return value
+
+
+def prepare(cfg: KittyConfig, plat: Platform) -> None:
+    """The backup folder (0700) and the password file (0600): the same on every run once made."""
+    files.directory(name="Backup folder (0700)", path=folder(cfg), user=plat.user, mode="700", _sudo=plat.sudo)
+    operations.secret_file(
+        name="restic password file (mode 0600, contents never shown)",
+        content=password(cfg),
+        dest=password_file(cfg),
+        user=plat.user,
+    )
+
+
+def script_command(env: dict[str, str]) -> StringCommand:
+    """`env NAME=value ... sh -s`: the script comes on stdin; nothing here is secret."""
+    assigned = " ".join(shlex.quote(f"{name}={value}") for name, value in sorted(env.items()))
+    return StringCommand(f"env {assigned} sh -s 2>&1")
+
+
+def script(name: str) -> str:
+    return (TEMPLATES / name).read_text()
+
+
+def run_script(state, host, name: str, env: dict[str, str], outcome: dict, **arguments) -> bool:
+    """FunctionCommand target: run templates/<name> with its progress shown as it comes.
+
+    Its `row<TAB>what<TAB>result`, `bad<TAB>why` and `id<TAB>snapshot` lines are collected
+    into `outcome` ("rows", "bad", "id") for the table the deploy ends with.
+    """
+    ok, output = host.run_shell_command(script_command(env), print_output=True, _stdin=script(name), **arguments)
+    for line in output.stdout_lines + output.stderr_lines:
+        kind, _, rest = line.partition("\t")
+        if kind == "row":
+            what, _, result = rest.partition("\t")
+            outcome.setdefault("rows", []).append((what, result))
+        elif kind == "bad":
+            outcome.setdefault("bad", []).append(rest)
+        elif kind == "id":
+            outcome["id"] = rest.strip()
+    outcome["ok"] = ok
+    return ok
+
+
+def script_step(name: str, env: dict[str, str], outcome: dict, arguments: dict) -> FunctionCommand:
+    return FunctionCommand(run_script, (name, env, outcome), arguments)
+
+
+def render(title: str, rows: list[tuple[str, str]]) -> list[str]:
+    table = [("what", title), *rows]
+    width = max(len(what) for what, _ in table)
+    return [f"{what:<{width}}  {result}".rstrip() for what, result in table]
+
+
+def log_table(title: str, rows: list[tuple[str, str]]) -> None:
+    for line in render(title, rows):
+        host.log(line, logger.info)

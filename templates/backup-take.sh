@@ -1,0 +1,113 @@
+#!/bin/sh
+# One backup of a KITTY host into its restic repository (tasks/backup.py runs it on stdin).
+# POSIX sh: macOS /bin/sh, dash, busybox. Every part is staged in $STAGE (0700, removed
+# on exit whatever happens: it holds the .env in clear), listed in manifest.tsv with its
+# size and sha256, then stored by `restic backup`, which writes its snapshot last: a
+# backup killed before that leaves no snapshot. Retention runs only after a snapshot.
+#
+# Environment: STAGE COMPOSE PG_SERVICE REDIS_SERVICE ENV_FILE KITTY_ROOT LLAMA_ROOT
+#   DEPLOYED (JSON: what group data pins) TAG TIMEOUT KEEP (restic forget's keep flags)
+#   SAFETY (1: restore.py's safety backup)
+#   RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
+# Output: progress, then `row<TAB>what<TAB>result` lines the deploy prints as a table.
+set -eu
+umask 077
+
+row() { printf 'row\t%s\t%s\n' "$1" "$2"; }
+fail() { echo "backup: $*" >&2; exit 1; }
+sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
+
+rm -rf "$STAGE"
+mkdir -p "$STAGE"
+trap 'rm -rf "$STAGE" "$STAGE.manifest"' EXIT
+trap 'exit 1' HUP INT TERM
+
+# shellcheck disable=SC2086 # COMPOSE is a command line of quoted-free words (tasks/compose.py)
+compose() { $COMPOSE "$@"; }
+
+# A safety backup (restore.py) saves what there is: a datastore that does not run (its volume
+# lost) has nothing to save. A plain backup fails instead.
+running() {
+    [ -n "$(compose ps --status running -q "$1" 2>/dev/null)" ] && return 0
+    [ "${SAFETY:-}" = 1 ] || fail "service $1 is not running"
+    row "$1" "not running: nothing to save (safety backup)"
+    return 1
+}
+
+# shellcheck disable=SC2016 # expanded inside the container
+if [ -n "$PG_SERVICE" ] && running "$PG_SERVICE"; then
+    echo "postgres: pg_dump -Fc from the running container"
+    # The container's own user and database: nothing secret on a command line.
+    compose exec -T "$PG_SERVICE" sh -c 'pg_dump -Fc -U "$POSTGRES_USER" -d "$POSTGRES_DB"' >"$STAGE/postgres.dump" ||
+        fail "pg_dump in service $PG_SERVICE failed"
+    compose exec -T "$PG_SERVICE" sh -c 'psql -U "$POSTGRES_USER" -d "$POSTGRES_DB" -tAc "SHOW server_version"' \
+        >"$STAGE/postgres.version" || fail "could not read the Postgres server version"
+    row postgres "pg_dump $(wc -c <"$STAGE/postgres.dump" | tr -d ' ') bytes (server $(tr -d '\r\n' <"$STAGE/postgres.version"))"
+fi
+
+if [ -n "$REDIS_SERVICE" ] && running "$REDIS_SERVICE"; then
+    cli() { compose exec -T "$REDIS_SERVICE" redis-cli "$@" | tr -d '\r'; }
+    save=$(cli CONFIG GET save | sed -n 2p)
+    dir=$(cli CONFIG GET dir | sed -n 2p)
+    file=$(cli CONFIG GET dbfilename | sed -n 2p)
+    before=$(cli LASTSAVE)
+    # LASTSAVE counts seconds: a save in this same second would not show as a new one.
+    while [ "$(cli TIME | sed -n 1p)" = "$before" ]; do sleep 1; done
+    echo "redis: BGSAVE, waiting for LASTSAVE to move past $before"
+    cli BGSAVE >/dev/null
+    waited=0
+    until [ "$(cli LASTSAVE)" != "$before" ] && cli INFO persistence | grep -q '^rdb_bgsave_in_progress:0'; do
+        [ "$waited" -lt "$TIMEOUT" ] || fail "redis BGSAVE did not finish in ${TIMEOUT}s"
+        waited=$((waited + 1))
+        sleep 1
+    done
+    cli INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || fail "redis BGSAVE failed (rdb_last_bgsave_status)"
+    compose exec -T "$REDIS_SERVICE" cat "$dir/$file" >"$STAGE/redis.rdb" || fail "could not copy $dir/$file"
+    keys=$(cli DBSIZE)
+    if [ -z "$save" ]; then
+        row redis "RDB of $keys keys; WARNING: persistence is off (save \"\"): a restart loses Redis's data"
+    else
+        row redis "RDB of $keys keys (save $save)"
+    fi
+fi
+
+if [ -f "$ENV_FILE" ]; then
+    cp "$ENV_FILE" "$STAGE/app.env"
+    chmod 600 "$STAGE/app.env"
+    row ".env" "copied (contents not shown)"
+fi
+
+# What this data belongs to: the app's checkout, the llama.cpp build, the pins of group data.
+app_commit=$(git -C "$KITTY_ROOT" rev-parse HEAD 2>/dev/null || echo unknown)
+build=$(basename "$(readlink "$LLAMA_ROOT/current" 2>/dev/null || echo none)")
+{
+    printf '{"app_commit": "%s", "llamacpp_build": "%s", "taken": "%s", "deployed": %s}\n' \
+        "$app_commit" "$build" "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$DEPLOYED"
+} >"$STAGE/deployed.json"
+row "deployed record" "app $app_commit, llama.cpp $build"
+
+# The manifest: every part, its size and sha256; restore checks each before it touches the host.
+(
+    cd "$STAGE"
+    for part in *; do
+        printf '%s\t%s\t%s\n' "$part" "$(wc -c <"$part" | tr -d ' ')" "$(sha256 "$part")"
+    done
+) >"$STAGE.manifest"
+mv "$STAGE.manifest" "$STAGE/manifest.tsv"
+row manifest "$(wc -l <"$STAGE/manifest.tsv" | tr -d ' ') parts"
+
+if ! restic cat config >/dev/null 2>&1; then
+    echo "restic: initialising the repository"
+    restic init >/dev/null || fail "restic init failed"
+    row repository "created"
+fi
+echo "restic: backup (encrypted)"
+cd "$STAGE"
+# Snapshots name this host: retention below then touches only this host's, in a shared repository.
+restic backup --tag "$TAG" --host "$(hostname)" . || fail "restic backup failed: no snapshot was written"
+snapshot=$(restic snapshots --tag "$TAG" --latest 1 --json | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
+row snapshot "${snapshot:-?}"
+cd /
+# shellcheck disable=SC2086 # KEEP is a list of flags
+restic forget --tag kitty-ops --host "$(hostname)" --prune $KEEP >/dev/null || fail "restic forget --prune failed (the snapshot is kept)"
+row retention "restic forget --prune $KEEP"

@@ -1,0 +1,53 @@
+#!/bin/sh
+# Verify one snapshot of the KITTY restic repository into $WORK, touching nothing else
+# (tasks/restore.py runs it on stdin before anything on the host changes). POSIX sh.
+#   1. `restic check`: the repository's structure;
+#   2. `restic restore --verify`: every file of the snapshot read back, its blobs' hashes checked;
+#   3. manifest.tsv: every part listed is there, with its size and sha256, and nothing else is;
+#      a backup without a manifest (killed before it was written) is refused.
+# Environment: SNAPSHOT WORK REQUIRED (parts that must be present) RESTIC_REPOSITORY
+#   RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
+# Output: `bad<TAB>reason` lines and exit 3 when the snapshot is refused; `row<TAB>...` lines.
+set -eu
+umask 077
+
+sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
+refuse() { printf 'bad\t%s\n' "$1"; exit 3; }
+
+rm -rf "$WORK"
+mkdir -p "$WORK"
+
+restic cat config >/dev/null 2>&1 || refuse "no restic repository at $RESTIC_REPOSITORY (or the password does not open it)"
+id=$(restic snapshots --tag kitty-ops --json "$SNAPSHOT" 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
+if [ "$SNAPSHOT" = latest ]; then
+    id=$(restic snapshots --tag kitty-ops --host "$(hostname)" --latest 1 --json 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
+fi
+[ -n "$id" ] || refuse "no kitty-ops snapshot $SNAPSHOT in the repository"
+echo "restic: check of the repository"
+restic check >"$WORK.check.log" 2>&1 || { tail -n 5 "$WORK.check.log" >&2; refuse "restic check failed: the repository is damaged"; }
+echo "restic: restore --verify of snapshot $id"
+restic restore "$id" --target "$WORK/data" --verify >"$WORK.restore.log" 2>&1 ||
+    { tail -n 5 "$WORK.restore.log" >&2; refuse "restic restore --verify of $id failed: its data is damaged"; }
+rm -f "$WORK.check.log" "$WORK.restore.log"
+
+manifest=$(find "$WORK/data" -name manifest.tsv -type f | head -n 1)
+[ -n "$manifest" ] || refuse "snapshot $id has no manifest.tsv: an incomplete backup"
+parts=$(dirname "$manifest")
+while IFS="$(printf '\t')" read -r name size sum; do
+    [ -f "$parts/$name" ] || refuse "$name: listed in the manifest, missing from the snapshot"
+    [ "$(wc -c <"$parts/$name" | tr -d ' ')" = "$size" ] || refuse "$name: size differs from the manifest"
+    [ "$(sha256 "$parts/$name")" = "$sum" ] || refuse "$name: sha256 differs from the manifest"
+done <"$manifest"
+for name in $REQUIRED; do
+    grep -q "^$name	" "$manifest" || refuse "$name: missing from the manifest"
+done
+for path in "$parts"/*; do
+    name=$(basename "$path")
+    [ "$name" = manifest.tsv ] || grep -q "^$name	" "$manifest" || refuse "$name: in the snapshot, not in the manifest"
+done
+# The parts, where the restore reads them.
+rm -rf "$WORK/parts"
+mv "$parts" "$WORK/parts"
+rm -rf "$WORK/data"
+printf 'row\tsnapshot %s\t%s\n' "$id" "verified: restic check, restore --verify, $(wc -l <"$WORK/parts/manifest.tsv" | tr -d ' ') parts match the manifest"
+printf 'id\t%s\n' "$id"
