@@ -117,7 +117,7 @@ class ModelFileStates(FactBase[dict]):
             f"cd {shlex.quote(models_dir)} 2>/dev/null || exit 0; "
             f"for rel in {quoted}; do "
             "p=.kitty-staging/$rel.part; part=0; "
-            "if [ -f \"$p\" ]; then part=$(stat -c '%s' \"$p\" 2>/dev/null || stat -f '%z' \"$p\"); fi; "
+            'if [ -f "$p" ]; then part=$(stat -c \'%s\' "$p" 2>/dev/null || stat -f \'%z\' "$p"); fi; '
             'f=$rel; stamp="$(dirname "$rel")/.kitty/$(basename "$rel").stamp"; '
             'if [ -f "$f" ]; then '
             "st=$(stat -c '%s %Y' \"$f\" 2>/dev/null || stat -f '%z %m' \"$f\"); "
