@@ -33,27 +33,6 @@ def bootstrap_ops(result):
     return [op for op in result.ops if op.name in fixed or op.name.startswith(("Let Metal wire", "wired-memory limit"))]
 
 
-@pytest.fixture
-def planned(monkeypatch):
-    """Each planned operation's global arguments (_sudo, _env) and raw commands, by name."""
-    details = {}
-    collect = harness._collect
-
-    def recording_collect(state, host):
-        for op_hash in state.get_op_order():
-            if op_hash not in state.ops[host]:
-                continue
-            op_data = state.get_op_data_for_host(host, op_hash)
-            with ctx_host.use(host):
-                commands = list(op_data.command_generator())
-            name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
-            details[name] = (op_data.global_arguments, commands)
-        return collect(state, host)
-
-    monkeypatch.setattr(harness, "_collect", recording_collect)
-    return details
-
-
 def servers_without(*names):
     servers = copy.deepcopy(hosts.DEFAULTS["kitty_servers"])
     for name in names:

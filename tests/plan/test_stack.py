@@ -9,7 +9,7 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
 from tasks import compose, config, operations, runtime, secrets
-from tests.plan import harness, hosts, stack_facts
+from tests.plan import hosts, stack_facts
 from tests.plan.harness import plan, prepared, simulated_platform
 
 CFG = config.load(hosts.DEFAULTS)
@@ -29,31 +29,6 @@ def stack_data(**changes) -> dict:
 
 def names(result) -> list[str]:
     return [op.name for op in result.ops]
-
-
-@pytest.fixture
-def planned(monkeypatch):
-    """Each planned operation's global arguments (_sudo, _sudo_user, ...) and raw commands, by name.
-
-    "No sudo" is asserted on these, not on the command text: pyinfra adds sudo
-    later, in the connector, so the planned text never shows it.
-    """
-    details = {}
-    collect = harness._collect
-
-    def recording_collect(state, host):
-        for op_hash in state.get_op_order():
-            if op_hash not in state.ops[host]:
-                continue
-            op_data = state.get_op_data_for_host(host, op_hash)
-            with ctx_host.use(host):
-                commands = list(op_data.command_generator())
-            name = sorted(state.op_meta[op_hash].names)[0].split(" | ")[-1]
-            details[name] = (op_data.global_arguments, commands)
-        return collect(state, host)
-
-    monkeypatch.setattr(harness, "_collect", recording_collect)
-    return details
 
 
 def with_facts(base: dict, *updates: dict) -> dict:
