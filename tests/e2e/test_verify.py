@@ -28,6 +28,7 @@ SERVER_TESTS = (
     "test_model_server_lists_its_alias",
     "test_model_server_answers_a_chat_completion",
     "test_model_server_job_runs_without_crash_loop",
+    "test_model_server_metrics_carry_the_model_series",
 )
 
 
@@ -71,7 +72,9 @@ def test_every_converge_ends_with_a_health_table_that_changes_nothing(first_conv
     assert any(op["name"] == HEALTH_TABLE for op in first_converge.operations)
     assert "service" in first_converge.output and "latency" in first_converge.output
     for name, server in cfg.enabled_servers().items():
-        row = next(line for line in first_converge.output.splitlines() if f"server {name} " in line)
+        # The health table's row (the restart table before it names the server too, without a port).
+        lines = first_converge.output.splitlines()
+        row = next(line for line in lines if f"server {name} " in line and str(server.port) in line)
         assert str(server.port) in row and "healthy" in row
 
 
@@ -111,7 +114,8 @@ def test_a_hung_server_shows_in_the_health_table_and_fails_the_converge(sandbox,
         ssh(sandbox, f"sudo kill -CONT {pid}")
     assert hung.code != 0
     lines = hung.output.splitlines()
-    row = next(line for line in lines if f"server {BROKEN} " in line and "latency" not in line)
+    port = str(cfg.servers[BROKEN].port)
+    row = next(line for line in lines if f"server {BROKEN} " in line and port in line and "latency" not in line)
     assert str(cfg.servers[BROKEN].port) in row and "no answer in" in row
     assert any("server q4 " in line and "healthy" in line for line in lines)
     assert f"server {BROKEN} (port {cfg.servers[BROKEN].port}, no answer in" in hung.output
