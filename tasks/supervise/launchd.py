@@ -32,16 +32,15 @@ from __future__ import annotations
 import re
 import shlex
 from io import StringIO
-from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import FactBase, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
+from tasks import host_file
 from tasks.layout import LAUNCH_DAEMONS
 from tasks.supervise.decide import (
     Decision,
@@ -58,7 +57,6 @@ from tasks.supervise.decide import (
 )
 from tasks.supervise.program import Program
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 DOMAIN = "system"
 # `launchctl print` exits 113 for a job the domain does not have.
 NOT_FOUND = 113
@@ -78,10 +76,8 @@ def render(program: Program) -> str:
     bad = [value for value in values if XML_INVALID.search(str(value))]
     if bad:
         raise ValueError(f"launchd job {program.label}: {bad[0]!r} has a control character a plist cannot hold")
-    template = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-    ).get_template("program.plist.j2")
-    return template.render(
+    return host_file.render(
+        "program.plist.j2",
         label=program.label,
         arguments=program.argv,
         working_directory=program.working_directory,

@@ -19,15 +19,14 @@ from __future__ import annotations
 
 import shlex
 from io import StringIO
-from pathlib import Path
 
-import jinja2
 from pyinfra import host
 from pyinfra.api import operation
 from pyinfra.facts.files import Sha1File
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
 
+from tasks import host_file
 from tasks.layout import SYSTEMD_UNITS
 from tasks.supervise.decide import (
     Decision,
@@ -45,8 +44,6 @@ from tasks.supervise.decide import (
 )
 from tasks.supervise.program import Program
 
-TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
-
 
 def unit_path(unit: str) -> str:
     return f"{SYSTEMD_UNITS}/{unit}"
@@ -57,10 +54,8 @@ def render(program: Program) -> str:
     bad = [value for value in [program.log, program.working_directory, program.user or ""] if "\n" in value]
     if bad:
         raise ValueError(f"systemd unit {program.unit}: {bad[0]!r} has a newline a unit cannot hold")
-    template = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATES)), undefined=jinja2.StrictUndefined, keep_trailing_newline=True
-    ).get_template("program.service.j2")
-    return template.render(
+    return host_file.render(
+        "program.service.j2",
         description=program.description,
         after=program.after,
         user=program.user,
