@@ -22,11 +22,12 @@ import pytest
 from sandbox import converge as sandbox_converge
 from tasks import config
 
-NAME = "kitty-e2e"
-PORT = 2223
 # Servers and services of the e2e sandbox listen 100 ports above the main
-# job's sandbox (sandbox/group_data/all.py): both can run side by side.
-os.environ["KITTY_SANDBOX_PORT_OFFSET"] = "100"
+# job's sandbox (sandbox/group_data/all.py): both can run side by side. Another
+# name, SSH port and offset let two e2e sessions run at once on one machine.
+NAME = os.environ.setdefault("KITTY_E2E_NAME", "kitty-e2e")
+PORT = int(os.environ.setdefault("KITTY_E2E_SSH_PORT", "2223"))
+os.environ.setdefault("KITTY_SANDBOX_PORT_OFFSET", "100")
 ROOT = Path(__file__).resolve().parents[2]
 OLAH_PID = ROOT / ".sandbox" / "hf" / "olah.pid"
 
