@@ -7,7 +7,7 @@ from pyinfra import host
 
 from tasks import (
     api_keys,
-    config,
+    host_config,
     images,
     llamacpp,
     logs,
@@ -17,14 +17,21 @@ from tasks import (
     models,
     platform,
     prerequisites,
+    rpc_workers,
     servers,
     service_account,
     stack,
     verify,
 )
+from tasks.facts import install_fact_cache
 
-# Bad host data fails here, before a single operation is planned.
-cfg = config.load(host.data)
+# Each fact is read from the host once while nothing has changed there (tasks/facts.py):
+# pyinfra 3.10 reads it again for every operation that asks, and again when it executes.
+install_fact_cache()
+
+# Bad host data fails here, before a single operation is planned; so does a bad placement
+# of the servers over the inventory's hosts (which servers and RPC workers run here).
+cfg = host_config.load(host)
 plat = platform.detect()
 
 # Servers that cannot fit in the Mac's GPU memory fail here, before any download or restart.
@@ -48,6 +55,9 @@ if "inference" in host.groups:
     models.download(cfg, plat)
     # A server beyond loopback answers only with its key: made once on the controller, 0600 here.
     api_keys.install(cfg, plat)
+    # llama.cpp rpc-server (a worker holding part of a split model): before the servers, so
+    # pyinfra has every worker accepting connections before any main server (re)starts.
+    rpc_workers.run(cfg, plat)
     # Each server restarts when its definition, the build behind `current` or
     # one of its model files differs from what it was started with.
     servers.run(cfg, plat)

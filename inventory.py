@@ -10,6 +10,17 @@ or KITTY_APP_HOSTS (container runtime and application stack), same syntax;
 when set, they replace KITTY_HOSTS for that role. KITTY_SSH_KEY and
 KITTY_SSH_KNOWN_HOSTS name the key and known_hosts file to use.
 
+Several inference hosts, each running some of the servers (tasks/placement.py):
+`user@host[:port]=server+server` sets the host's kitty_serves, e.g.
+
+    KITTY_APP_HOSTS=admin@studio.local \
+    KITTY_INFERENCE_HOSTS=admin@studio.local=q4+summary+vision,admin@studio2.local=f16 \
+    pyinfra inventory.py deploy.py
+
+The other hosts reach a host at its name (studio2.local) unless
+KITTY_HOST_ADDRESSES gives another (kitty_address): `host=address,...`, e.g.
+`studio2.local=192.168.1.20`. inventories/two-macs.py is the same as a file.
+
 Host keys are checked strictly (sudo and secrets go to these hosts): a host
 whose key is not in the known_hosts file (default ~/.ssh/known_hosts) is
 refused. KITTY_ACCEPT_NEW_HOST_KEY=1 accepts a host's key once, printing its
@@ -51,7 +62,21 @@ def _accept_new_key(hostname, port, known_hosts):
         file.write("\n".join(keys) + "\n")
 
 
+def _addresses():
+    """KITTY_HOST_ADDRESSES: `host=address,...` -> {host: address}."""
+    found = {}
+    for item in (os.environ.get("KITTY_HOST_ADDRESSES") or "").split(","):
+        name, sep, address = item.strip().partition("=")
+        if not item.strip():
+            continue
+        if not sep or not name or not address:
+            raise ValueError(f"bad item {item!r} in KITTY_HOST_ADDRESSES: expected host=address")
+        found[name] = address
+    return found
+
+
 def _target(spec):
+    spec, has_servers, servers = spec.partition("=")
     user, _, address = spec.rpartition("@")
     hostname, _, port = address.partition(":")
     if not hostname or (port and not port.isdigit()):
@@ -59,6 +84,11 @@ def _target(spec):
     data = {"ssh_user": user} if user else {}
     if port:
         data["ssh_port"] = int(port)
+    if has_servers:
+        # Validated with the whole inventory (tasks/placement.py): names, one host per server.
+        data["kitty_serves"] = [name for name in servers.split("+") if name]
+    if hostname in _addresses():
+        data["kitty_address"] = _addresses()[hostname]
     if os.environ.get("KITTY_SSH_KEY"):
         data["ssh_key"] = os.environ["KITTY_SSH_KEY"]
     # Not pyinfra's default (accept-new): a host seen for the first time is refused, not trusted.

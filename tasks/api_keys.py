@@ -1,7 +1,8 @@
 """One API key per model server that has an `api_key_file`: made once on the controller, kept 0600 on the host.
 
-A server that listens beyond loopback must have a key (the schema refuses it
-without `api_key_file`). The key is generated on the controller the first
+A server that listens beyond loopback must have a key (the schema refuses a
+`host` beyond loopback without `api_key_file`; tasks/placement.py gives one to a
+server it binds beyond loopback for an app host elsewhere). The key is generated on the controller the first
 time a converge needs it, in `<keys dir>/<server>.key` (mode 0600, in a
 folder that git-ignores itself), and reused ever after, so every host that
 runs the server and the app that calls it agree. It reaches:
@@ -63,8 +64,13 @@ def keyed_servers(cfg: KittyConfig) -> dict[str, ModelServer]:
 
 
 def env_secrets(cfg: KittyConfig, folder: Path | None = None) -> dict[str, str]:
-    """`{"LLAMACPP_Q4_API_KEY": key}` for the application's .env: each keyed server's key."""
-    return {f"LLAMACPP_{service_env_name(name)}_API_KEY": controller_key(name, folder) for name in keyed_servers(cfg)}
+    """`{"LLAMACPP_Q4_API_KEY": key}` for the application's .env: each keyed server's key,
+    wherever it runs (the placement's wiring on an app host, tasks/placement.py)."""
+    if cfg.wiring is not None:
+        keyed = [name for name, wire in cfg.wiring.items() if wire.keyed]
+    else:
+        keyed = list(keyed_servers(cfg))
+    return {f"LLAMACPP_{service_env_name(name)}_API_KEY": controller_key(name, folder) for name in keyed}
 
 
 @deploy("API keys of the model servers")

@@ -19,6 +19,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -43,7 +44,11 @@ SECTIONS = {
     "kitty_logs": "logs",
     "kitty_bench": "bench",
     "kitty_backup": "backup",
+    "kitty_rpc_worker": "rpc_worker",
 }
+# Per-host data read from the whole inventory by tasks/placement.py, not by `load()`:
+# which servers a host runs (kitty_serves) and the address other hosts reach it at.
+PLACEMENT_KEYS = ("kitty_serves", "kitty_address")
 
 
 def _one_line(value: str) -> str:
@@ -272,6 +277,12 @@ class ModelServer(Strict):
     api_key_file: AbsPath | None = None
     # llama-server's Prometheus endpoint (--metrics, GET /metrics); on: a scrape target is written for it.
     metrics: bool = True
+    # May run on several inference hosts at once (each lists it in kitty_serves); otherwise
+    # exactly one runs it (tasks/placement.py).
+    replicas: bool = False
+    # llama.cpp RPC: inventory host names whose rpc-server (kitty_rpc_worker) holds part of
+    # this model; rendered as --rpc <address>:<port>,... (tasks/rpc_workers.py resolves them).
+    rpc_workers: list[Annotated[Text, Field(pattern=r"^[^\s,]+$")]] = []
     # The server's environment; written to a world-readable plist or unit.
     env: dict[Annotated[Text, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")], Text] = {}
 
@@ -353,6 +364,10 @@ class StackService(Strict):
     # Answering but degraded (its health answer says so, or names a failing dependency):
     # shown in the health table; fails the converge unless optional.
     optional: bool = False
+    # Run the container on the host's network (compose's network_mode: host; its published
+    # ports dropped): it reaches servers on the host's loopback, and listens on `port` itself.
+    # Linux engines only: on a Mac the engine's "host" is its Linux VM, not the Mac.
+    host_network: bool = False
 
     @model_validator(mode="after")
     def _http_health_needs_a_port(self) -> StackService:
@@ -392,6 +407,14 @@ class ComposePlugin(Strict):
 
     def sha256_for(self, arch: str) -> str | None:
         return self.sha256.get(arch) if isinstance(self.sha256, dict) else self.sha256
+
+
+# Runtimes that run the containers in a Linux VM on a Mac.
+MACOS_RUNTIMES = ("colima", "docker-desktop", "orbstack")
+HOST_NETWORK_ON_A_MAC = (
+    "Docker's host network on a Mac is the VM's, not the Mac's: the container would not reach "
+    "the Mac's loopback; keep it off (containers reach the Mac as kitty_stack.model_host)"
+)
 
 
 class Stack(Strict):
@@ -445,6 +468,14 @@ class Stack(Strict):
                 raise ValueError(f"kitty_stack.env.{name}: derived from kitty_servers and kitty_stack.model_host")
             if name in self.secrets:
                 raise ValueError(f"kitty_stack.env.{name}: also listed in kitty_stack.secrets")
+        return self
+
+    @model_validator(mode="after")
+    def _host_network_only_on_linux(self) -> Stack:
+        if self.runtime in MACOS_RUNTIMES:
+            for name, service in self.services.items():
+                if service.host_network:
+                    raise ValueError(f"kitty_stack.services.{name}.host_network: {HOST_NETWORK_ON_A_MAC}")
         return self
 
 
@@ -533,6 +564,18 @@ class Backup(Strict):
     # The stack services whose data is backed up: Postgres (pg_dump) and Redis (its RDB).
     postgres_service: Name | None = "postgres"
     redis_service: Name | None = "redis"
+    # The stack's S3 store (MinIO): every bucket through the S3 API, with rclone on the host.
+    # None, or a name not in kitty_stack.services: no buckets.
+    s3_service: Name | None = "minio"
+    # Its S3 API as the host reaches it. None: http://127.0.0.1:<the service's published port>.
+    s3_endpoint: Text | None = Field(default=None, pattern=r"^https?://[A-Za-z0-9.\[\]:-]+/?$")
+    # The secrets holding its access and secret keys: names in kitty_stack.secrets, so the
+    # host reads them from the app's .env (0600); never in group data, never on a command line.
+    s3_access_key_secret: EnvName = "MINIO_ROOT_USER"
+    s3_secret_key_secret: EnvName = "MINIO_ROOT_PASSWORD"
+    # rclone's --bwlimit for the bucket copies (e.g. "20M" bytes/s), so a backup leaves the
+    # live service its bandwidth. None: unlimited.
+    s3_bwlimit: Text | None = Field(default=None, pattern=r"^[0-9]+(\.[0-9]+)?[BKMGTP]?$")
     # `restic forget --prune` after a successful backup only.
     keep_last: PositiveInt = 7
     keep_daily: PositiveInt = 7
@@ -540,6 +583,54 @@ class Backup(Strict):
     keep_monthly: PositiveInt = 6
     # Seconds to wait for Redis's BGSAVE, and for the stack's health after a restore.
     timeout: PositiveInt = 300
+
+
+class RpcWorker(Strict):
+    """kitty_rpc_worker: this inference host runs one llama.cpp rpc-server (tasks/rpc_workers.py)."""
+
+    port: Port = 50052
+    # rpc-server has NO authentication: anyone who reaches the port can allocate this host's
+    # memory, run computations on it and read the tensors it holds. Loopback unless allowed.
+    allow_beyond_loopback: bool = False
+    host: Text = Field(default="127.0.0.1", pattern=r"^[A-Za-z0-9.:\[\]-]+$")
+    # rpc-server's --threads (its CPU device); None: its default, half the cores.
+    threads: PositiveInt | None = None
+    # --cache: large tensors kept on this host's disk (<opt_dir>/rpc-cache), not sent again.
+    cache: bool = False
+    # --device: which of this host's devices it exposes (e.g. ["Metal"]); []: every accelerator.
+    devices: list[Annotated[Text, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = []
+    # Seconds to wait for it to accept connections after a (re)start.
+    health_timeout: PositiveInt = 60
+
+    @field_validator("host")
+    @classmethod
+    def _beyond_loopback_only_when_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if not LOOPBACK.match(value) and not info.data.get("allow_beyond_loopback"):
+            raise ValueError(
+                f"{value!r} is beyond loopback, and rpc-server has no authentication: anyone who reaches "
+                "the port can use this host's memory and devices and read what they hold. Bind it to a "
+                "private address only your hosts reach and set allow_beyond_loopback: true"
+            )
+        return value
+
+
+class RpcUse(Strict):
+    """One split model as this host sees it (tasks/rpc_workers.py, from the whole inventory)."""
+
+    # `address:port` of each rpc-server, in --rpc order; [] on a host that is only a worker.
+    endpoints: list[Text] = []
+    # What the workers run (their kitty_rpc_worker and llama.cpp settings): a change restarts the server.
+    definition: Text = ""
+    # This host's part of the model's weights and KV cache (the memory budget).
+    share: float = Field(default=1.0, ge=0, le=1)
+
+
+class Wire(Strict):
+    """How the application host reaches one model server (tasks/placement.py)."""
+
+    url: Text
+    # The server listens beyond loopback: the app sends its key (LLAMACPP_<NAME>_API_KEY).
+    keyed: bool = False
 
 
 class KittyConfig(Strict):
@@ -558,6 +649,15 @@ class KittyConfig(Strict):
     logs: Logs = Logs()
     bench: Bench = Bench()
     backup: Backup = Backup()
+    # Never from group data (no kitty_* name maps to it): set by tasks/placement.py on an
+    # application host, from the whole inventory. None: the servers of this config, on this host.
+    wiring: dict[Name, Wire] | None = None
+    # Also set by tasks/placement.py only: enabled servers that other inference hosts run
+    # (name -> those hosts); not enabled in this host's view, removed here if installed.
+    elsewhere: dict[Name, list[Text]] = {}
+    rpc_worker: RpcWorker | None = None
+    # Never from group data: set by tasks/rpc_workers.py from the whole inventory.
+    rpc: dict[Name, RpcUse] = {}
 
     @model_validator(mode="after")
     def _query_has_a_service(self) -> KittyConfig:
@@ -610,6 +710,26 @@ class KittyConfig(Strict):
         return self
 
     @model_validator(mode="after")
+    def _backup_reaches_the_s3_store(self) -> KittyConfig:
+        backup = self.backup
+        service = self.stack.services.get(backup.s3_service or "")
+        if not self.stack.enabled or service is None:
+            return self
+        if backup.s3_endpoint is None and service.port is None:
+            raise ValueError(
+                f"kitty_backup.s3_endpoint: kitty_stack.services.{backup.s3_service} publishes no port: "
+                "give its S3 endpoint"
+            )
+        for field in ("s3_access_key_secret", "s3_secret_key_secret"):
+            name = getattr(backup, field)
+            if name not in self.stack.secrets:
+                raise ValueError(
+                    f"kitty_backup.{field}: {name} is not in kitty_stack.secrets "
+                    "(the backup reads the S3 keys from the app's .env)"
+                )
+        return self
+
+    @model_validator(mode="after")
     def _ports_are_unique(self) -> KittyConfig:
         owners: dict[int, str] = {}
         claims = [(f"kitty_servers.{n}.port", s.port) for n, s in self.servers.items() if s.enabled]
@@ -617,6 +737,8 @@ class KittyConfig(Strict):
             claims += [(f"kitty_stack.services.{n}.port", s.port) for n, s in self.stack.services.items() if s.port]
         if self.images.enabled:
             claims.append(("kitty_images.port", self.images.port))
+        if self.rpc_worker:
+            claims.append(("kitty_rpc_worker.port", self.rpc_worker.port))
         for where, port in claims:
             if port in owners:
                 raise ValueError(f"{where}: port {port} is already used by {owners[port]}")
@@ -644,7 +766,9 @@ def load(data: Mapping[str, Any] | Any) -> KittyConfig:
         if get(switch) is not None:
             raw[section] = {**raw.get(section, {}), field: _switch_value(get(switch))}
     errors = [
-        f"{key}: unknown setting (known: {', '.join(SECTIONS)})" for key in _kitty_keys(data) if key not in SECTIONS
+        f"{key}: unknown setting (known: {', '.join(SECTIONS)})"
+        for key in _kitty_keys(data)
+        if key not in SECTIONS and key not in PLACEMENT_KEYS
     ]
     errors += _apply_models_lock(raw)
     try:

@@ -25,6 +25,9 @@ IMAGES_UNIT_PREFIX = "kitty-images-"
 COLIMA_LABEL = "com.kitty.colima"
 # Sets iogpu.wired_limit_mb at every boot (macOS).
 WIRED_LIMIT_LABEL = "com.kitty.iogpu-wired-limit"
+# llama.cpp's rpc-server on a worker host (one per host): a prefix of itself, so a family.
+RPC_WORKER_LABEL = "com.kitty.rpc-server"
+RPC_WORKER_UNIT = "kitty-rpc-server.service"
 
 
 def service_user(cfg: KittyConfig, plat: Platform) -> str:
@@ -43,6 +46,15 @@ def server_unit(name: str) -> str:
 def server_log(cfg: KittyConfig, name: str) -> str:
     # The manual's names: .logs/llamacpp-q4.log, ...
     return f"{cfg.paths.logs_dir}/llamacpp-{name}.log"
+
+
+def rpc_worker_log(cfg: KittyConfig) -> str:
+    return f"{cfg.paths.logs_dir}/rpc-server.log"
+
+
+def rpc_state(cfg: KittyConfig, server: str) -> str:
+    """What the rpc-servers a split server uses run (one line): an input of that server."""
+    return f"{state_dir(cfg)}/rpc/{server}.workers"
 
 
 def images_label(program: str) -> str:

@@ -56,6 +56,11 @@ BASE_CMAKE_ARGS = [
     "-DLLAMA_BUILD_EXAMPLES=OFF",
     "-DGGML_CCACHE=ON",
 ]
+# llama.cpp RPC (tasks/rpc_workers.py): the RPC backend and its server, only on hosts that
+# run a worker or a server with workers, so every other host keeps its build id.
+RPC_CMAKE_ARG = "-DGGML_RPC=ON"
+# tools/rpc's target at b11434 (older trees call it rpc-server).
+RPC_SERVER_TARGET = "ggml-rpc-server"
 FULL_SHA = re.compile(r"[0-9a-f]{40}")
 # An abbreviated commit sha cannot move either, and ls-remote cannot look it up.
 SHORT_SHA = re.compile(r"[0-9a-f]{7,39}")
@@ -67,6 +72,7 @@ class Build:
     ref: str
     backend: str
     cmake_args: list[str]
+    targets: tuple[str, ...] = ("llama-server",)
     # What `ref` resolved to upstream when the deploy looked; None: not known,
     # the build script resolves the ref itself.
     commit: str | None = None
@@ -81,6 +87,11 @@ def binary(cfg: KittyConfig) -> str:
     return f"{root(cfg)}/current/bin/llama-server"
 
 
+def needs_rpc(cfg: KittyConfig) -> bool:
+    """This host runs an rpc-server, or a server (placed here) that uses some."""
+    return cfg.rpc_worker is not None or any(srv.rpc_workers for srv in cfg.enabled_servers().values())
+
+
 def wanted_build(cfg: KittyConfig, plat: Platform, commit: str | None = None) -> Build:
     """The build for these settings at `commit` (no host needed).
 
@@ -93,7 +104,11 @@ def wanted_build(cfg: KittyConfig, plat: Platform, commit: str | None = None) ->
     if settings.build_number is not None:
         args.append(f"-DLLAMA_BUILD_NUMBER={settings.build_number}")
     args += [f"-D{key}={value}" for key, value in sorted(settings.cmake_options.items())]
-    identity = "\n".join([settings.ref, *args, *settings.targets])
+    targets = list(settings.targets)
+    if needs_rpc(cfg):
+        args.append(RPC_CMAKE_ARG)
+        targets += [RPC_SERVER_TARGET] if RPC_SERVER_TARGET not in targets else []
+    identity = "\n".join([settings.ref, *args, *targets])
     digest = hashlib.sha256(identity.encode()).hexdigest()[:10]
     safe_ref = re.sub(r"[^A-Za-z0-9._-]", "_", settings.ref)[:40]
     build_id = f"{safe_ref}-{backend}-{digest}"
@@ -101,7 +116,7 @@ def wanted_build(cfg: KittyConfig, plat: Platform, commit: str | None = None) ->
         commit = settings.ref  # already in the id
     elif commit:
         build_id += f"-{commit[:12]}"
-    return Build(id=build_id, ref=settings.ref, backend=backend, cmake_args=args, commit=commit)
+    return Build(id=build_id, ref=settings.ref, backend=backend, cmake_args=args, targets=tuple(targets), commit=commit)
 
 
 def resolved_build(cfg: KittyConfig, plat: Platform) -> Build:
@@ -167,7 +182,7 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
                     cfg.llamacpp.git_url,
                     cfg.paths.logs_dir,
                     str(host.get_fact(Cpus) or 2),
-                    ",".join(cfg.llamacpp.targets),
+                    ",".join(wanted.targets),
                     wanted.id,
                     wanted.ref,
                     wanted.commit or "-",

@@ -1,5 +1,8 @@
 """Do the enabled model servers fit in the Mac's GPU memory? Decided before anything is downloaded.
 
+Per host: only the servers placed on it count (tasks/placement.py leaves the others
+not enabled in this host's config).
+
 On Apple Silicon the GPU uses the unified memory, but Metal wires at most
 `iogpu.wired_limit_mb` of it. With every layer offloaded (-ngl 999), a
 llama-server keeps its weights, its KV cache and its compute buffers there,
@@ -164,11 +167,22 @@ def kv_cache_bytes(model: Model, server: ModelServer) -> int | None:
     return 2 * n_layers * n_kv_heads * head_dim * server.ctx_size * KV_BYTES_PER_ELEMENT
 
 
+def budgeted(cfg: KittyConfig) -> dict[str, tuple[ModelServer, float]]:
+    """Each server with a part on this host and that part: the enabled ones whole, a model split
+    over llama.cpp RPC workers by this host's share (cfg.rpc, tasks/rpc_workers.py: an even
+    split, or --tensor-split's), on its main host and on each worker alike."""
+    found = {name: (server, 1.0) for name, server in cfg.enabled_servers().items()}
+    for name, use in cfg.rpc.items():
+        if name in cfg.servers:
+            found[name] = (cfg.servers[name], use.share)
+    return found
+
+
 def server_needs(cfg: KittyConfig) -> list[ServerNeed]:
     """What each enabled server needs; BudgetError naming every missing size or dimension."""
     needs, missing = [], []
     compute = round(cfg.macos.compute_gib * GIB)
-    for name, server in cfg.enabled_servers().items():
+    for name, (server, share) in budgeted(cfg).items():
         model = cfg.models[server.model]
         model_names = [server.model] + ([server.mmproj] if server.mmproj else [])
         weights = 0
@@ -186,7 +200,9 @@ def server_needs(cfg: KittyConfig) -> list[ServerNeed]:
                 "GGUF header), give n_layers, n_kv_heads and head_dim on it, or kv_cache_gib on the server"
             )
             kv_cache = 0
-        needs.append(ServerNeed(name, server.model, weights, kv_cache, compute))
+        # A split model: this host's layers, their KV cache, and compute buffers of its own.
+        label = name if share == 1.0 else f"{name} ({share:.0%} via RPC)"
+        needs.append(ServerNeed(label, server.model, round(weights * share), round(kv_cache * share), compute))
     if missing:
         raise BudgetError("cannot size the GPU memory budget:\n" + "\n".join(f"  - {line}" for line in missing))
     return needs
@@ -237,7 +253,8 @@ def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
         raise BudgetError(
             f"{host.name}: the enabled model servers do not fit in GPU memory\n"
             f"{result.table()}\n{result.verdict()}\n"
-            "Disable servers (kitty_servers.<name>.enabled: false), lower their ctx_size, "
+            "Run some on another inference host (its kitty_serves, README: several inference hosts), "
+            "disable servers (kitty_servers.<name>.enabled: false), lower their ctx_size, "
             "or change kitty_macos.reserve_gib / wired_limit_mb."
         )
     return result

@@ -99,9 +99,17 @@ def env_values(cfg: KittyConfig) -> dict[str, str]:
     for name, service in stack.services.items():
         if service.port:
             values[f"{service_env_name(name)}_PORT"] = str(service.port)
-    for name, server in cfg.enabled_servers().items():
-        values[f"LLAMACPP_{service_env_name(name)}_HOST"] = f"http://{stack.model_host}:{server.port}"
+    for name, url in model_urls(cfg).items():
+        values[f"LLAMACPP_{service_env_name(name)}_HOST"] = url
     return values
+
+
+def model_urls(cfg: KittyConfig) -> dict[str, str]:
+    """Each model server's URL for the app: from the placement over the whole inventory
+    (tasks/placement.py), else this host's own enabled servers behind model_host."""
+    if cfg.wiring is not None:
+        return {name: wire.url for name, wire in cfg.wiring.items()}
+    return {name: f"http://{cfg.stack.model_host}:{srv.port}" for name, srv in cfg.enabled_servers().items()}
 
 
 def render_env(cfg: KittyConfig, secrets: dict[str, str]) -> str:

@@ -48,6 +48,7 @@ MANAGED_FLAGS = {
     "--kv-unified": "kv_unified",
     "-no-kvu": "kv_unified",
     "--no-kv-unified": "kv_unified",
+    "--rpc": "rpc_workers",
 }
 # A key on the command line is visible to every local user (ps) and lands in
 # the world-readable plist or unit. Every flag of b11434's common/arg.cpp whose
@@ -111,4 +112,20 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
     args.append("--jinja" if server.jinja else "--no-jinja")
     if server.api_key_file is not None:
         args += ["--api-key-file", server.api_key_file]
+    if server.rpc_workers:
+        args += ["--rpc", ",".join(rpc_endpoints(cfg, name, server))]
     return args + list(server.extra_args)
+
+
+def rpc_endpoints(cfg: KittyConfig, name: str, server: ModelServer) -> list[str]:
+    """`address:port` of each rpc-server the server uses, as tasks/rpc_workers.py resolved them
+    from the inventory (the workers' own host data): never guessed from a host name here."""
+    use = cfg.rpc.get(name)
+    if use is None or len(use.endpoints) != len(server.rpc_workers):
+        from tasks.config import ConfigError
+
+        raise ConfigError(
+            f"kitty_servers.{name}.rpc_workers: {', '.join(server.rpc_workers)} not resolved against the "
+            "inventory (tasks/rpc_workers.placed)"
+        )
+    return list(use.endpoints)

@@ -22,7 +22,7 @@ from pyinfra.api import deploy
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from tasks import health, layout, llamacpp, models, server_args, supervise
+from tasks import health, layout, llamacpp, models, rpc_workers, server_args, supervise
 from tasks.config import KittyConfig, ModelServer
 from tasks.facts import LegacyServerPids, ListeningPorts
 from tasks.platform import Platform
@@ -61,7 +61,7 @@ def program(
         # llama-server exits promptly on SIGTERM; a large model's unmap takes seconds.
         stop_timeout=30,
         restart_delay=cfg.launchd.throttle_interval,
-        inputs=inputs(cfg, srv, build_id, fetched),
+        inputs=inputs(cfg, srv, build_id, fetched, name),
         health=Health(health_url(srv), "llama", srv.health_timeout),
         note=context_note(srv),
     )
@@ -73,8 +73,11 @@ def context_note(srv: ModelServer) -> str:
     return f"{srv.ctx_per_request} tokens per request ({shared})"
 
 
-def inputs(cfg: KittyConfig, srv: ModelServer, build_id: str, fetched: set[str]) -> tuple[Input, ...]:
-    """What a server runs besides its definition: the build behind `current`, and each of its model files."""
+def inputs(
+    cfg: KittyConfig, srv: ModelServer, build_id: str, fetched: set[str], name: str | None = None
+) -> tuple[Input, ...]:
+    """What a server runs besides its definition: the build behind `current`, each of its model files,
+    and what its llama.cpp RPC workers run (tasks/rpc_workers.py)."""
     root = llamacpp.root(cfg)
     found = [Input("llama.cpp", f"{root}/current", "link", wanted=f"{root}/builds/{build_id}")]
     for model_name in [srv.model] + ([srv.mmproj] if srv.mmproj else []):
@@ -82,6 +85,8 @@ def inputs(cfg: KittyConfig, srv: ModelServer, build_id: str, fetched: set[str])
         for file in model.files:
             rel = f"{model.dir}/{file.name}"
             found.append(Input(f"model {rel}", models.stamp_path(cfg, model, file), "file", replaced=rel in fetched))
+    if name is not None:
+        found += rpc_workers.server_inputs(cfg, name, srv)
     return tuple(found)
 
 
@@ -100,7 +105,14 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
     running = programs(cfg, plat, llamacpp.resolved_build(cfg, plat).id, fetched)
     by_name = {p.name: p for p in running}
     slots = [
-        Slot(layout.server_label(cfg, name), layout.server_unit(name), by_name.get(f"server {name}"), f"server {name}")
+        Slot(
+            layout.server_label(cfg, name),
+            layout.server_unit(name),
+            by_name.get(f"server {name}"),
+            f"server {name}",
+            # Placed on another inference host (tasks/placement.py): removed here, not "disabled".
+            why=f"runs on {', '.join(cfg.elsewhere[name])}" if name in cfg.elsewhere else "disabled",
+        )
         for name in cfg.servers
     ]
     decisions = supervise.converge(cfg, plat, slots, family(cfg))

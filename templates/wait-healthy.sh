@@ -10,6 +10,8 @@
 #   EXPECT  llama (default): 200 healthy, 503 loading (the model is still
 #           loading), anything else down.
 #           http: any 2xx healthy, anything else down.
+#           tcp: URL is telnet://HOST:PORT; healthy once something accepts a
+#           connection there (llama.cpp's rpc-server, which speaks no HTTP).
 #   CHECK   a command run with `sh -c` each second while the server is not
 #           healthy yet; exit non-zero means the supervisor says the program
 #           has died or crash-loops, and the server fails at once instead of at
@@ -58,9 +60,9 @@ for spec in "$@"; do
         ;;
     esac
     case $expect in
-    llama | http) ;;
+    llama | http | tcp) ;;
     *)
-        echo "[health] malformed spec (EXPECT must be llama or http): $spec" >&2
+        echo "[health] malformed spec (EXPECT must be llama, http or tcp): $spec" >&2
         exit 2
         ;;
     esac
@@ -70,8 +72,15 @@ done
 # One probe of server I (run in the background): the HTTP code, and whether CHECK passed.
 probe() { # I SPEC
     parse "$2"
-    # curl prints 000 when nothing answered.
-    code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) || true
+    if [ "$expect" = tcp ]; then
+        # curl's telnet:// connects and sends nothing (stdin is empty); it gives up after
+        # a second (exit 28). A connect time other than zero: something accepted it.
+        code=$(curl -s -o /dev/null -w '%{time_connect}' --max-time 1 "$url" </dev/null 2>/dev/null) || true
+        case $code in *[1-9]*) code=200 ;; *) code=000 ;; esac
+    else
+        # curl prints 000 when nothing answered.
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "$url" 2>/dev/null) || true
+    fi
     echo "${code:-000}" >"$tmp/$1.code"
     if [ -n "$check" ]; then
         if sh -c "$check" >"$tmp/$1.why" 2>&1; then echo alive; else echo dead; fi >"$tmp/$1.check"
@@ -106,7 +115,7 @@ while [ "$pending" -gt 0 ]; do
         parse "$spec"
         code=$(cat "$tmp/$i.code" 2>/dev/null || echo 000)
         case $expect:$code in
-        llama:200 | http:2??) new=healthy ;;
+        llama:200 | http:2?? | tcp:200) new=healthy ;;
         llama:503) new=loading ;;
         *) new=down ;;
         esac

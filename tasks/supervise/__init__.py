@@ -52,11 +52,13 @@ class Slot:
     program: Program | None
     # For people, when there is no program to name it: "server q4".
     name: str | None = None
+    # Why a slot without a program is removed, for the operation's name and the table.
+    why: str = "disabled"
 
 
 def converge(cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family | None = None) -> list[Decision]:
     """Converge every slot, then remove what of `family` is on the host but not declared."""
-    decisions = [_one(cfg, plat, slot) for slot in slots]
+    decisions = [_one(cfg, plat, slot, slot.why) for slot in slots]
     if family:
         declared = {slot.label if plat.supervisor == "launchd" else slot.unit for slot in slots}
         for found in host.get_fact(Installed, **_where(cfg, plat, family)) or []:
@@ -69,13 +71,13 @@ def converge(cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family
 def _one(cfg: KittyConfig, plat: Platform, slot: Slot, why: str = "disabled") -> Decision:
     if plat.supervisor == "launchd":
         record = f"{layout.records_dir(cfg)}/{slot.label}.started"
-        decision = launchd.plan(slot.program, slot.label, record)
+        decision = launchd.plan(slot.program, slot.label, record, _sudo=plat.sudo)
         launchd.job(
             name=_title(slot, decision, why), program=slot.program, label=slot.label, record=record, _sudo=plat.sudo
         )
     else:
         record = f"{layout.records_dir(cfg)}/{slot.unit}.started"
-        decision = systemd.plan(slot.program, slot.unit, record)
+        decision = systemd.plan(slot.program, slot.unit, record, _sudo=plat.sudo)
         systemd.unit(
             name=_title(slot, decision, why), program=slot.program, unit=slot.unit, record=record, _sudo=plat.sudo
         )
