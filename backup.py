@@ -9,10 +9,10 @@ The restic password comes like the other secrets (environment or secrets_file).
 
 from pyinfra import host
 
-from tasks import backup, config, platform
+from tasks import backup, host_config, platform
 
 # Bad host data, or no restic password, fails here, before anything runs.
-cfg = config.load(host.data)
+cfg = host_config.load(host)
 plat = platform.detect()
 
 if "application" in host.groups and cfg.stack.enabled:

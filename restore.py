@@ -9,10 +9,10 @@ that keeps it, and the stack is started and waited for.
 
 from pyinfra import host
 
-from tasks import backup, config, platform, restore
+from tasks import backup, host_config, platform, restore
 
 # Bad host data, a missing snapshot id or no restic password fails here, before anything runs.
-cfg = config.load(host.data)
+cfg = host_config.load(host)
 plat = platform.detect()
 snapshot = restore.snapshot_id(host.data)
 

@@ -23,7 +23,7 @@ kitty_paths = {
 kitty_packages = {
     # Homebrew formulae on macOS (installed as the admin user, never as root), by their current
     # names: `huggingface-cli` is `hf` since homebrew-core renamed it.
-    "brew": ["git", "cmake", "ccache", "hf", "colima", "docker", "docker-compose", "docker-buildx", "restic"],
+    "brew": ["git", "cmake", "ccache", "hf", "colima", "docker", "docker-compose", "docker-buildx", "restic", "rclone"],
     # Debian/Ubuntu packages on Linux.
     "apt": [
         "git",
@@ -38,6 +38,8 @@ kitty_packages = {
         "logrotate",
         # backup.py / restore.py's encrypted repository (tasks/restic.py).
         "restic",
+        # backup.py / restore.py's copy of the S3 store's buckets (kitty_backup.s3_service).
+        "rclone",
     ],
 }
 
@@ -248,6 +250,9 @@ kitty_stack = {
         "PERPLEXITY_API_KEY",
         "ZOO_API_KEY",
         "TRIPO_API_KEY",
+        # MinIO's keys: its container's, and backup.py's to copy the buckets (kitty_backup).
+        "MINIO_ROOT_USER",
+        "MINIO_ROOT_PASSWORD",
     ],
 }
 
@@ -274,4 +279,26 @@ kitty_verify = {
     "query": False,
     "query_service": "brain",
     "query_timeout": 60,
+}
+
+# backup.py / restore.py (tasks/backup.py, tasks/restore.py): a restic repository of the
+# stack's data. The restic password is the secret KITTY_BACKUP_PASSWORD (environment or
+# kitty_stack.secrets_file), never here.
+kitty_backup = {
+    # None: <opt_dir>/backup/repo on the host; any restic location, e.g. sftp:admin@laptop:/backups/kitty.
+    "repository": None,
+    "postgres_service": "postgres",
+    "redis_service": "redis",
+    # Every bucket of MinIO, through its S3 API on the host's loopback (its published port),
+    # with the keys of the secrets named here (listed in kitty_stack.secrets).
+    "s3_service": "minio",
+    "s3_endpoint": None,
+    "s3_access_key_secret": "MINIO_ROOT_USER",
+    "s3_secret_key_secret": "MINIO_ROOT_PASSWORD",
+    # e.g. "20M": the bucket copies leave the running services their bandwidth.
+    "s3_bwlimit": None,
+    "keep_last": 7,
+    "keep_daily": 7,
+    "keep_weekly": 4,
+    "keep_monthly": 6,
 }

@@ -1,7 +1,10 @@
 """One backup of the stack's state, while it runs, into the restic repository (tasks/restic.py).
 
     postgres   `pg_dump -Fc` in the running container (one consistent snapshot), its server version
-    redis      BGSAVE, waited for through LASTSAVE, then its RDB; the table says when persistence is off
+    redis      BGSAVE, waited for through LASTSAVE, then its RDB; the table says when persistence is
+               off, and when AOF is on (restore.py then rebuilds the AOF from the RDB)
+    s3-<bucket>.tar   every bucket of the S3 store (MinIO), copied through its S3 API by rclone
+               on the host (progress every 5 s), one tar per bucket; keys from the app's .env
     .env       the app's, as it is (stored encrypted; never printed)
     record     what this data belongs to: the app's commit, the llama.cpp build, group data's pins
     manifest   every part with its size and sha256 (restore checks them before it touches anything)
@@ -39,6 +42,29 @@ def deployed_record(cfg: KittyConfig) -> str:
     )
 
 
+def s3_endpoint(cfg: KittyConfig) -> str:
+    """The S3 store's API as the host reaches it; "" when there is none to back up."""
+    backup = cfg.backup
+    service = cfg.stack.services.get(backup.s3_service or "")
+    if service is None:
+        return ""
+    # config.py checks that one of the two is set.
+    return backup.s3_endpoint or f"http://127.0.0.1:{service.port}"
+
+
+def s3_env(cfg: KittyConfig) -> dict[str, str]:
+    """The scripts' S3 settings: where, and the NAMES of the .env values holding the keys."""
+    endpoint = s3_endpoint(cfg)
+    backup = cfg.backup
+    return {
+        "S3_SERVICE": (backup.s3_service or "") if endpoint else "",
+        "S3_ENDPOINT": endpoint,
+        "S3_ACCESS_KEY_SECRET": backup.s3_access_key_secret,
+        "S3_SECRET_KEY_SECRET": backup.s3_secret_key_secret,
+        "S3_BWLIMIT": backup.s3_bwlimit or "",
+    }
+
+
 def script_env(cfg: KittyConfig, plat: Platform, tag: str) -> dict[str, str]:
     docker = shutdown.docker(cfg, plat)
     backup = cfg.backup
@@ -59,6 +85,7 @@ def script_env(cfg: KittyConfig, plat: Platform, tag: str) -> dict[str, str]:
         "SAFETY": "1" if "safety" in tag else "0",
         "TIMEOUT": str(backup.timeout),
         "KEEP": restic.keep_flags(cfg),
+        **s3_env(cfg),
     }
 
 
@@ -67,7 +94,7 @@ def take(cfg: KittyConfig, plat: Platform, *, safety: bool = False) -> None:
     if not safety:
         # A safety backup runs inside restore.py, which prepared them before its verification.
         restic.prepare(cfg, plat)
-    tag = f"{restic.TAG},safety" if safety else restic.TAG
+    tag = restic.SAFETY_TAG if safety else restic.BACKUP_TAG
     snapshot(
         name="Safety backup of the current state" if safety else "Backup into the restic repository",
         env=script_env(cfg, plat, tag),

@@ -29,6 +29,10 @@ from tasks.platform import Platform
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates"
 TAG = "kitty-ops"
+# What backup.py writes, and what `--data backup=latest` means: not the safety snapshot a
+# restore takes first (else a second `restore latest` would undo the first one).
+BACKUP_TAG = f"{TAG},backup"
+SAFETY_TAG = f"{TAG},safety"
 
 
 def folder(cfg: KittyConfig) -> str:

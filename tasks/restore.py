@@ -6,7 +6,9 @@ verify      restic check, `restic restore --verify` of the snapshot into the bac
             else on the host has changed (templates/backup-verify.sh)
 safety      a backup of the current state first (tag `safety`): the restore is undoable
 restore     writers stopped; Postgres into a clean database; Redis stopped, its RDB
-            replaced in its volume, started; the .env (0600); the stack up and healthy
+            replaced in its volume (with AOF on, the AOF rebuilt from it: Redis would load
+            its AOF and ignore the RDB), started; every bucket of the S3 store synced back
+            and compared (rclone check); the .env (0600); the stack up and healthy
             (templates/backup-restore.sh)
 table       what was restored, and what the data belongs to
 """
@@ -49,7 +51,7 @@ def required(cfg: KittyConfig) -> list[str]:
 
 def writers(cfg: KittyConfig) -> list[str]:
     """Every stack service but the datastores restored under it."""
-    stores = {cfg.backup.postgres_service, cfg.backup.redis_service}
+    stores = {cfg.backup.postgres_service, cfg.backup.redis_service, cfg.backup.s3_service}
     return sorted(name for name in cfg.stack.services if name not in stores)
 
 
@@ -58,7 +60,13 @@ def verify(cfg: KittyConfig, plat: Platform, snapshot: str) -> None:
     restic.prepare(cfg, plat)
     verified(
         name=f"Verify snapshot {snapshot}: restic check, restore --verify, the manifest",
-        env={**restic.environment(cfg), "SNAPSHOT": snapshot, "WORK": work(cfg), "REQUIRED": " ".join(required(cfg))},
+        env={
+            **restic.environment(cfg),
+            "SNAPSHOT": snapshot,
+            "WORK": work(cfg),
+            "REQUIRED": " ".join(required(cfg)),
+            "STAGE": backup.script_env(cfg, plat, restic.TAG)["STAGE"],
+        },
         sudo=shutdown.docker(cfg, plat).sudo,
     )
 
@@ -75,7 +83,7 @@ def restore(cfg: KittyConfig, plat: Platform) -> None:
     docker = shutdown.docker(cfg, plat)
     env = backup.script_env(cfg, plat, restic.TAG)
     restored(
-        name="Restore Postgres, Redis and the .env; start the stack",
+        name="Restore Postgres, Redis, the S3 buckets and the .env; start the stack",
         env={
             "PATH": env["PATH"],
             **{k: v for k, v in env.items() if k == "DOCKER_HOST"},
@@ -87,6 +95,7 @@ def restore(cfg: KittyConfig, plat: Platform) -> None:
             "ENV_FILE": env["ENV_FILE"],
             "ENV_OWNER": cfg.paths.service_user or plat.user,
             "TIMEOUT": str(cfg.backup.timeout),
+            **backup.s3_env(cfg),
         },
         sudo=docker.sudo,
     )

@@ -8,18 +8,30 @@
 # Environment: STAGE COMPOSE PG_SERVICE REDIS_SERVICE ENV_FILE KITTY_ROOT LLAMA_ROOT
 #   DEPLOYED (JSON: what group data pins) TAG TIMEOUT KEEP (restic forget's keep flags)
 #   SAFETY (1: restore.py's safety backup)
+#   S3_SERVICE S3_ENDPOINT (empty: no buckets) S3_ACCESS_KEY_SECRET S3_SECRET_KEY_SECRET
+#   (names of the .env's values holding the keys) S3_BWLIMIT (rclone --bwlimit, may be empty)
 #   RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
 # Output: progress, then `row<TAB>what<TAB>result` lines the deploy prints as a table.
 set -eu
 umask 077
+# The script comes on stdin (sh -s), and `docker compose exec/run` read stdin: braces make
+# the shell read all of it before running any of it.
+{
+: "${S3_SERVICE:=}" "${S3_ENDPOINT:=}" "${S3_BWLIMIT:=}"
 
 row() { printf 'row\t%s\t%s\n' "$1" "$2"; }
 fail() { echo "backup: $*" >&2; exit 1; }
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
 
-rm -rf "$STAGE"
+# One backup at a time: its PID beside the staging folder (a test kills it by this PID).
+if [ -f "$STAGE.pid" ] && kill -0 "$(cat "$STAGE.pid")" 2>/dev/null; then
+    fail "another backup is running (pid $(cat "$STAGE.pid"))"
+fi
+echo "$$" >"$STAGE.pid"
+# A backup killed before (SIGKILL runs no trap) left its staging behind: never reused.
+rm -rf "$STAGE" "$STAGE.s3"
 mkdir -p "$STAGE"
-trap 'rm -rf "$STAGE" "$STAGE.manifest"' EXIT
+trap 'rm -rf "$STAGE" "$STAGE.s3" "$STAGE.manifest" "$STAGE.pid"' EXIT
 trap 'exit 1' HUP INT TERM
 
 # shellcheck disable=SC2086 # COMPOSE is a command line of quoted-free words (tasks/compose.py)
@@ -48,6 +60,7 @@ fi
 if [ -n "$REDIS_SERVICE" ] && running "$REDIS_SERVICE"; then
     cli() { compose exec -T "$REDIS_SERVICE" redis-cli "$@" | tr -d '\r'; }
     save=$(cli CONFIG GET save | sed -n 2p)
+    aof=$(cli CONFIG GET appendonly | sed -n 2p)
     dir=$(cli CONFIG GET dir | sed -n 2p)
     file=$(cli CONFIG GET dbfilename | sed -n 2p)
     before=$(cli LASTSAVE)
@@ -64,11 +77,46 @@ if [ -n "$REDIS_SERVICE" ] && running "$REDIS_SERVICE"; then
     cli INFO persistence | grep -q '^rdb_last_bgsave_status:ok' || fail "redis BGSAVE failed (rdb_last_bgsave_status)"
     compose exec -T "$REDIS_SERVICE" cat "$dir/$file" >"$STAGE/redis.rdb" || fail "could not copy $dir/$file"
     keys=$(cli DBSIZE)
-    if [ -z "$save" ]; then
-        row redis "RDB of $keys keys; WARNING: persistence is off (save \"\"): a restart loses Redis's data"
+    if [ "$aof" = yes ]; then
+        # Redis with AOF on loads its AOF at start and ignores an RDB: restore.py rebuilds the AOF from it.
+        row redis "RDB of $keys keys (AOF on: the restore rebuilds the AOF from this RDB)"
+    elif [ -z "$save" ]; then
+        row redis "RDB of $keys keys; WARNING: persistence is off (save \"\", appendonly no): a restart loses Redis's data"
     else
         row redis "RDB of $keys keys (save $save)"
     fi
+fi
+
+if [ -n "$S3_ENDPOINT" ] && running "$S3_SERVICE"; then
+    # The S3 store's keys, from the app's .env (0600), into rclone's environment only: never a
+    # command line, never output. RCLONE_CONFIG=/dev/null: no rclone.conf read or written.
+    [ -f "$ENV_FILE" ] || fail "no $ENV_FILE to read the S3 keys ($S3_ACCESS_KEY_SECRET, $S3_SECRET_KEY_SECRET) from"
+    dotenv() { sed -n "s/^$1='\(.*\)'\$/\1/p" "$ENV_FILE" | tail -n 1; }
+    RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID=$(dotenv "$S3_ACCESS_KEY_SECRET")
+    RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY=$(dotenv "$S3_SECRET_KEY_SECRET")
+    [ -n "$RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID" ] || fail "$S3_ACCESS_KEY_SECRET is not in $ENV_FILE"
+    [ -n "$RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY" ] || fail "$S3_SECRET_KEY_SECRET is not in $ENV_FILE"
+    export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_KITTYS3_TYPE=s3 RCLONE_CONFIG_KITTYS3_PROVIDER=Minio \
+        RCLONE_CONFIG_KITTYS3_ENDPOINT="$S3_ENDPOINT" RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID \
+        RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY
+    # Progress of long copies: one line every 5 s.
+    set -- --stats 5s --stats-one-line --stats-log-level NOTICE
+    [ -z "$S3_BWLIMIT" ] || set -- "$@" --bwlimit "$S3_BWLIMIT"
+    buckets=$(rclone lsf --dirs-only kittys3:) || fail "could not list the buckets at $S3_ENDPOINT"
+    [ -n "$buckets" ] || row s3 "no buckets at $S3_ENDPOINT"
+    for bucket in $buckets; do
+        bucket=${bucket%/}
+        # S3 bucket names: lowercase letters, digits, dots and hyphens (a part's name, a path).
+        case $bucket in "" | *[!a-z0-9.-]* | .*) fail "bucket $bucket: not an S3 bucket name" ;; esac
+        echo "s3: copying bucket $bucket"
+        rclone copy "kittys3:$bucket" "$STAGE.s3/$bucket" "$@" 2>&1 || fail "rclone could not copy bucket $bucket"
+        mkdir -p "$STAGE.s3/$bucket"
+        objects=$(find "$STAGE.s3/$bucket" -type f | wc -l | tr -d ' ')
+        # One part per bucket: object names of any kind, one size and sha256 in the manifest.
+        tar -cf "$STAGE/s3-$bucket.tar" -C "$STAGE.s3/$bucket" .
+        rm -rf "${STAGE:?}.s3/$bucket"
+        row "s3 $bucket" "$objects objects, $(wc -c <"$STAGE/s3-$bucket.tar" | tr -d ' ') bytes"
+    done
 fi
 
 if [ -f "$ENV_FILE" ]; then
@@ -111,3 +159,4 @@ cd /
 # shellcheck disable=SC2086 # KEEP is a list of flags
 restic forget --tag kitty-ops --host "$(hostname)" --prune $KEEP >/dev/null || fail "restic forget --prune failed (the snapshot is kept)"
 row retention "restic forget --prune $KEEP"
+}

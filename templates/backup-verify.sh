@@ -5,8 +5,8 @@
 #   2. `restic restore --verify`: every file of the snapshot read back, its blobs' hashes checked;
 #   3. manifest.tsv: every part listed is there, with its size and sha256, and nothing else is;
 #      a backup without a manifest (killed before it was written) is refused.
-# Environment: SNAPSHOT WORK REQUIRED (parts that must be present) RESTIC_REPOSITORY
-#   RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
+# Environment: SNAPSHOT WORK REQUIRED (parts that must be present) STAGE (backup-take.sh's)
+#   RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
 # Output: `bad<TAB>reason` lines and exit 3 when the snapshot is refused; `row<TAB>...` lines.
 set -eu
 umask 077
@@ -16,11 +16,18 @@ refuse() { printf 'bad\t%s\n' "$1"; exit 3; }
 
 rm -rf "$WORK"
 mkdir -p "$WORK"
+# A backup killed halfway (SIGKILL runs no trap) left its staging, the .env in clear among it:
+# removed here once its process is gone (it never was a snapshot).
+if [ -n "${STAGE:-}" ] && [ -f "$STAGE.pid" ] && ! kill -0 "$(cat "$STAGE.pid")" 2>/dev/null; then
+    rm -rf "$STAGE" "$STAGE.s3" "$STAGE.manifest" "$STAGE.pid"
+    printf 'row\t%s\t%s\n' "killed backup" "its staging removed (it left no snapshot)"
+fi
 
 restic cat config >/dev/null 2>&1 || refuse "no restic repository at $RESTIC_REPOSITORY (or the password does not open it)"
 id=$(restic snapshots --tag kitty-ops --json "$SNAPSHOT" 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
 if [ "$SNAPSHOT" = latest ]; then
-    id=$(restic snapshots --tag kitty-ops --host "$(hostname)" --latest 1 --json 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
+    # The newest backup.py snapshot (tags kitty-ops and backup), never a restore's safety snapshot.
+    id=$(restic snapshots --tag kitty-ops,backup --host "$(hostname)" --latest 1 --json 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
 fi
 [ -n "$id" ] || refuse "no kitty-ops snapshot $SNAPSHOT in the repository"
 echo "restic: check of the repository"

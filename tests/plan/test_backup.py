@@ -7,7 +7,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config, restic
 from tests.plan import hosts, stack_facts
-from tests.plan.harness import plan
+from tests.plan.harness import plan, simulated_platform
 
 CFG = config.load(hosts.DEFAULTS)
 PASSWORD = "restic-canary-3f9a1c"
@@ -88,6 +88,65 @@ def test_restore_verifies_then_takes_a_safety_backup_then_restores():
         "restic password file (mode 0600, contents never shown)",
         "Verify snapshot latest: restic check, restore --verify, the manifest",
         "Safety backup of the current state",
-        "Restore Postgres, Redis and the .env; start the stack",
+        "Restore Postgres, Redis, the S3 buckets and the .env; start the stack",
     ]
     assert PASSWORD not in everything(result)
+
+
+def test_the_s3_store_is_reached_on_loopback_with_keys_named_not_given():
+    from tasks import backup, restore
+
+    env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
+    port = CFG.stack.services["minio"].port
+    assert env["S3_SERVICE"] == "minio" and env["S3_ENDPOINT"] == f"http://127.0.0.1:{port}"
+    # The names of the .env values holding the keys: the host reads the values there.
+    assert env["S3_ACCESS_KEY_SECRET"] == "MINIO_ROOT_USER" and env["S3_SECRET_KEY_SECRET"] == "MINIO_ROOT_PASSWORD"
+    assert env["S3_BWLIMIT"] == ""
+    # The S3 store is restored under the writers, like Postgres and Redis: never stopped as one.
+    assert "minio" not in restore.writers(CFG) and "brain" in restore.writers(CFG)
+
+
+def test_the_s3_keys_never_reach_a_command_line(monkeypatch):
+    monkeypatch.setenv("MINIO_ROOT_USER", "minio-canary-user-51c2")
+    monkeypatch.setenv("MINIO_ROOT_PASSWORD", "minio-canary-pass-9d0e")
+    for deploy_file, data in (("backup.py", {}), ("restore.py", {"backup": "latest"})):
+        assert "minio-canary" not in everything(plan(linux(), data=data, deploy_file=deploy_file))
+    from tasks import backup
+
+    # The script's own command line: where it reaches the S3 store, and how the keys are named.
+    env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
+    command = restic.script_command(env).get_masked_value()
+    assert "minio-canary" not in command and "S3_ENDPOINT=http://127.0.0.1:9000" in command
+
+
+def test_an_s3_endpoint_and_a_bandwidth_limit_are_passed_as_set():
+    from tasks import backup
+
+    data = {**hosts.DEFAULTS["kitty_backup"], "s3_endpoint": "http://10.0.0.5:9000", "s3_bwlimit": "20M"}
+    env = backup.s3_env(config.load({**hosts.DEFAULTS, "kitty_backup": data}))
+    assert env["S3_ENDPOINT"] == "http://10.0.0.5:9000" and env["S3_BWLIMIT"] == "20M"
+    # No S3 service in the stack: no buckets, and nothing to restore them into.
+    stack = {**hosts.DEFAULTS["kitty_stack"], "services": {"postgres": {"port": 5432}}}
+    env = backup.s3_env(config.load({**hosts.DEFAULTS, "kitty_stack": stack}))
+    assert env["S3_ENDPOINT"] == "" and env["S3_SERVICE"] == ""
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"s3_access_key_secret": "MINIO_ACCESS"}, "kitty_backup.s3_access_key_secret: MINIO_ACCESS is not in"),
+        ({"s3_secret_key_secret": "S3_KEY"}, "kitty_backup.s3_secret_key_secret: S3_KEY is not in"),
+        ({"s3_bwlimit": "20M; rm -rf /"}, "s3_bwlimit"),
+        ({"s3_endpoint": "http://x:9000/$(id)"}, "s3_endpoint"),
+    ],
+)
+def test_bad_s3_settings_name_their_field(change, field):
+    with pytest.raises(config.ConfigError, match=field):
+        config.load({**hosts.DEFAULTS, "kitty_backup": {**hosts.DEFAULTS["kitty_backup"], **change}})
+
+
+def test_an_s3_service_without_a_port_needs_an_endpoint():
+    services = {**hosts.DEFAULTS["kitty_stack"]["services"], "minio": {}}
+    stack = {**hosts.DEFAULTS["kitty_stack"], "services": services}
+    with pytest.raises(config.ConfigError, match="kitty_backup.s3_endpoint: kitty_stack.services.minio publishes"):
+        config.load({**hosts.DEFAULTS, "kitty_stack": stack})
