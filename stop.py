@@ -10,10 +10,10 @@ programs stay stopped across a reboot until the next deploy.py, which starts the
 
 from pyinfra import host
 
-from tasks import config, platform, shutdown
+from tasks import host_config, platform, shutdown
 
 # Bad host data fails here, before anything is stopped.
-cfg = config.load(host.data)
+cfg = host_config.load(host)
 plat = platform.detect()
 emergency = shutdown.emergency(host.data)
 roles = shutdown.roles(host.groups, host.data)
@@ -27,6 +27,8 @@ if "application" in roles:
 # The model servers, once nothing in the stack sends them requests.
 if "inference" in roles:
     shutdown.model_servers(cfg, plat, emergency)
+    # Then the llama.cpp RPC worker, once no server holds part of its model on it.
+    shutdown.rpc_worker(cfg, plat, emergency)
 
 # Every KITTY port free and no KITTY process left, or the stop fails naming what is still there.
 shutdown.verify(cfg, plat, roles, emergency)

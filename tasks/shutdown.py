@@ -21,7 +21,7 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
-from tasks import compose, layout, llamacpp, runtime
+from tasks import compose, layout, llamacpp, rpc_workers, runtime
 from tasks.config import KittyConfig
 from tasks.facts import ListeningPorts
 from tasks.platform import Platform
@@ -88,6 +88,16 @@ def model_servers(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     supervise_stop.stop(plat.supervisor, _targets(plat, found, who), emergency=emergency, sudo=plat.sudo)
 
 
+@deploy("RPC worker")
+def rpc_worker(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
+    """llama.cpp's rpc-server, after the model servers that hold part of their model on it."""
+    family = rpc_workers.FAMILY
+    found = installed(cfg, plat, family)
+    supervise_stop.stop(
+        plat.supervisor, _targets(plat, found, lambda name: "rpc worker"), emergency=emergency, sudo=plat.sudo
+    )
+
+
 def docker(cfg: KittyConfig, plat: Platform) -> compose.Docker:
     kind = runtime.runtime_of(cfg.stack, plat)
     return compose.Docker(cfg, plat, kind, host.get_fact(Home) if kind == "colima" else None)
@@ -139,6 +149,8 @@ def ports(cfg: KittyConfig, groups: set[str]) -> dict[int, str]:
     found = {}
     if "inference" in groups:
         found.update({srv.port: f"server {name}" for name, srv in cfg.enabled_servers().items()})
+        if cfg.rpc_worker:
+            found[cfg.rpc_worker.port] = "rpc worker"
     if "application" in groups:
         if cfg.stack.enabled:
             found.update({s.port: f"stack {name}" for name, s in cfg.stack.services.items() if s.port})

@@ -204,3 +204,17 @@ def test_render_of_the_table():
     lines = shutdown.render([("server q4", "stopped (1 s)"), ("port 8083 (server q4)", "free")])
     assert lines[0].split() == ["what", "stop"]
     assert lines[1].startswith("server q4") and lines[1].endswith("stopped (1 s)")
+
+
+def test_the_rpc_worker_stops_after_the_model_servers_that_use_it():
+    unit = layout.RPC_WORKER_UNIT
+    # Before linux(): the fake host answers from the first key a command contains.
+    facts = {
+        f"show --all --property Id --property SubState {unit}": [f"Id={unit}", "SubState=running"],
+        f"show --all --property Id --property UnitFileState {unit}": [f"Id={unit}", "UnitFileState=enabled"],
+        f"for f in {layout.SYSTEMD_UNITS}/{layout.RPC_WORKER_UNIT.removesuffix('.service')}*": [unit],
+        **linux(),
+    }
+    result = stop_plan(facts, data={"kitty_rpc_worker": {"port": 50052}})
+    assert names(result)[-1] == f"rpc worker: stop and keep off at boot ({unit})"
+    assert names(result)[-2].startswith("server ")
