@@ -9,9 +9,10 @@ supervisor, one at a time and each waited for, to time start to healthy (cold, t
 
 from pyinfra import host
 
-from tasks import bench, config, platform
+from tasks import bench, host_config, platform
 
-cfg = config.load(host.data)
+# What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
+cfg = host_config.load(host)
 plat = platform.detect()
 
 if "inference" in host.groups:

@@ -8,9 +8,10 @@ writes a support bundle on the controller: the findings and log tails, every sec
 
 from pyinfra import host
 
-from tasks import config, diagnose, platform
+from tasks import diagnose, host_config, platform
 
-cfg = config.load(host.data)
+# What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
+cfg = host_config.load(host)
 plat = platform.detect()
 
 diagnose.run(cfg, plat, bundle_to=host.data.get("diagnose_bundle"))

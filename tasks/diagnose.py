@@ -22,9 +22,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, deploy, operation
+from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
+from pyinfra.facts.server import Home
 
-from tasks import layout, secrets
+from tasks import api_keys, compose, layout, runtime, secrets
 from tasks.config import SECRET_NAME, KittyConfig
 from tasks.platform import Platform
 
@@ -131,6 +133,27 @@ def missing_env_names(wanted: list[str], env_names: list[str]) -> list[str]:
     return [name for name in wanted if name not in present]
 
 
+def stack_findings(state: dict, wanted: list[str]) -> list[Finding]:
+    """From compose.ComposeState: the engine or compose failing, a service without a container, a container
+    not running or unhealthy."""
+    if not state.get("ok"):
+        return [Finding("stack", f"compose does not answer: {state.get('error')}", REMEDY["container"])]
+    found = []
+    for service in wanted:
+        container = state["containers"].get(service)
+        if container is None:
+            found.append(Finding(f"stack {service}", "no container", REMEDY["container"]))
+        elif container["state"] != "running" or container["health"] == "unhealthy":
+            found.append(
+                Finding(
+                    f"stack {service}",
+                    f"container {container['state']} (health: {container['health']})",
+                    REMEDY["container"],
+                )
+            )
+    return found
+
+
 def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
     """Memory and swap from /proc/meminfo (Linux) or vm_stat + sysctl (macOS)."""
     if plat.os == "linux":
@@ -148,7 +171,7 @@ def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
         pages = {m.group(1): int(m.group(2)) for m in re.finditer(r"^(.+?):\s+(\d+)\.?$", output, re.MULTILINE)}
         size = int(re.search(r"page size of (\d+)", output).group(1)) if "page size of" in output else 16384
         free = sum(pages.get(k, 0) for k in ("Pages free", "Pages inactive", "Pages purgeable")) * size
-        used = re.search(r"vm.swapusage: total = \S+ used = ([\d.]+)M", output)
+        used = re.search(r"vm\.swapusage: total = \S+\s+used = ([\d.]+)M", output)
         wired = re.search(r"iogpu.wired_limit_mb: (\d+)", output)
         memsize = re.search(r"hw.memsize: (\d+)", output)
         info = {
@@ -184,11 +207,30 @@ def redact(text: str, known: list[str]) -> str:
     )
 
 
+def known_secrets(cfg: KittyConfig) -> list[str]:
+    """Every secret value the deploy knows on the controller: the stack's secrets, the backup password and
+    the model servers' API keys."""
+    names = [*cfg.stack.secrets, cfg.backup.password_secret]
+    values = secrets.secret_values(cfg.stack.model_copy(update={"secrets": names}))
+    return [*values.values(), *api_keys.env_secrets(cfg).values()]
+
+
+def _redact_tree(value, known: list[str]):
+    if isinstance(value, str):
+        return redact(value, known)
+    if isinstance(value, dict):
+        return {redact(str(k), known): _redact_tree(v, known) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redact_tree(v, known) for v in value]
+    return value
+
+
 def bundle(findings: list[Finding], facts: dict, known_secrets: list[str], path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    report = redact(
-        json.dumps({"findings": [asdict(f) for f in findings], "facts": facts}, indent=2, default=str), known_secrets
-    )
+    # Redacted string by string, before JSON escapes a value (a secret holding a quote or a backslash
+    # would no longer match after).
+    tree = _redact_tree({"findings": [asdict(f) for f in findings], "facts": facts}, known_secrets)
+    report = json.dumps(tree, indent=2, default=str)
     with tarfile.open(path, "w:gz") as tar:
         data = report.encode()
         info = tarfile.TarInfo("diagnose/findings.json")
@@ -200,8 +242,15 @@ def bundle(findings: list[Finding], facts: dict, known_secrets: list[str], path:
 # --- on the host -----------------------------------------------------------------------------------
 
 
-def _run(host_, command: str, sudo: bool = False) -> str:
-    _, output = host_.run_shell_command(command, _sudo=sudo, _timeout=60)
+def _arguments(host, sudo: bool, **more) -> dict:
+    # The operation's own connector arguments (its sudo password): a FunctionCommand is not given them.
+    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
+    return {**arguments, "_sudo": sudo, **more}
+
+
+def _run(host, command: str, sudo: bool = False) -> str:
+    """stdout only: stderr (a missing file, ...) must not read as a finding's data."""
+    _, output = host.run_shell_command(StringCommand(command), **_arguments(host, sudo, _timeout=60))
     return "\n".join(output.stdout_lines)
 
 
@@ -213,31 +262,34 @@ def status_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
 
 
 @operation(is_idempotent=False)
-def examine(cfg: KittyConfig, plat: Platform, bundle_to: str | None = None):
+def examine(cfg: KittyConfig, plat: Platform, engine: compose.Docker | None, bundle_to: str | None = None):
     """Read everything, print the findings with their remedies; writes a redacted bundle when asked."""
     if not host.state.is_executing:
         host.noop("read on the host when run; changes nothing")
         return
-    yield FunctionCommand(_examine, (cfg, plat, bundle_to), {})
+    yield FunctionCommand(_examine, (cfg, plat, engine, bundle_to), {})
 
 
-def _examine(state, host_, cfg: KittyConfig, plat: Platform, bundle_to: str | None) -> bool:
+def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: str | None) -> bool:
     from tasks.facts import ListeningPorts, ModelFileStates
 
     findings: list[Finding] = []
     facts: dict = {"servers": {}}
-    listening = host_.get_fact(ListeningPorts, _sudo=plat.sudo) or {}
+    listening = host.get_fact(ListeningPorts, **_arguments(host, plat.sudo)) or {}
     for name, srv in cfg.enabled_servers().items():
-        state = supervisor_state(plat, _run(host_, status_command(cfg, plat, name), sudo=plat.sudo))
+        state = supervisor_state(plat, _run(host, status_command(cfg, plat, name), sudo=plat.sudo))
         rels = [
             f"{m.dir}/{f.name}"
             for key in filter(None, [srv.model, srv.mmproj])
             for m in [cfg.models[key]]
             for f in m.files
         ]
-        files = host_.get_fact(ModelFileStates, models_dir=cfg.paths.models_dir, files=rels) or {}
+        files = (
+            host.get_fact(ModelFileStates, models_dir=cfg.paths.models_dir, files=rels, **_arguments(host, plat.sudo))
+            or {}
+        )
         files = {rel: files.get(rel, {"exists": False}) for rel in rels}
-        tail = _run(host_, f"tail -n {LOG_LINES} {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
+        tail = _run(host, f"tail -n {LOG_LINES} {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
         found = server_findings(name, srv.port, state, listening.get(srv.port), files, tail)
         findings += found
         facts["servers"][name] = {
@@ -247,30 +299,30 @@ def _examine(state, host_, cfg: KittyConfig, plat: Platform, bundle_to: str | No
             "models": files,
             "log_tail": tail,
         }
-    if cfg.stack.enabled and "application" in host_.groups:
+    if engine is not None:
         env_file = secrets.env_path(cfg)
+        # Names only: sed prints what is left of each NAME=value line, never the value.
         names = _run(
-            host_, f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {shlex.quote(env_file)}", sudo=plat.sudo
+            host,
+            f"test -f {shlex.quote(env_file)} && echo .env-present && "
+            f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {shlex.quote(env_file)}",
+            sudo=plat.sudo,
         ).split()
-        missing = missing_env_names(cfg.stack.secrets, names)
-        if missing:
+        wanted = [*cfg.stack.secrets, *api_keys.env_secrets(cfg)]
+        missing = missing_env_names(wanted, names)
+        facts["env_names"] = [name for name in names if name != ".env-present"]
+        if ".env-present" not in names:
+            findings.append(Finding("stack .env", f"{env_file} is missing", REMEDY["env"]))
+        elif missing:
             findings.append(Finding("stack .env", f"names without a value: {', '.join(missing)}", REMEDY["env"]))
-        compose = "docker-compose" if plat.os == "macos" else "docker compose"
-        fmt = shlex.quote("{{.Service}}|{{.State}}|{{.Status}}")
-        project = shlex.quote(cfg.stack.project_name)
-        ps = _run(host_, f"{compose} -p {project} ps -a --format {fmt} 2>&1", sudo=plat.sudo)
-        facts["compose_ps"] = ps
-        for line in ps.splitlines():
-            service, _, rest = line.partition("|")
-            if service in cfg.stack.services and not rest.startswith("running"):
-                findings.append(
-                    Finding(f"stack {service}", f"container {rest.replace('|', ', ')}", REMEDY["container"])
-                )
-        for service in cfg.stack.services:
-            if service not in [line.partition("|")[0] for line in ps.splitlines()]:
-                findings.append(Finding(f"stack {service}", "no container", REMEDY["container"]))
+        state = host.get_fact(
+            compose.ComposeState, compose=engine.compose, project=cfg.stack.project_name,
+            **_arguments(host, engine.sudo, _env=engine.env),
+        )  # fmt: skip
+        facts["compose"] = state
+        findings += stack_findings(state, list(cfg.stack.services))
     memory = _run(
-        host_,
+        host,
         "cat /proc/meminfo"
         if plat.os == "linux"
         else "vm_stat; sysctl hw.memsize vm.swapusage iogpu.wired_limit_mb; memory_pressure -Q 2>/dev/null | tail -n 1",
@@ -278,11 +330,10 @@ def _examine(state, host_, cfg: KittyConfig, plat: Platform, bundle_to: str | No
     facts["memory"], found = memory_findings(plat, memory)
     findings += found
     for line in report_lines(findings):
-        host_.log(line, logger.warning if findings else logger.info)
+        host.log(line, logger.warning if findings else logger.info)
     if bundle_to:
-        known = list(secrets.secret_values(cfg.stack).values())
-        where = bundle(findings, facts, known, Path(bundle_to))
-        host_.log(f"support bundle (secret values redacted): {where}", logger.info)
+        where = bundle(findings, facts, known_secrets(cfg), Path(bundle_to))
+        host.log(f"support bundle (secret values redacted): {where}", logger.info)
     return True
 
 
@@ -297,4 +348,9 @@ def report_lines(findings: list[Finding]) -> list[str]:
 
 @deploy("Diagnose")
 def run(cfg: KittyConfig, plat: Platform, bundle_to: str | None = None) -> None:
-    examine(name="Diagnose the KITTY host", cfg=cfg, plat=plat, bundle_to=bundle_to)
+    engine = None
+    if cfg.stack.enabled and "application" in host.groups:
+        # The stack's engine as the deploy reaches it (colima's socket, sudo on Linux).
+        kind = runtime.runtime_of(cfg.stack, plat)
+        engine = compose.Docker(cfg, plat, kind, host.get_fact(Home) if kind == "colima" else None)
+    examine(name="Diagnose the KITTY host", cfg=cfg, plat=plat, engine=engine, bundle_to=bundle_to)

@@ -95,3 +95,42 @@ def test_time_to_healthy_waits_through_503_and_gives_up_at_its_timeout(shell):
         server.shutdown()
     dead = subprocess.run([*shell, bench.time_to_healthy(url, 1)], capture_output=True, text=True, timeout=30)
     assert dead.stdout.strip() == "timeout"
+
+
+def test_the_table_is_followed_by_why_each_empty_cell_is_empty():
+    row = bench.new_row("summary", "m")
+    row.why["cold_s"] = "n/a: this host does not let the page cache be dropped"
+    assert bench.notes([row]) == [
+        "  summary expected: the manual gives no figures for a server named 'summary'",
+        "  summary cold_s: n/a: this host does not let the page cache be dropped",
+    ]
+
+
+def test_no_gpu_is_an_explicit_reason_not_a_zero():
+    assert bench.no_gpu_reason("cpu", 999) == "n/a: no GPU (llama.cpp built for the CPU backend)"
+    assert bench.no_gpu_reason("metal", 0) == "n/a: no GPU (n_gpu_layers is 0)"
+    assert bench.no_gpu_reason("metal", 999) is None
+
+
+def test_cuda_memory_is_nvidia_smis_figure_for_the_servers_pid():
+    listed = "4242, 15360\n77, 512\n4242, 1024\n"
+    assert bench.gpu_mib_from_nvidia_smi(listed, 4242) == 16384
+    assert bench.gpu_mib_from_nvidia_smi(listed, 5) is None
+    assert bench.gpu_mib_from_nvidia_smi("No devices were found", 4242) is None
+
+
+@pytest.mark.parametrize("shell", SHELLS, ids=lambda s: s[0])
+def test_the_clock_starts_before_the_restart_and_a_failed_restart_says_so(shell):
+    if not shutil.which(shell[0]) or not shutil.which("curl") or not shutil.which("perl"):
+        pytest.skip(f"{shell[0]}, curl or perl missing")
+    _Slow.answered = 3
+    server = http.server.HTTPServer(("127.0.0.1", 0), _Slow)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/health"
+        slow = subprocess.run([*shell, bench.time_to_healthy(url, 20, "sleep 0.5")], capture_output=True, text=True)
+        assert int(slow.stdout.strip()) >= 500, slow
+        failed = subprocess.run([*shell, bench.time_to_healthy(url, 20, "false")], capture_output=True, text=True)
+        assert failed.stdout.strip() == "start failed"
+    finally:
+        server.shutdown()

@@ -82,3 +82,31 @@ def test_the_bundle_holds_no_secret_value(tmp_path):
         text = "".join(tar.extractfile(m).read().decode() for m in tar.getmembers())
     assert CANARY not in text and "hunter2-canary" not in text
     assert "crash loop" in text and diagnose.REDACTED in text
+
+
+def test_stack_findings_name_a_missing_a_stopped_and_an_unhealthy_container():
+    state = {
+        "ok": True,
+        "containers": {
+            "postgres": {"state": "running", "health": "healthy"},
+            "redis": {"state": "exited", "health": "none"},
+            "brain": {"state": "running", "health": "unhealthy"},
+        },
+    }
+    found = diagnose.stack_findings(state, ["postgres", "redis", "brain", "ui"])
+    assert [(f.subject, f.problem) for f in found] == [
+        ("stack redis", "container exited (health: none)"),
+        ("stack brain", "container running (health: unhealthy)"),
+        ("stack ui", "no container"),
+    ]
+    down = diagnose.stack_findings({"ok": False, "error": "Cannot connect to the Docker daemon"}, ["redis"])
+    assert down[0].problem == "compose does not answer: Cannot connect to the Docker daemon"
+
+
+def test_a_secret_that_json_would_escape_is_still_redacted(tmp_path):
+    secret = 'pa"ss\\word-canary'
+    facts = {"log": f"connecting with {secret}", secret: "a key that is a secret"}
+    path = diagnose.bundle([], facts, [secret], tmp_path / "b.tar.gz")
+    with tarfile.open(path) as tar:
+        text = tar.extractfile("diagnose/findings.json").read().decode()
+    assert "canary" not in text and text.count(diagnose.REDACTED) == 2
