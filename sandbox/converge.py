@@ -42,14 +42,20 @@ HF_MIRROR = [sys.executable, str(ROOT / "sandbox" / "hf-mirror.py")]
 
 
 def hf_mirror_port() -> int:
+    """18090 + KITTY_SANDBOX_PORT_OFFSET (sandbox/group_data): a mirror per sandbox port offset."""
     endpoint = runpy.run_path(str(GROUP_DATA / "all.py"))["kitty_model_policy"]["hf_endpoint"]
     return int(endpoint.rsplit(":", 1)[1])
+
+
+def hf_mirror_state(port: int | None = None) -> Path:
+    """The run state of the mirror on `port` (sandbox/hf-mirror.py): front.log, faults.json, pids."""
+    return ROOT / ".sandbox" / "hf" / str(port or hf_mirror_port())
 
 
 def prepare_mirrors() -> None:
     """The offline stand-ins for upstream: git mirrors of llama.cpp and of a fixture KITTY
     application (/srv/mirrors in the sandbox), and a Hugging Face mirror on loopback,
-    shared with the sandbox's network."""
+    shared with the sandbox's network, on this port offset's port."""
     subprocess.run(["bash", str(ROOT / "sandbox" / "make-llama-mirror.sh")], check=True)
     subprocess.run(["bash", str(ROOT / "sandbox" / "app-fixture" / "make-app-mirror.sh")], check=True)
     subprocess.run([*HF_MIRROR, "prepare"], check=True, stdout=subprocess.DEVNULL)
@@ -57,7 +63,7 @@ def prepare_mirrors() -> None:
 
 
 def stop_mirrors() -> None:
-    subprocess.run([*HF_MIRROR, "stop"], check=False)
+    subprocess.run([*HF_MIRROR, "stop", "--port", str(hf_mirror_port())], check=False)
 
 
 def ensure_sandbox(name: str, port: int, fresh: bool) -> dict[str, str]:

@@ -2,8 +2,8 @@
 """Local Hugging Face-compatible mirror (olah) serving fixed test models.
 
     python3 sandbox/hf-mirror.py prepare [--dir .sandbox/hf]   # venv + git repos (idempotent)
-    python3 sandbox/hf-mirror.py serve [--port 18090] [--dir .sandbox/hf]
-    python3 sandbox/hf-mirror.py stop [--dir .sandbox/hf]
+    python3 sandbox/hf-mirror.py serve [--port 18090] [--bind ADDRESS ...] [--dir .sandbox/hf]
+    python3 sandbox/hf-mirror.py stop [--port 18090] [--dir .sandbox/hf]
     python3 sandbox/hf-mirror.py info [--dir .sandbox/hf]      # JSON: repos, commits, files
 
 Then: HF_ENDPOINT=http://127.0.0.1:18090 .sandbox/hf/venv/bin/hf download ORG/REPO FILE --revision SHA ...
@@ -11,11 +11,16 @@ olah serves the git repos under DIR/repos/models/ORG/REPO with no upstream (offl
 hf-netloc points at a dead loopback port), on a private loopback port. In front of it, on
 the public port, a small server of our own (`front`, this file) serves the LFS files'
 bytes of `resolve` URLs itself, honouring HTTP Range as the Hub's CDN does (olah ignores
-Range), and passes every other request to olah. DIR/front.log has one line per request:
+Range), and passes every other request to olah. The front listens on 127.0.0.1:PORT, and on
+ADDRESS:PORT for each --bind (a sandbox on a Docker network reaches it at the network's gateway).
+
+Each port has its own mirror and run state, DIR/PORT/ (the sandboxes' port offset moves the
+port: two checkouts, or the main job and the e2e suite, never share one); the venv and the
+repos in DIR are shared. DIR/PORT/front.log has one line per request:
     GET /ORG/REPO/resolve/REV/FILE 206 range=bytes=1000- sent=97362432
-DIR/faults.json (optional, read at each request) makes it misbehave for the tests:
+DIR/PORT/faults.json (optional, read at each request) makes it misbehave for the tests:
     {"PATH SUBSTRING": {"rate": BYTES_PER_S, "cut_after": BYTES}}
-DIR/olah.log is olah's stdout/stderr (uvicorn's access log). Every `hf` 2.4 run also GETs
+DIR/PORT/olah.log is olah's stdout/stderr (uvicorn's access log). Every `hf` 2.4 run also GETs
 /api/agent-harnesses (agent detection) unless HF_HUB_OFFLINE=1 or
 $HF_HOME/.agent_harnesses.json (valid JSON) is < 24 h old.
 """
@@ -311,6 +316,21 @@ def pid_alive(pid):
         return True
 
 
+def run_dir(d, port):
+    """The run state of the mirror on `port`: pids, olah's config and cache, logs, faults.json."""
+    return d / str(port)
+
+
+def legacy_running(d, port):
+    """A mirror started by an older hf-mirror.py (run state in DIR itself) that serves `port`:
+    left alone, and reused, so that upgrading this script never stops a running main job's mirror."""
+    try:
+        serves = f'mirror-netloc = "127.0.0.1:{port}"' in (d / "olah.toml").read_text()
+    except OSError:
+        return False
+    return serves and bool(read_pid(d)) and bool(read_pid(d, "front"))
+
+
 def read_pid(d, name="olah"):
     """PID from DIR/NAME.pid if that process is still our olah or front (not a reused PID)."""
     try:
@@ -352,9 +372,15 @@ def dead_port():
 
 
 def cmd_serve(a):
-    d = a.dir
-    if not (d / "venv" / "bin" / "olah-cli").exists():
+    data, d = a.dir, run_dir(a.dir, a.port)
+    if not (data / "venv" / "bin" / "olah-cli").exists():
         sys.exit("hf-mirror: run `prepare` first")
+    if legacy_running(data, a.port) and probe(a.port) == 200:
+        if a.bind:
+            sys.exit(f"hf-mirror: port {a.port} is served by an older mirror (run state in {data}) without --bind")
+        print(f"olah already running (started by an older hf-mirror.py, state in {data}), http://127.0.0.1:{a.port}")
+        return
+    d.mkdir(parents=True, exist_ok=True)
     pid, front = read_pid(d), read_pid(d, "front")
     if pid and front:
         if probe(a.port) == 200:
@@ -372,7 +398,7 @@ def cmd_serve(a):
         "[basic]\n"
         f'host = "127.0.0.1"\nport = {inner}\n'
         f'repos-path = "{d / "olah-cache"}"\n'
-        f'mirrors-path = ["{d / "repos"}"]\n'
+        f'mirrors-path = ["{data / "repos"}"]\n'
         f'hf-scheme = "http"\nhf-netloc = "127.0.0.1:{dead_port()}"\n'
         f'hf-lfs-netloc = "127.0.0.1:{dead_port()}"\n'
         f'mirror-scheme = "http"\nmirror-netloc = "127.0.0.1:{a.port}"\n'
@@ -381,7 +407,7 @@ def cmd_serve(a):
     )
     logf = open(d / "olah.log", "ab")
     proc = subprocess.Popen(
-        [str(d / "venv" / "bin" / "olah-cli"), "-c", str(conf), "--log-path", str(d / "olah-logs")],
+        [str(data / "venv" / "bin" / "olah-cli"), "-c", str(conf), "--log-path", str(d / "olah-logs")],
         cwd=d,
         stdin=subprocess.DEVNULL,
         stdout=logf,
@@ -392,8 +418,9 @@ def cmd_serve(a):
     (d / "olah.pid").write_text(f"{proc.pid}\n")
     front_log = open(d / "front.err", "ab")
     front = subprocess.Popen(
-        [sys.executable, str(Path(__file__).resolve()), "front", "--dir", str(d), "--port", str(a.port)]
-        + ["--upstream", str(inner)],
+        [sys.executable, str(Path(__file__).resolve()), "front", "--dir", str(data), "--port", str(a.port)]
+        + ["--upstream", str(inner), "--state", str(d)]
+        + [arg for address in a.bind for arg in ("--bind", address)],
         stdin=subprocess.DEVNULL,
         stdout=front_log,
         stderr=subprocess.STDOUT,
@@ -413,7 +440,7 @@ def cmd_serve(a):
 
 
 def cmd_stop(a):
-    d = a.dir
+    d = run_dir(a.dir, a.port)
     for name in ("front", "olah"):
         pid = read_pid(d, name)
         if pid is not None:
@@ -435,6 +462,7 @@ class Front(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     mirror_dir: Path
+    state_dir: Path
     upstream: int
     log_lock = threading.Lock()
 
@@ -484,7 +512,7 @@ class Front(BaseHTTPRequestHandler):
 
     def _fault(self) -> dict:
         try:
-            faults = json.loads((self.mirror_dir / "faults.json").read_text())
+            faults = json.loads((self.state_dir / "faults.json").read_text())
         except (OSError, ValueError):
             return {}
         return next((rule for key, rule in faults.items() if key in self.path), {})
@@ -571,7 +599,7 @@ class Front(BaseHTTPRequestHandler):
 
     def _log(self, status: int, sent: int):
         line = f"{self.command} {self.path} {status} range={self.headers.get('Range') or '-'} sent={sent}\n"
-        with self.log_lock, open(self.mirror_dir / "front.log", "a") as log:
+        with self.log_lock, open(self.state_dir / "front.log", "a") as log:
             log.write(line)
 
     def log_message(self, *args):
@@ -579,11 +607,14 @@ class Front(BaseHTTPRequestHandler):
 
 
 def cmd_front(a):
-    Front.mirror_dir, Front.upstream = a.dir, a.upstream
-    server = ThreadingHTTPServer(("127.0.0.1", a.port), Front)
-    server.daemon_threads = True
+    Front.mirror_dir, Front.state_dir, Front.upstream = a.dir, a.state, a.upstream
+    servers = [ThreadingHTTPServer((address, a.port), Front) for address in ("127.0.0.1", *a.bind)]
+    for server in servers:
+        server.daemon_threads = True
+    for server in servers[1:]:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    server.serve_forever()
+    servers[0].serve_forever()
 
 
 def main():
@@ -592,10 +623,13 @@ def main():
     for name in ("prepare", "serve", "stop", "info", "front"):
         s = sub.add_parser(name)
         s.add_argument("--dir", type=lambda v: Path(v).resolve(), default=DEFAULT_DIR)
-        if name in ("serve", "front"):
+        if name in ("serve", "front", "stop"):
             s.add_argument("--port", type=int, default=18090)
+        if name in ("serve", "front"):
+            s.add_argument("--bind", action="append", default=[], help="another address to listen on")
         if name == "front":
             s.add_argument("--upstream", type=int, required=True)
+            s.add_argument("--state", type=lambda v: Path(v).resolve(), required=True)
     a = p.parse_args()
     {"prepare": cmd_prepare, "serve": cmd_serve, "stop": cmd_stop, "info": cmd_info, "front": cmd_front}[a.cmd](a)
 

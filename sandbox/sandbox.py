@@ -2,13 +2,17 @@
 """A "fresh host" for kitty-ops tests: a systemd + sshd Debian container on this machine.
 
     sandbox.py build                                  image kitty-sandbox:<hash of inputs>
-    sandbox.py start [--name N] [--ssh-port P] [--replace]
+    sandbox.py start [--name N] [--ssh-port P] [--replace] [--network NET]
     sandbox.py restart [--name N]                     docker restart, wait for SSH again
     sandbox.py stop [--name N]                        remove the container and .sandbox/N
     sandbox.py check [--name N] [--network]           systemd state, sudo, (apt + HTTPS)
     sandbox.py env [--name N]                         print the KITTY_* lines
 
 `start` writes .sandbox/N/env with KITTY_HOSTS, KITTY_SSH_KEY, KITTY_SSH_KNOWN_HOSTS.
+A sandbox shares this machine's network (sshd on 127.0.0.1:P) unless `--network NET` puts
+it on a Docker network the caller created: then it is a host of its own at its address
+there (sshd on port 22), and it reaches this machine at the network's gateway address
+(KITTY_SANDBOX_ADDRESS and KITTY_SANDBOX_GATEWAY in its env file).
 No registry is reachable: the image comes from debootstrap + `docker import`, then a
 local `docker build` (sandbox/image/Dockerfile) on top of it.
 """
@@ -60,6 +64,7 @@ LABEL = "kitty-ops.sandbox"
 IMAGE_REPO = "kitty-sandbox"
 DEFAULT_NAME = "kitty-sb"
 DEFAULT_PORT = 2222
+SSHD_CONF = "/etc/ssh/sshd_config.d/50-sandbox.conf"
 
 
 class Fail(Exception):
@@ -254,7 +259,17 @@ def paths(name: str) -> dict[str, Path]:
         "env": d / "env",
         "port": d / "port",
         "ssh_config": d / "ssh_config",
+        # Written only for a sandbox on a Docker network: its address there, and the gateway's.
+        "address": d / "address",
+        "gateway": d / "gateway",
+        "sshd_network": d / "sshd-network.conf",
     }
+
+
+def address_of(name: str) -> str:
+    """Where SSH reaches the sandbox: this machine's loopback, or its address on its network."""
+    path = paths(name)["address"]
+    return path.read_text().strip() if path.exists() else "127.0.0.1"
 
 
 def ssh_base(name: str, port: int, strict: bool) -> list[str]:
@@ -264,7 +279,7 @@ def ssh_base(name: str, port: int, strict: bool) -> list[str]:
         opts += ["-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={p['known_hosts']}"]
     else:
         opts += ["-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null"]
-    return ["ssh", "-i", str(p["key"]), "-p", str(port), *opts, "admin@127.0.0.1"]
+    return ["ssh", "-i", str(p["key"]), "-p", str(port), *opts, f"admin@{address_of(name)}"]
 
 
 def diagnostics(name: str) -> str:
@@ -295,7 +310,7 @@ def wait_for_ssh(name: str, port: int, timeout: float) -> float:
         last = p.stderr.strip()
         time.sleep(0.2)
     raise Fail(
-        f"SSH on 127.0.0.1:{port} did not accept the key within {timeout:.0f}s "
+        f"SSH on {address_of(name)}:{port} did not accept the key within {timeout:.0f}s "
         f"(last error: {last})\n{diagnostics(name)}"
     )
 
@@ -320,20 +335,40 @@ def report_state(name: str, port: int) -> str:
 def env_lines(name: str) -> list[str]:
     p = paths(name)
     port = int(p["port"].read_text())
-    return [
-        f"KITTY_HOSTS=admin@127.0.0.1:{port}",
+    lines = [
+        f"KITTY_HOSTS=admin@{address_of(name)}:{port}",
         f"KITTY_SSH_KEY={p['key']}",
         f"KITTY_SSH_KNOWN_HOSTS={p['known_hosts']}",
     ]
+    if p["address"].exists():
+        lines += [
+            f"KITTY_SANDBOX_ADDRESS={address_of(name)}",
+            f"KITTY_SANDBOX_GATEWAY={p['gateway'].read_text().strip()}",
+        ]
+    return lines
 
 
-def start(name: str, port: int, replace: bool, timeout: float) -> None:
+def network_addresses(name: str, network: str) -> tuple[str, str]:
+    """(the container's address, the gateway's) on `network`."""
+    fmt = f'{{{{with index .NetworkSettings.Networks "{network}"}}}}{{{{.IPAddress}}}} {{{{.Gateway}}}}{{{{end}}}}'
+    found = docker("container", "inspect", "-f", fmt, name).stdout.split()
+    if len(found) != 2:
+        raise Fail(f"container {name!r} has no address on network {network!r}")
+    return found[0], found[1]
+
+
+def start(name: str, port: int, replace: bool, timeout: float, network: str | None = None) -> None:
     state = container_state(name)
     if state and state[1] and not replace:
         raise Fail(f"container {name!r} is already running: use --replace, or `sandbox.py stop --name {name}`")
     if state:
         remove_container(name)  # refuses containers that are not ours
-    if not port_free(port):
+    if network is not None:
+        # Its own address: sshd on the standard port, nothing shared with this machine's ports.
+        port = 22
+        if docker("network", "inspect", network, check=False).returncode != 0:
+            raise Fail(f"no Docker network {network!r}: create it first (`docker network create {network}`)")
+    elif not port_free(port):
         raise Fail(
             f"127.0.0.1:{port} is already in use (the sandbox shares this machine's network): pick another --ssh-port"
         )
@@ -348,6 +383,23 @@ def start(name: str, port: int, replace: bool, timeout: float) -> None:
     CCACHE.chmod(0o1777)
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"admin@{name}", "-f", str(p["key"]))
     p["port"].write_text(f"{port}\n")
+    if network is None:
+        where = [
+            # host network: sshd and test services share this machine's loopback
+            "--network",
+            "host",
+            "-e",
+            f"SANDBOX_SSH_PORT={port}",
+        ]
+    else:
+        # The image's sshd listens on loopback only (right on the host's network). Here the
+        # container's own addresses are its loopback and its address on `network`: its sshd
+        # settings, listening on both, replace the image's file (no image rebuild).
+        image_conf = (IMAGE_DIR / "rootfs" / SSHD_CONF.lstrip("/")).read_text()
+        if "ListenAddress 127.0.0.1\n" not in image_conf:
+            raise Fail(f"{SSHD_CONF} in the image no longer says `ListenAddress 127.0.0.1`: update sandbox.py")
+        p["sshd_network"].write_text(image_conf.replace("ListenAddress 127.0.0.1\n", "ListenAddress 0.0.0.0\n"))
+        where = ["--network", network, "-v", f"{p['sshd_network']}:{SSHD_CONF}:ro"]
 
     t0 = time.monotonic()
     docker(
@@ -375,11 +427,7 @@ def start(name: str, port: int, replace: bool, timeout: float) -> None:
         "/run/lock",
         "--stop-signal",
         "SIGRTMIN+3",
-        # host network: sshd and test services share this machine's loopback
-        "--network",
-        "host",
-        "-e",
-        f"SANDBOX_SSH_PORT={port}",
+        *where,
         # the deploy drives `docker compose` on the outer engine
         "-v",
         f"{DOCKER_SOCKET}:/var/run/docker.sock",
@@ -412,17 +460,22 @@ def start(name: str, port: int, replace: bool, timeout: float) -> None:
     """,
         input=pub,
     )
+    if network is not None:
+        address, gateway = network_addresses(name, network)
+        p["address"].write_text(f"{address}\n")
+        p["gateway"].write_text(f"{gateway}\n")
     took = wait_for_ssh(name, port, timeout)
     log(f"SSH accepts the key {time.monotonic() - t0:.1f}s after docker run (waited {took:.1f}s)")
 
-    keys = run("ssh-keyscan", "-p", str(port), "-T", "5", "127.0.0.1").stdout
+    address = address_of(name)
+    keys = run("ssh-keyscan", "-p", str(port), "-T", "5", address).stdout
     if not keys.strip():
         raise Fail("ssh-keyscan returned no host keys")
     p["known_hosts"].write_text(keys)
     # For plain ssh and testinfra's ssh backend (which ignores --ssh-extra-args):
     # `ssh -F .sandbox/N/ssh_config N`, `--hosts=ssh://N --ssh-config=.sandbox/N/ssh_config`
     p["ssh_config"].write_text(
-        f"Host {name}\n  HostName 127.0.0.1\n  Port {port}\n  User admin\n"
+        f"Host {name}\n  HostName {address}\n  Port {port}\n  User admin\n"
         f"  IdentityFile {p['key']}\n  IdentitiesOnly yes\n"
         f"  UserKnownHostsFile {p['known_hosts']}\n  StrictHostKeyChecking yes\n"
     )
@@ -476,7 +529,11 @@ def check(name: str, network: bool) -> None:
     if state != "running":
         problems.append(f"system {state}; failed units:\n{failed}")
     probe("sudo -n true", "sudo -n true")
-    probe("sshd on 127.0.0.1 only", f"! ss -Htln 'sport = :{port}' | awk '{{print $4}}' | grep -qv '^127[.]0[.]0[.]1:'")
+    if not p["address"].exists():
+        probe(
+            "sshd on 127.0.0.1 only",
+            f"! ss -Htln 'sport = :{port}' | awk '{{print $4}}' | grep -qv '^127[.]0[.]0[.]1:'",
+        )
     probe("outer docker socket present", "test -S /var/run/docker.sock")
     if network:
         probe("apt-get update (plain HTTP)", "sudo -n apt-get -qq update")
@@ -502,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--ssh-port", type=int, default=DEFAULT_PORT)
     s.add_argument("--replace", action="store_true", help="replace a running sandbox of that name")
     s.add_argument("--timeout", type=float, default=60, help="seconds to wait for SSH")
+    s.add_argument(
+        "--network", help="a Docker network (created by the caller) instead of the host's: SSH on its address, port 22"
+    )
     r = named(sub.add_parser("restart", help="docker restart, then wait for SSH"))
     r.add_argument("--timeout", type=float, default=60)
     named(sub.add_parser("stop", help="remove the sandbox and its .sandbox/NAME state"))
@@ -518,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         if a.cmd == "build":
             print(build())
         elif a.cmd == "start":
-            start(a.name, a.ssh_port, a.replace, a.timeout)
+            start(a.name, a.ssh_port, a.replace, a.timeout, a.network)
         elif a.cmd == "restart":
             restart(a.name, a.timeout)
         elif a.cmd == "stop":

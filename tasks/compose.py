@@ -25,13 +25,15 @@ from pyinfra.api import FactBase, FileUploadCommand, StringCommand, operation
 from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import files
 
-from tasks import operations, runtime, secrets
+from tasks import config, operations, runtime, secrets
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 ARCH = {"arm64": "aarch64", "aarch64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
+# JSON (YAML's subset), and one YAML tag, compose's `!reset`, where ports are dropped.
 OVERRIDE_FILE = ".kitty-ops.compose.json"
+RESET_PORTS = "__kitty_reset_ports__"
 # sed: every quoted stretch of an error message (and a quote left open to the end) becomes "...".
 REDACT_QUOTED = "s/\"[^\"]*\"/\"...\"/g; s/'[^']*'/'...'/g; s/\"[^\"]*$/\"...\"/; s/'[^']*$/'...'/"
 # Registry credentials the docker CLI keeps inline when it has no credsStore: a config
@@ -46,7 +48,7 @@ class Docker(runtime.Engine):
         super().__init__(cfg, plat, runtime, home)
         root = cfg.paths.kitty_root
         files_args = ["-f", f"{root}/{cfg.stack.compose_file}"]
-        if cfg.stack.extra_hosts:
+        if needs_override(cfg):
             files_args += ["-f", f"{root}/{OVERRIDE_FILE}"]
         # macOS: Homebrew's docker-compose, standalone (found on PATH). It finds buildx
         # the way `docker` does, through cliPluginsExtraDirs (brew_plugins_found).
@@ -162,14 +164,26 @@ class DockerCliConfig(FactBase[dict]):
 # --- compose's input files -----------------------------------------------------------
 
 
+def needs_override(cfg: KittyConfig) -> bool:
+    return bool(cfg.stack.extra_hosts) or any(s.host_network for s in cfg.stack.services.values())
+
+
 def override(cfg: KittyConfig, plat: Platform) -> list:
-    """extra_hosts for every service, as a compose override next to the .env (JSON is YAML)."""
+    """extra_hosts for every service, and the host's network for those asking for it, as a
+    compose override next to the .env."""
     path = f"{cfg.paths.kitty_root}/{OVERRIDE_FILE}"
-    if not cfg.stack.extra_hosts:
+    on_host_network = sorted(name for name, s in cfg.stack.services.items() if s.host_network)
+    if on_host_network and plat.os == "macos":
+        # The schema refuses it for a Mac runtime it names; `auto` and `external` are decided here.
+        raise DeployError(
+            f"{host.name}: kitty_stack.services.{on_host_network[0]}.host_network: {config.HOST_NETWORK_ON_A_MAC}"
+        )
+    if not needs_override(cfg):
         return [files.file(name="No compose override", path=path, present=False)]
+    what = ", ".join(["extra_hosts"] * bool(cfg.stack.extra_hosts) + ["host network"] * bool(on_host_network))
     return [
         files.put(
-            name="Compose override (extra_hosts)",
+            name=f"Compose override ({what})",
             src=StringIO(render_override(cfg)),
             dest=path,
             mode="644",
@@ -178,9 +192,22 @@ def override(cfg: KittyConfig, plat: Platform) -> list:
 
 
 def render_override(cfg: KittyConfig) -> str:
+    """JSON (which is YAML), plus compose's `!reset` tag where a service's published ports are dropped."""
     hosts = [f"{name}:{address}" for name, address in sorted(cfg.stack.extra_hosts.items())]
-    services = {name: {"extra_hosts": hosts} for name in sorted(cfg.stack.services)}
-    return json.dumps({"services": services}, indent=2) + "\n"
+    services: dict[str, dict] = {}
+    for name, service in sorted(cfg.stack.services.items()):
+        services[name] = {"extra_hosts": hosts} if hosts else {}
+        if service.host_network:
+            # The container shares the host's network: it publishes nothing, it listens itself.
+            services[name]["network_mode"] = "host"
+            services[name]["ports"] = RESET_PORTS
+            # How the app knows: no service name resolves there, its peers are on loopback.
+            services[name]["environment"] = {"KITTY_HOST_NETWORK": "1"}
+        if not services[name]:
+            del services[name]
+    text = json.dumps({"services": services}, indent=2) + "\n"
+    # `!reset []` drops the compose file's `ports`: on the host's network there is nothing to publish.
+    return text.replace(json.dumps(RESET_PORTS), "!reset []")
 
 
 # --- compose up and health ----------------------------------------------------------

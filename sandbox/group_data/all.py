@@ -62,7 +62,8 @@ kitty_models = {
     },
 }
 
-_HF_MIRROR_PORT = 18090
+# Moved by the port offset too: each sandbox's converge starts (or reuses) the mirror on its own port.
+_HF_MIRROR_PORT = 18090 + _PORT_OFFSET
 
 kitty_model_policy = {
     "allow_unpinned": False,
@@ -120,20 +121,30 @@ kitty_stack = {
     # Debian 12 packages only compose v1: the mirror holds the test machine's v2 binary.
     "compose_plugin": {"url": "file:///srv/mirrors/docker-compose/docker-compose", "sha256": None},
     "runtime_timeout": 60,
-    # Containers are on the engine's bridge networks: host-gateway is the docker0
-    # address (172.17.0.1). The model servers stay on loopback here, so tests talk
-    # only to 127.0.0.0/8: the brain cannot reach them (see its `optional` below).
-    "model_host": "host.docker.internal",
-    "extra_hosts": {"host.docker.internal": "host-gateway"},
+    # The model servers stay on loopback here, so tests talk only to 127.0.0.0/8: the
+    # brain runs on the host's network (host_network below; the sandbox shares this
+    # machine's network) and reaches them at 127.0.0.1. The other services stay on
+    # the engine's bridge network, publishing their ports on loopback.
+    "model_host": "127.0.0.1",
+    "extra_hosts": {},
     # Ports on the test machine's loopback, clear of the model servers (8082-8086).
     "services": {
-        # Degraded here by design (it cannot reach the loopback-only model servers):
-        # shown as degraded in the health table, not failing the converge.
-        "brain": {"port": 18000 + _PORT_OFFSET, "health": "/health", "health_timeout": 120, "optional": True},
+        # Listens on 127.0.0.1:<port> itself, finds Redis and Postgres at their loopback ports.
+        "brain": {"port": 18000 + _PORT_OFFSET, "health": "/health", "health_timeout": 120, "host_network": True},
         "redis": {"port": 16379 + _PORT_OFFSET, "health": "redis", "health_timeout": 60},
         "postgres": {"port": 15432 + _PORT_OFFSET, "health": "postgres", "health_timeout": 90},
+        # MinIO's stand-in, `rclone serve s3` (sandbox/app-fixture/s3): healthy per its compose healthcheck.
+        "minio": {"port": 19000 + _PORT_OFFSET, "health_timeout": 60},
     },
     "env": {"OFFLINE_MODE": "true"},
-    "secrets": ["POSTGRES_PASSWORD", "OPENAI_API_KEY", "ADMIN_USERS"],
+    "secrets": ["POSTGRES_PASSWORD", "OPENAI_API_KEY", "ADMIN_USERS", "MINIO_ROOT_USER", "MINIO_ROOT_PASSWORD"],
     "secrets_file": ".sandbox/app-secrets.env",
+}
+
+# The manual's end-to-end query (step 6.2) ends the main job: POST /api/query to the brain,
+# answered by the tiny model on the Q4 server (tests/host/test_app_stack.py).
+kitty_verify = {
+    "query": True,
+    "query_service": "brain",
+    "query_timeout": 120,
 }

@@ -13,6 +13,7 @@ import copy
 import os
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -29,7 +30,6 @@ NAME = os.environ.setdefault("KITTY_E2E_NAME", "kitty-e2e")
 PORT = int(os.environ.setdefault("KITTY_E2E_SSH_PORT", "2223"))
 os.environ.setdefault("KITTY_SANDBOX_PORT_OFFSET", "100")
 ROOT = Path(__file__).resolve().parents[2]
-OLAH_PID = ROOT / ".sandbox" / "hf" / "olah.pid"
 
 
 def pytest_collection_modifyitems(config, items):
@@ -52,8 +52,9 @@ def _no_docker_engine():
 
 
 def _mirror_running() -> bool:
+    """The mirror on this session's port (18090 + the port offset) was started before it."""
     try:
-        os.kill(int(OLAH_PID.read_text()), 0)
+        os.kill(int((sandbox_converge.hf_mirror_state() / "olah.pid").read_text()), 0)
         return True
     except (OSError, ValueError):
         return False
@@ -91,8 +92,17 @@ class Converge:
         return [op["name"] for op in self.operations if op["error"]]
 
 
-def converge(name: str, tmp_path: Path | None = None, *, overrides: dict | None = None, args=()) -> Converge:
-    """Converge the sandbox; `overrides` replaces whole kitty_* sections (a group_data dir of its own)."""
+def converge(
+    name: str,
+    tmp_path: Path | None = None,
+    *,
+    overrides: dict | None = None,
+    args=(),
+    inventory: str = "inventory.py",
+    env: dict | None = None,
+) -> Converge:
+    """Converge the sandbox; `overrides` replaces whole kitty_* sections (a group_data dir of its own);
+    `inventory` another inventory file (several hosts), `env` more environment for pyinfra."""
     extra = []
     if overrides:
         folder = Path(tmp_path or ROOT / ".sandbox" / "overrides")
@@ -100,7 +110,11 @@ def converge(name: str, tmp_path: Path | None = None, *, overrides: dict | None 
         (folder / "all.py").write_text("".join(f"{key} = {value!r}\n" for key, value in overrides.items()))
         extra = ["--group-data", str(folder)]
     command = [
-        *sandbox_converge.PYINFRA,
+        sys.executable,
+        "-m",
+        "pyinfra",
+        inventory,
+        "deploy.py",
         "--group-data",
         str(sandbox_converge.GROUP_DATA),
         *extra,
@@ -108,7 +122,7 @@ def converge(name: str, tmp_path: Path | None = None, *, overrides: dict | None 
         "--json",
         *args,
     ]
-    env = {**os.environ, **sandbox_converge.sandbox_env(name), **sandbox_converge.QUIET_HF}
+    env = {**os.environ, **sandbox_converge.sandbox_env(name), **sandbox_converge.QUIET_HF, **(env or {})}
     result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1800)
     try:
         results = __import__("json").loads(result.stdout) if result.stdout.strip() else None

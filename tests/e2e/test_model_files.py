@@ -9,6 +9,7 @@ import sys
 
 import pytest
 
+from sandbox import converge as sandbox_converge
 from tasks import model_lock
 from tests.e2e.conftest import ROOT, converge, sandbox_config, sandbox_data, ssh
 
@@ -16,9 +17,10 @@ pytestmark = pytest.mark.e2e
 MODELS = "/srv/kitty/models"
 SHARD = "sharded-test/sharded-test-00002-of-00003.gguf"
 LAST_SHARD = "sharded-test/sharded-test-00003-of-00003.gguf"
-# The mirror's front (sandbox/hf-mirror.py): one line per request, with the bytes it sent.
-ACCESS_LOG = ROOT / ".sandbox" / "hf" / "front.log"
-FAULTS = ROOT / ".sandbox" / "hf" / "faults.json"
+# The mirror's front on this session's port (sandbox/hf-mirror.py): one line per request,
+# with the bytes it sent; faults.json makes it misbehave.
+ACCESS_LOG = sandbox_converge.hf_mirror_state() / "front.log"
+FAULTS = sandbox_converge.hf_mirror_state() / "faults.json"
 SANDBOX_LOCK = ROOT / "sandbox" / "group_data" / "models.lock.json"
 
 

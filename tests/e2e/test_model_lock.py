@@ -41,15 +41,15 @@ HAND_PINS = {
 
 @pytest.fixture(scope="module")
 def mirror(tmp_path_factory):
-    """A mirror of our own (the shared one on 18090 serves the main job): same repos, own port and logs."""
+    """A mirror of our own (the sandboxes' serve their converges): same repos, own port, run state and log."""
     subprocess.run([*MIRROR, "prepare"], check=True, stdout=subprocess.DEVNULL)
     own = tmp_path_factory.mktemp("hf-mirror")
     for name in ("venv", "repos"):
         (own / name).symlink_to(ROOT / ".sandbox" / "hf" / name)
     port = free_port()
     subprocess.run([*MIRROR, "serve", "--dir", str(own), "--port", str(port)], check=True)
-    yield Mirror(f"http://127.0.0.1:{port}", own / "front.log")
-    subprocess.run([*MIRROR, "stop", "--dir", str(own)], check=True)
+    yield Mirror(f"http://127.0.0.1:{port}", own / str(port) / "front.log")
+    subprocess.run([*MIRROR, "stop", "--dir", str(own), "--port", str(port)], check=True)
 
 
 class Mirror:

@@ -25,12 +25,19 @@ from tasks.config import read_group_data
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
-PROJECT = "kitty-stack-e2e"
-# Clear of the session sandbox's own stack (its ports sit 100 above the main job's).
-PORTS = {"brain": 18200, "redis": 16579, "postgres": 15632}
+# 50 above this session's sandbox ports: clear of its own stack and of every other session's
+# (port offsets are multiples of 100), so two e2e sessions can run this module at once.
+OFFSET = int(os.environ["KITTY_SANDBOX_PORT_OFFSET"]) + 50
+PROJECT = f"kitty-stack-e2e{OFFSET}"
+PORTS = {"brain": 18000 + OFFSET, "redis": 16379 + OFFSET, "postgres": 15432 + OFFSET, "minio": 19000 + OFFSET}
 MIRROR_SCRIPT = ROOT / "sandbox" / "app-fixture" / "make-app-mirror.sh"
 # Values only this test knows: none of them may appear in pyinfra's output.
-SECRETS = {"POSTGRES_PASSWORD": "pg-e2e-0f5c1d9a7b", "OPENAI_API_KEY": "sk-e2e-6a1f0c55d2e9"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-e2e-0f5c1d9a7b",
+    "OPENAI_API_KEY": "sk-e2e-6a1f0c55d2e9",
+    "MINIO_ROOT_USER": "minio-e2e-3c81",
+    "MINIO_ROOT_PASSWORD": "minio-e2e-pw-7d24b9e0",
+}
 NEW_OPENAI_KEY = "sk-e2e-rotated-93be7714"
 
 
@@ -58,10 +65,12 @@ def overlay(tmp: Path, *, offline: str = "true", openai_key: str = SECRETS["OPEN
     stack = json.loads(json.dumps(stack))
     stack["project_name"] = PROJECT
     for name, port in PORTS.items():
-        stack["services"][name]["port"] = port
+        if name in stack["services"]:
+            stack["services"][name]["port"] = port
     stack["env"]["OFFLINE_MODE"] = offline
     secrets = tmp / "secrets.env"
-    secrets.write_text(f"POSTGRES_PASSWORD={SECRETS['POSTGRES_PASSWORD']}\n")
+    # Every secret but OPENAI_API_KEY from the secrets file; that one from the environment.
+    secrets.write_text("".join(f"{k}={v}\n" for k, v in SECRETS.items() if k != "OPENAI_API_KEY"))
     secrets.chmod(0o600)
     stack["secrets_file"] = str(secrets)
     folder = tmp / "group_data"
@@ -123,13 +132,14 @@ def first(host_name, tmp_path_factory):
 def test_first_converge_brings_the_fixture_stack_up_healthy(first):
     _, results = first
     assert "Application stack | docker compose up" in changed(results)
-    assert set(containers()) == {"brain", "redis", "postgres"}
+    assert set(containers()) == {"brain", "redis", "postgres", "minio"}
     health = brain_health()
-    assert health["status"] in ("ok", "degraded")
+    # Every dependency reached: the brain runs on the host's network (host_network), where the
+    # Q4 server listens on loopback, and finds Redis and Postgres at their loopback ports.
+    assert health["status"] == "ok", health
     assert health["dependencies"]["redis"]["ok"] and health["dependencies"]["postgres"]["ok"]
-    # The Q4 server as containers reach it on this host (group_data's model_host + extra_hosts).
     q4_port = config.load(read_group_data(ROOT / "group_data", sandbox_converge.GROUP_DATA)).servers["q4"].port
-    assert health["dependencies"]["llamacpp_q4"]["url"] == f"http://host.docker.internal:{q4_port}"
+    assert health["dependencies"]["llamacpp_q4"] == {"ok": True, "url": f"http://127.0.0.1:{q4_port}", "status": "ok"}
     assert health["offline_mode"] is True
     assert health["secrets_present"] == ["OPENAI_API_KEY"]
 
@@ -141,8 +151,10 @@ def test_env_file_is_private_to_the_admin(host_name, first):
 def test_second_converge_recreates_nothing(host_name, first):
     folder, _ = first
     before = containers()
-    results = json_results(deploy(host_name, folder, "--json"))
-    assert changed(results) == []
+    result = deploy(host_name, folder, "--json")
+    # compose_up logs why it runs: the failure says which service drifted.
+    why = [line for line in result.stderr.splitlines() if "compose up:" in line]
+    assert changed(json_results(result)) == [], why
     assert containers() == before
 
 

@@ -5,11 +5,16 @@ servers are reported, and make the status "degraded" when unreachable.
 POST /api/query is the manual's end-to-end test (step 6.2): the query goes to
 the Q4 server's chat completions, with its API key (LLAMACPP_Q4_API_KEY) when
 it has one.
+
+With KITTY_HOST_NETWORK=1 (the container on the host's network) it listens on
+127.0.0.1:BRAIN_PORT and finds Redis and Postgres at their published loopback ports.
+`app.py health` is the container's healthcheck: exit 0 when /health answers 200.
 """
 
 import json
 import os
 import socket
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -75,10 +80,32 @@ def query(body: dict) -> tuple[int, dict]:
     return 200, {"response": text, "tier": "local", "model": answer.get("model")}
 
 
+HOST_NETWORK = os.environ.get("KITTY_HOST_NETWORK") == "1"
+
+
+def listen_address() -> tuple[str, int]:
+    if HOST_NETWORK:
+        # Loopback only: on the host's network 0.0.0.0 would be every address of the host.
+        return "127.0.0.1", int(os.environ.get("BRAIN_PORT", "8000"))
+    return "0.0.0.0", 8000
+
+
+def redis_url() -> str:
+    if HOST_NETWORK:
+        return f"redis://127.0.0.1:{os.environ.get('REDIS_PORT', '6379')}/0"
+    return os.environ["REDIS_URL"]
+
+
+def database_address() -> tuple[str, int]:
+    if HOST_NETWORK:
+        return "127.0.0.1", int(os.environ.get("POSTGRES_PORT", "5432"))
+    return os.environ["DATABASE_HOST"], int(os.environ["DATABASE_PORT"])
+
+
 def health() -> tuple[int, dict]:
     deps = {
-        "redis": redis_ping(os.environ["REDIS_URL"]),
-        "postgres": tcp(os.environ["DATABASE_HOST"], int(os.environ["DATABASE_PORT"])),
+        "redis": redis_ping(redis_url()),
+        "postgres": tcp(*database_address()),
         "llamacpp_q4": llama(os.environ.get("LLAMACPP_Q4_HOST", "")),
     }
     if os.environ.get("LLAMACPP_F16_HOST"):
@@ -120,5 +147,17 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+def healthcheck() -> int:
+    host, port = listen_address()
+    try:
+        urllib.request.urlopen(f"http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/health", timeout=3)
+    except (OSError, ValueError) as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    return 0
+
+
 if __name__ == "__main__":
-    ThreadingHTTPServer(("0.0.0.0", 8000), Handler).serve_forever()
+    if sys.argv[1:] == ["health"]:
+        sys.exit(healthcheck())
+    ThreadingHTTPServer(listen_address(), Handler).serve_forever()
