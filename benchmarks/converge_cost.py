@@ -1,16 +1,27 @@
 #!/usr/bin/env python3
 """What a converge of the sandbox host costs: wall time, operations, SSH round trips.
 
-    .venv/bin/python benchmarks/converge_cost.py [--name kitty-sb] [--runs 3] [--flag] [--big-model] [--cold]
+    .venv/bin/python benchmarks/converge_cost.py [--name kitty-sb] [--ssh-port 2222] [--runs 3]
+                                                 [--flag] [--big-model] [--cold] [--out FILE.json]
 
-Against a running, converged sandbox host (sandbox/converge.py):
+Against a running, converged sandbox host (sandbox/converge.py), with the port offset of
+its sandbox in KITTY_SANDBOX_PORT_OFFSET (as sandbox/converge.py needs it):
   no-op       the converge of a converged host, `--runs` times (median printed)
-  --flag      one flag on one server (summary's ctx_size), then back: time, servers restarted
+  --flag      one flag on one server (summary's ctx_size halved), then back: wall time
+              (the converge waits for the restarted server's health: time to healthy),
+              servers restarted
   --big-model the no-op with a 10 GB model file registered (a sparse file and a matching stamp,
-              prefetched, used by no server): stat only, it must match the no-op within noise
-  --cold      a brand-new sandbox (--fresh) converged with warm caches (ccache, hf mirror, images)
-Round trips are counted from pyinfra's --debug output: one "Waiting for exit status" per command
-(facts and operations), one "Attempting upload" per upload. Prints one JSON object.
+              prefetched, used by no server; removed afterwards): stat only, it must match the
+              no-op within noise
+  --cold      first a brand-new sandbox (`--fresh`: the mirrors, then the host replaced) converged
+              with warm caches (ccache, hf mirror, images); then the rest against it
+The no-op cases run `--runs` timed converges, plain as an operator runs them, then one more
+with `--debug` that counts the SSH round trips (one "Waiting for exit status" per command,
+facts and operations alike) and uploads ("Attempting upload"). A timed run that changed
+something (an image rebuilt meanwhile by another sandbox on the same engine) is listed but
+left out of `wall_s_median_unchanged`. The phases of a run come from when its output lines
+arrive: connected, operations planned ("Beginning operation run"), done. Prints one JSON
+object (and writes it with --out).
 """
 
 from __future__ import annotations
@@ -35,30 +46,91 @@ from tasks import config  # noqa: E402
 
 BIG = {"dir": "big-test", "name": "big-test-10g.gguf", "size": 10 * 1024**3}
 FAKE_SHA = "0" * 64
+# Output lines that end a phase of the run: (phase, pattern), first match wins.
+PHASES = [
+    ("connected_s", re.compile(r"\] Connected")),
+    ("planned_s", re.compile(r"--> Beginning operation run")),
+]
 
 
-def run_converge(name: str, overrides: dict | None = None, extra: tuple[str, ...] = ()) -> dict:
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or platform.machine()
+
+
+def _run(args: list[str], env: dict) -> tuple[int, str, float, dict]:
+    """Run pyinfra, timing when each phase's line arrives. Returns (exit, output, wall, phases)."""
+    phases: dict[str, float] = {}
+    lines = []
+    start = time.monotonic()
+    with subprocess.Popen(
+        args,
+        cwd=ROOT,
+        env={**env, "PYTHONUNBUFFERED": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            lines.append(line)
+            for phase, pattern in PHASES:
+                if phase not in phases and pattern.search(line):
+                    phases[phase] = round(time.monotonic() - start, 2)
+        code = proc.wait(timeout=3600)
+    return code, "".join(lines), time.monotonic() - start, phases
+
+
+def run_converge(name: str, overrides: dict | None = None, debug: bool = False) -> dict:
     args = [*sandbox.PYINFRA, "--group-data", str(sandbox.GROUP_DATA)]
     with tempfile.TemporaryDirectory() as folder:
         if overrides:
             (Path(folder) / "all.py").write_text("".join(f"{k} = {v!r}\n" for k, v in overrides.items()))
             args += ["--group-data", folder]
-        args += ["-y", "--debug", *extra]
+        args += ["-y", *(["--debug"] if debug else [])]
         env = {**os.environ, **sandbox.sandbox_env(name), **sandbox.QUIET_HF}
-        start = time.monotonic()
-        done = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=3600)
-        wall = time.monotonic() - start
-    out = done.stdout + done.stderr
+        code, out, wall, phases = _run(args, env)
     starts = re.findall(r"--> Starting operation: (.+?)\s*$", out, re.MULTILINE)
-    restarted = sorted(set(re.findall(r"server (\S+)\s+(?:restart|reload)\b", out)))
-    return {
-        "exit": done.returncode,
+    # Supervised programs' operations are named "<program>: <action> (<why>)" (tasks/supervise).
+    restarted = sorted(
+        {m.group(1) for op in starts if (m := re.search(r"(server \S+): (?:restart|reload|start)\b", op))}
+    )
+    result = {
+        "exit": code,
         "wall_s": round(wall, 2),
+        **phases,
         "operations": len(starts),
         "changed": len(re.findall(r"\] Success", out)),
-        "round_trips": out.count("Waiting for exit status"),
-        "uploads": out.count("Attempting upload"),
         "servers_restarted": restarted,
+    }
+    if debug:
+        result["round_trips"] = out.count("Waiting for exit status")
+        result["uploads"] = out.count("Attempting upload")
+        result["facts"] = len(re.findall(r"Getting fact: ", out))
+    if code != 0:
+        result["tail"] = out.strip().splitlines()[-5:]
+    return result
+
+
+def measured(name: str, runs: int, overrides: dict | None = None) -> dict:
+    """`runs` timed converges and one --debug converge for the counts."""
+    timed = [run_converge(name, overrides) for _ in range(runs)]
+    counted = run_converge(name, overrides, debug=True)
+    clean = [r["wall_s"] for r in timed if not r["changed"]]
+    return {
+        **timed[-1],
+        "wall_s_runs": [r["wall_s"] for r in timed],
+        # A no-op changes nothing: anything else here (an image rebuilt meanwhile) spoils the timing.
+        "changed_runs": [r["changed"] for r in timed],
+        "wall_s_median": statistics.median(r["wall_s"] for r in timed),
+        "wall_s_median_unchanged": statistics.median(clean) if clean else None,
+        "round_trips": counted["round_trips"],
+        "uploads": counted["uploads"],
+        "facts": counted["facts"],
+        "debug_run_changed": counted["changed"],
+        "debug_run_exit": counted["exit"],
     }
 
 
@@ -78,11 +150,12 @@ def register_big_model(name: str) -> dict:
     cfg = config.load(data())
     folder = f"{cfg.paths.models_dir}/{BIG['dir']}"
     path = f"{folder}/{BIG['name']}"
+    owner = ssh(name, f"stat -c %U {cfg.paths.models_dir}").strip()
     ssh(
         name,
         f"sudo mkdir -p {folder}/.kitty && sudo truncate -s {BIG['size']} {path} && "
         f"st=$(stat -c '%s %Y' {path}) && echo \"{FAKE_SHA} $st\" | sudo tee {folder}/.kitty/{BIG['name']}.stamp "
-        f">/dev/null && sudo chown -R $(stat -c %U {cfg.paths.models_dir}) {folder}",
+        f">/dev/null && sudo chown -R {owner} {folder}",
     )
     models = dict(data()["kitty_models"])
     models["big-test"] = {
@@ -96,21 +169,30 @@ def register_big_model(name: str) -> dict:
     return {"kitty_models": models}
 
 
+def unregister_big_model(name: str) -> None:
+    cfg = config.load(data())
+    ssh(name, f"sudo rm -rf {cfg.paths.models_dir}/{BIG['dir']}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--name", default="kitty-sb")
+    parser.add_argument("--ssh-port", type=int, default=2222)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--flag", action="store_true")
     parser.add_argument("--big-model", action="store_true")
     parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--out", type=Path)
     a = parser.parse_args()
-    report: dict = {"machine": f"{platform.node()} {os.cpu_count()} cores {platform.machine()}", "sandbox": a.name}
+    report: dict = {
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores, {platform.machine()}",
+        "sandbox": a.name,
+        "port_offset": int(os.environ.get("KITTY_SANDBOX_PORT_OFFSET", "0")),
+    }
     if a.cold:
-        subprocess.run([*sandbox.SANDBOX, "start", "--name", a.name, "--replace"], check=True)
+        sandbox.ensure_sandbox(a.name, a.ssh_port, fresh=True)
         report["cold"] = run_converge(a.name)
-    noops = [run_converge(a.name) for _ in range(a.runs)]
-    report["noop"] = {**noops[-1], "wall_s_runs": [r["wall_s"] for r in noops]}
-    report["noop"]["wall_s_median"] = statistics.median(r["wall_s"] for r in noops)
+    report["noop"] = measured(a.name, a.runs)
     if a.flag:
         servers = data()["kitty_servers"]
         servers["summary"]["ctx_size"] = servers["summary"]["ctx_size"] // 2
@@ -118,10 +200,14 @@ def main() -> None:
         report["one_flag_back"] = run_converge(a.name)
     if a.big_model:
         overrides = register_big_model(a.name)
-        runs = [run_converge(a.name, overrides) for _ in range(a.runs)]
-        report["noop_10gb_model"] = {**runs[-1], "wall_s_runs": [r["wall_s"] for r in runs]}
-        report["noop_10gb_model"]["wall_s_median"] = statistics.median(r["wall_s"] for r in runs)
-    print(json.dumps(report, indent=2))
+        try:
+            report["noop_10gb_model"] = measured(a.name, a.runs, overrides)
+        finally:
+            unregister_big_model(a.name)
+    text = json.dumps(report, indent=2)
+    if a.out:
+        a.out.write_text(text + "\n")
+    print(text)
 
 
 if __name__ == "__main__":

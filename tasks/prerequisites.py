@@ -9,6 +9,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, brew, files, pip
 
 from tasks.config import KittyConfig
+from tasks.facts import DistInfos, has_pinned_distribution
 from tasks.platform import Platform
 
 
@@ -51,6 +52,9 @@ def _hf_venv(cfg: KittyConfig, plat: Platform) -> None:
     venv = f"{cfg.paths.opt_dir}/hf"
     files.directory(name="Hugging Face CLI folder", path=venv, user=plat.user, _sudo=plat.sudo)
     pip.virtualenv(name="Hugging Face CLI venv", path=venv, python="python3", venv=True)
+    # The pinned version already there: nothing to ask pip (whose `pip list` alone takes 1-2 s).
+    if has_pinned_distribution(host.get_fact(DistInfos, venv=venv) or [], cfg.packages.hf_pip):
+        return
     pip.packages(
         name="Hugging Face CLI",
         packages=[cfg.packages.hf_pip],

@@ -49,7 +49,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks import compose as stack_compose
-from tasks import layout, macos, server_args, servers, supervise
+from tasks import layout, macos, rpc_workers, server_args, servers, supervise
 from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import Platform
@@ -81,7 +81,7 @@ class Declared:
 class Check:
     """One line of the table: what to probe and where to look when it is not healthy."""
 
-    kind: Literal["server", "stack"]
+    kind: Literal["server", "stack", "rpc"]
     name: str
     port: int | None
     # llama: llama-server's /health (503 while it loads the model); http: any 2xx/3xx;
@@ -127,6 +127,11 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
             )
             where = server_logs(cfg, plat, name)
             found.append(Check("server", name, srv.port, "llama", url, where, declared, srv.optional))
+        if cfg.rpc_worker is not None:
+            # llama.cpp's rpc-server speaks no HTTP: healthy when it accepts a connection.
+            worker = cfg.rpc_worker
+            where = rpc_worker_logs(cfg, plat)
+            found.append(Check("rpc", "worker", worker.port, "command", rpc_workers.tcp_probe(worker), where))
     if "application" in groups and cfg.stack.enabled:
         for name, service in cfg.stack.services.items():
             logs = f"{compose_logs(cfg, plat)} {name}"
@@ -147,6 +152,13 @@ def server_logs(cfg: KittyConfig, plat: Platform, name: str) -> str:
     return f"{log}, journalctl -u {layout.server_unit(name)}"
 
 
+def rpc_worker_logs(cfg: KittyConfig, plat: Platform) -> str:
+    log = layout.rpc_worker_log(cfg)
+    if plat.supervisor == "launchd":
+        return f"{log}, sudo launchctl print system/{layout.RPC_WORKER_LABEL}"
+    return f"{log}, journalctl -u {layout.RPC_WORKER_UNIT}"
+
+
 def compose_logs(cfg: KittyConfig, plat: Platform) -> str:
     base = "docker-compose" if plat.os == "macos" else "docker compose"
     return f"{base} -p {cfg.stack.project_name} logs"
@@ -158,6 +170,10 @@ def probe_command(checks: list[Check]) -> str:
     RESULT is `http CODE SECONDS CURL_EXIT` (curl's own timing; 000 when nothing answered)
     or `ok|failed MILLISECONDS` for a command probe. It always exits 0: an
     unhealthy service is an answer, not a failure of the probe.
+
+    The checks run at once, each in a background subshell writing its own file, printed in
+    order when all are done: the probe takes as long as its slowest check, not their sum
+    (a `docker compose exec` alone is a third of a second).
     """
     # macOS `date` has no %N: perl (in macOS and in Debian's essential set) gives milliseconds.
     parts = [
@@ -165,7 +181,9 @@ def probe_command(checks: list[Check]) -> str:
         "now_ms() { perl -MTime::HiRes=time -e 'printf \"%d\\n\", time * 1000' 2>/dev/null"
         " || echo $(($(date +%s) * 1000)); }",
     ]
+    probes = []
     for check in checks:
+        parts_before = len(parts)
         line = f"{MARK}|{check.kind}|{check.name}"
         if check.probe == "command":
             parts.append(
@@ -199,6 +217,17 @@ def probe_command(checks: list[Check]) -> str:
             else:
                 fetch = f"curl -s --max-time {HTTP_TIMEOUT} {props_url}"
             parts.append(f"p=$({fetch} | tr -d '\\n'); echo \"{PROPS_MARK}|{check.kind}|{check.name}|$p\"")
+        probes.append("; ".join(parts[parts_before:]))
+        del parts[parts_before:]
+    if probes:
+        together = " ".join(f'( {probe} ) >"$d/{i}" &' for i, probe in enumerate(probes))
+        in_order = "; ".join(f'cat "$d/{i}"' for i in range(len(probes)))
+        one_by_one = "; ".join(f"( {probe} )" for probe in probes)
+        # No temporary folder (a full disk): one check after the other, as the answer is the same.
+        parts.append(
+            f'if d=$(mktemp -d "${{TMPDIR:-/tmp}}/kitty-health.XXXXXX"); then {together} wait; {in_order}; '
+            f'rm -rf "$d"; else {one_by_one}; fi'
+        )
     parts.append("true")
     return "; ".join(parts)
 

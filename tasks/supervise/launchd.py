@@ -194,26 +194,29 @@ def parse_print(lines: list[str], disabled: bool = False) -> dict[str, Any]:
 # --- The operation -------------------------------------------------------
 
 
-def observe(label: str, record: str, program: Program | None) -> tuple[dict, Observed]:
-    status = host.get_fact(LaunchdJob, target=f"{DOMAIN}/{label}")
+def observe(label: str, record: str, program: Program | None, **how) -> tuple[dict, Observed]:
+    """What the host has; `how`: the operation's `_sudo`, when read outside it (plan)."""
+    status = host.get_fact(LaunchdJob, target=f"{DOMAIN}/{label}", **how)
     if status["error"]:
         raise OperationError(
             f"launchctl print {DOMAIN}/{label} failed ({status['error']}): cannot tell if it is loaded"
         )
-    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [])
+    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [], **how)
     return status, Observed(
         # Loaded is what counts: launchd itself keeps a loaded KeepAlive job running.
         running=status["loaded"],
-        definition_sha1=host.get_fact(Sha1File, path=plist_path(label)),
+        definition_sha1=host.get_fact(Sha1File, path=plist_path(label), **how),
         record=state["record"],
         inputs_now=state["inputs_now"],
     )
 
 
-def plan(program: Program | None, label: str, record: str) -> Decision:
-    """The decision for one job, as the operation will take it (for the restart table and the health wait)."""
+def plan(program: Program | None, label: str, record: str, **how) -> Decision:
+    """The decision for one job, as the operation will take it (for the restart table and the health wait).
+
+    `how`: the `_sudo` the operation runs with, so the plan reads what the operation reads."""
     definition = render(program) if program else None
-    _, observed = observe(label, record, program)
+    _, observed = observe(label, record, program, **how)
     return decide(program, label if program is None else program.name, definition, observed, planning=True)
 
 

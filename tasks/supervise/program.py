@@ -35,10 +35,11 @@ class Input:
 
 @dataclass(frozen=True)
 class Health:
-    """How to tell the program is serving: `llama` is llama-server's /health (503 while it loads)."""
+    """How to tell the program is serving: `llama` is llama-server's /health (503 while it loads);
+    `tcp`: it accepts a connection at `telnet://HOST:PORT` (rpc-server speaks no HTTP)."""
 
     url: str
-    expect: Literal["llama", "http"]
+    expect: Literal["llama", "http", "tcp"]
     timeout: int
 
 

@@ -71,21 +71,25 @@ def render(program: Program) -> str:
     )
 
 
-def observe(unit: str, record: str, program: Program | None) -> Observed:
-    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [])
+def observe(unit: str, record: str, program: Program | None, **how) -> Observed:
+    """What the host has; `how`: the operation's `_sudo`, when read outside it (plan)."""
+    state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [], **how)
     return Observed(
-        running=bool((host.get_fact(SystemdStatus, services=unit) or {}).get(unit)),
-        definition_sha1=host.get_fact(Sha1File, path=unit_path(unit)),
+        running=bool((host.get_fact(SystemdStatus, services=unit, **how) or {}).get(unit)),
+        definition_sha1=host.get_fact(Sha1File, path=unit_path(unit), **how),
         record=state["record"],
         inputs_now=state["inputs_now"],
     )
 
 
-def plan(program: Program | None, unit: str, record: str) -> Decision:
-    """The decision for one unit, as the operation will take it (for the restart table and the health wait)."""
+def plan(program: Program | None, unit: str, record: str, **how) -> Decision:
+    """The decision for one unit, as the operation will take it (for the restart table and the health wait).
+
+    `how`: the `_sudo` the operation runs with, so the plan reads what the operation reads
+    (and the operation finds those facts already read: tasks/facts.py)."""
     definition = render(program) if program else None
     name = unit if program is None else program.name
-    return decide(program, name, definition, observe(unit, record, program), planning=True)
+    return decide(program, name, definition, observe(unit, record, program, **how), planning=True)
 
 
 @operation()
