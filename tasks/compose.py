@@ -220,7 +220,9 @@ def up(cfg: KittyConfig, docker: Docker, *, runtime_changed: bool, inputs: list)
     state = host.get_fact(ComposeState, compose=docker.compose, project=stack.project_name,
                           _env=docker.env, _sudo=docker.sudo)  # fmt: skip
     reasons = drift(state, list(stack.services))
-    if state["ok"] and any("not in the compose file" in reason for reason in reasons):
+    # Judged against the checkout on the host: when a new ref is checked out first, its compose
+    # file may well have the service (and the health wait names it if it still does not).
+    if state["ok"] and not checkout_op.will_change and any("not in the compose file" in r for r in reasons):
         raise DeployError(f"{host.name}: " + "; ".join(r for r in reasons if "not in the compose file" in r))
     if checkout_op.will_change:
         reasons.append("the checkout changes")

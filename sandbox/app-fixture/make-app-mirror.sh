@@ -9,7 +9,9 @@ set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../.." && pwd)
 mirrors="$root/.sandbox/mirrors"
-TAG=fixture-1
+# A new name whenever the fixture changes: a host already on a tag never follows it when it moves
+# (kitty-ops treats a tag as pinned), so a moved tag would leave it on the old compose file.
+TAG=fixture-2
 BASE_ALIAS=kitty-fixture-base:bookworm
 COMPOSE_PLUGIN=${COMPOSE_PLUGIN:-/usr/local/lib/docker/cli-plugins/docker-compose}
 mkdir -p "$mirrors"

@@ -112,7 +112,7 @@ kitty_servers = {
 kitty_stack = {
     "enabled": True,
     "repo_url": "file:///srv/mirrors/kitty-app.git",
-    "ref": "fixture-1",
+    "ref": "fixture-2",
     "compose_file": "infra/compose/docker-compose.yml",
     "env_file": ".env",
     # One compose project per sandbox: they share the outer engine.

@@ -368,6 +368,14 @@ def test_a_configured_service_missing_from_the_compose_file_is_named():
         plan(hosts.linux_converged(), data=stack_data(services=services))
 
 
+def test_a_service_the_new_ref_brings_is_not_refused_before_it_is_checked_out():
+    # The host's compose file is the old ref's: the new one is judged after its checkout.
+    services = {**hosts.DEFAULTS["kitty_stack"]["services"], "x": {}}
+    facts = with_facts(hosts.linux_converged(), stack_facts.checkout(CFG, wanted=None))
+    result = plan(facts, data=stack_data(ref="v2.0.0", services=services))
+    assert "docker compose up" in names(result)
+
+
 def test_extra_hosts_go_into_an_override_that_compose_reads():
     data = stack_data(extra_hosts={"host.docker.internal": "host-gateway"})
     result = plan(hosts.linux_converged(), data=data)
