@@ -130,6 +130,9 @@ WILL = {
 
 
 def _planned(slot: Slot, decision: Decision) -> None:
+    if slot.program is None and decision.action == "none":
+        # Neither declared nor on the host (a disabled server never installed, no RPC worker here).
+        return
     name = slot.program.name if slot.program else (slot.name or slot.label or slot.unit)
     note = slot.program.note if slot.program else ""
     _PLANNED.setdefault(host.state, {}).setdefault(host.name, []).append((name, decision, note))

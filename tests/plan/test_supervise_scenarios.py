@@ -207,6 +207,8 @@ def test_the_table_of_a_converged_host_says_nothing_will_restart(os, caplog):
     assert table[-1] == "nothing will restart"
     for name in ENABLED:
         assert row(table, f"server {name}").startswith(f"server {name} no restart up to date")
+    # Only what is declared or on the host: this host has no RPC worker, and lists none.
+    assert not any(line.startswith("rpc worker") for line in table)
     assert result.conditional == []
 
 
