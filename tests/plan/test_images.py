@@ -163,7 +163,11 @@ def test_a_changed_unit_is_rewritten_and_only_that_program_restarts():
     result = plan(linux_converged(changed=changed), data=ENABLED)
     assert image_ops(result) == ["images api: reload (its definition changed)", WAIT]
     commands = result.op("images api: reload (its definition changed)").commands
-    assert commands[-3:-1] == ["systemctl daemon-reload", "systemctl restart kitty-images-api.service"]
+    assert commands[-4:-1] == [
+        "systemctl daemon-reload",
+        "systemctl reset-failed kitty-images-api.service 2>/dev/null || true",
+        "systemctl restart kitty-images-api.service",
+    ]
 
 
 def test_a_stopped_service_is_started_not_restarted():
