@@ -131,14 +131,15 @@ def unit(program: Program | None, unit: str, record: str):
     )
     if observed.definition_sha1 != sha1_of(definition):
         commands.append("systemctl daemon-reload")
-    if decision.starts:
-        # A (re)start by the deploy is a new beginning: systemd's restart counter (NRestarts,
-        # what the crash-loop checks read) would otherwise still count a crash loop it ended.
-        commands.append(f"systemctl reset-failed {quoted} 2>/dev/null || true")
     if decision.action in ("install", "start"):
         commands.append(f"systemctl enable --now {quoted}")
     elif decision.action in ("reload", "restart"):
         commands.append(f"systemctl restart {quoted}")
+    if decision.starts:
+        # A (re)start by the deploy is a new beginning: systemd's restart counter (NRestarts,
+        # what the crash-loop checks read) would otherwise still count a crash loop it ended.
+        # After the start: a restart of a unit waiting to auto-restart is itself counted as one.
+        commands.append(f"systemctl reset-failed {quoted} 2>/dev/null || true")
     # Enabled at boot whatever else happens: a host stopped by stop.py is enabled again by a converge.
     if decision.action not in ("install", "start") and not (host.get_fact(SystemdEnabled, services=unit) or {}).get(
         unit

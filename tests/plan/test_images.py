@@ -165,8 +165,8 @@ def test_a_changed_unit_is_rewritten_and_only_that_program_restarts():
     commands = result.op("images api: reload (its definition changed)").commands
     assert commands[-4:-1] == [
         "systemctl daemon-reload",
-        "systemctl reset-failed kitty-images-api.service 2>/dev/null || true",
         "systemctl restart kitty-images-api.service",
+        "systemctl reset-failed kitty-images-api.service 2>/dev/null || true",
     ]
 
 
