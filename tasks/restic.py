@@ -98,8 +98,16 @@ def script_command(env: dict[str, str]) -> StringCommand:
     return StringCommand(f"env {assigned} sh -s 2>&1")
 
 
+# Put ahead of the scripts that talk to the S3 store: its client setup, written once.
+S3_CLIENT = "backup-s3-client.sh"
+
+
 def script(name: str) -> str:
-    return (TEMPLATES / name).read_text()
+    """The host script templates/<name>, as sent on stdin, with the S3 client setup where it needs it."""
+    text = (TEMPLATES / name).read_text()
+    if name in ("backup-take.sh", "backup-restore.sh"):
+        text = (TEMPLATES / S3_CLIENT).read_text() + text
+    return text
 
 
 def run_script(state, host, name: str, env: dict[str, str], outcome: dict, **arguments) -> bool:

@@ -88,17 +88,8 @@ if [ -n "$REDIS_SERVICE" ] && running "$REDIS_SERVICE"; then
 fi
 
 if [ -n "$S3_ENDPOINT" ] && running "$S3_SERVICE"; then
-    # The S3 store's keys, from the app's .env (0600), into rclone's environment only: never a
-    # command line, never output. RCLONE_CONFIG=/dev/null: no rclone.conf read or written.
-    [ -f "$ENV_FILE" ] || fail "no $ENV_FILE to read the S3 keys ($S3_ACCESS_KEY_SECRET, $S3_SECRET_KEY_SECRET) from"
-    dotenv() { sed -n "s/^$1='\(.*\)'\$/\1/p" "$ENV_FILE" | tail -n 1; }
-    RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID=$(dotenv "$S3_ACCESS_KEY_SECRET")
-    RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY=$(dotenv "$S3_SECRET_KEY_SECRET")
-    [ -n "$RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID" ] || fail "$S3_ACCESS_KEY_SECRET is not in $ENV_FILE"
-    [ -n "$RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY" ] || fail "$S3_SECRET_KEY_SECRET is not in $ENV_FILE"
-    export RCLONE_CONFIG=/dev/null RCLONE_CONFIG_KITTYS3_TYPE=s3 RCLONE_CONFIG_KITTYS3_PROVIDER=Minio \
-        RCLONE_CONFIG_KITTYS3_ENDPOINT="$S3_ENDPOINT" RCLONE_CONFIG_KITTYS3_ACCESS_KEY_ID \
-        RCLONE_CONFIG_KITTYS3_SECRET_ACCESS_KEY
+    # The S3 store's keys into rclone's environment only (templates/backup-s3-client.sh).
+    s3_client
     # Progress of long copies: one line every 5 s.
     set -- --stats 5s --stats-one-line --stats-log-level NOTICE
     [ -z "$S3_BWLIMIT" ] || set -- "$@" --bwlimit "$S3_BWLIMIT"

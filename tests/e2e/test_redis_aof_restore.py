@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks import restic
+
 pytestmark = pytest.mark.e2e
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -95,7 +97,9 @@ def test_the_restored_rdb_is_what_redis_serves_and_keeps(project, tmp_path):
         "ENV_OWNER": "root",
         "TIMEOUT": "60",
     }
-    run = subprocess.run(["sh", "-s"], input=SCRIPT.read_text(), env=env, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(
+        ["sh", "-s"], input=restic.script(SCRIPT.name), env=env, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert keys(compose) == saved
     assert ("AOF rebuilt from it" in run.stdout) == (appendonly == "yes"), run.stdout[-2000:]
