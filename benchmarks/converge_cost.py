@@ -2,7 +2,8 @@
 """What a converge of the sandbox host costs: wall time, operations, SSH round trips.
 
     .venv/bin/python benchmarks/converge_cost.py [--name kitty-sb] [--ssh-port 2222] [--runs 3]
-                                                 [--flag] [--big-model] [--cold] [--out FILE.json]
+                                                 [--flag] [--big-model] [--cold] [--session-each]
+                                                 [--out FILE.json]
 
 Against a running, converged sandbox host (sandbox/converge.py), with the port offset of
 its sandbox in KITTY_SANDBOX_PORT_OFFSET (as sandbox/converge.py needs it):
@@ -15,9 +16,13 @@ its sandbox in KITTY_SANDBOX_PORT_OFFSET (as sandbox/converge.py needs it):
               no-op within noise
   --cold      first a brand-new sandbox (`--fresh`: the mirrors, then the host replaced) converged
               with warm caches (ccache, hf mirror, images); then the rest against it
+  --session-each  the no-op again with the fact shell off (KITTY_FACT_SHELL=0: an SSH session per
+              fact, as plain pyinfra), to compare
 The no-op cases run `--runs` timed converges, plain as an operator runs them, then one more
-with `--debug` that counts the SSH round trips (one "Waiting for exit status" per command,
-facts and operations alike) and uploads ("Attempting upload"). A timed run that changed
+with `--debug` that counts the SSH sessions opened (`round_trips`: one "Waiting for exit
+status" per command run in a session of its own, plus the fact shell's one session), the
+commands sent over the fact shell (`fact_shell_commands`, tasks/fact_shell.py) and uploads
+("Attempting upload"). A timed run that changed
 something (an image rebuilt meanwhile by another sandbox on the same engine) is listed but
 left out of `wall_s_median_unchanged`. The phases of a run come from when its output lines
 arrive: connected, operations planned ("Beginning operation run"), done. Prints one JSON
@@ -83,14 +88,14 @@ def _run(args: list[str], env: dict) -> tuple[int, str, float, dict]:
     return code, "".join(lines), time.monotonic() - start, phases
 
 
-def run_converge(name: str, overrides: dict | None = None, debug: bool = False) -> dict:
+def run_converge(name: str, overrides: dict | None = None, debug: bool = False, env: dict | None = None) -> dict:
     args = [*sandbox.PYINFRA, "--group-data", str(sandbox.GROUP_DATA)]
     with tempfile.TemporaryDirectory() as folder:
         if overrides:
             (Path(folder) / "all.py").write_text("".join(f"{k} = {v!r}\n" for k, v in overrides.items()))
             args += ["--group-data", folder]
         args += ["-y", *(["--debug"] if debug else [])]
-        env = {**os.environ, **sandbox.sandbox_env(name), **sandbox.QUIET_HF}
+        env = {**os.environ, **sandbox.sandbox_env(name), **sandbox.QUIET_HF, **(env or {})}
         code, out, wall, phases = _run(args, env)
     starts = re.findall(r"--> Starting operation: (.+?)\s*$", out, re.MULTILINE)
     # Supervised programs' operations are named "<program>: <action> (<why>)" (tasks/supervise).
@@ -106,7 +111,8 @@ def run_converge(name: str, overrides: dict | None = None, debug: bool = False) 
         "servers_restarted": restarted,
     }
     if debug:
-        result["round_trips"] = out.count("Waiting for exit status")
+        result["round_trips"] = out.count("Waiting for exit status") + out.count("Fact shell opened")
+        result["fact_shell_commands"] = out.count("Fact shell exit status")
         result["uploads"] = out.count("Attempting upload")
         result["facts"] = len(re.findall(r"Getting fact: ", out))
     if code != 0:
@@ -114,10 +120,10 @@ def run_converge(name: str, overrides: dict | None = None, debug: bool = False) 
     return result
 
 
-def measured(name: str, runs: int, overrides: dict | None = None) -> dict:
+def measured(name: str, runs: int, overrides: dict | None = None, env: dict | None = None) -> dict:
     """`runs` timed converges and one --debug converge for the counts."""
-    timed = [run_converge(name, overrides) for _ in range(runs)]
-    counted = run_converge(name, overrides, debug=True)
+    timed = [run_converge(name, overrides, env=env) for _ in range(runs)]
+    counted = run_converge(name, overrides, debug=True, env=env)
     clean = [r["wall_s"] for r in timed if not r["changed"]]
     return {
         **timed[-1],
@@ -127,6 +133,7 @@ def measured(name: str, runs: int, overrides: dict | None = None) -> dict:
         "wall_s_median": statistics.median(r["wall_s"] for r in timed),
         "wall_s_median_unchanged": statistics.median(clean) if clean else None,
         "round_trips": counted["round_trips"],
+        "fact_shell_commands": counted["fact_shell_commands"],
         "uploads": counted["uploads"],
         "facts": counted["facts"],
         "debug_run_changed": counted["changed"],
@@ -182,6 +189,7 @@ def main() -> None:
     parser.add_argument("--flag", action="store_true")
     parser.add_argument("--big-model", action="store_true")
     parser.add_argument("--cold", action="store_true")
+    parser.add_argument("--session-each", action="store_true")
     parser.add_argument("--out", type=Path)
     a = parser.parse_args()
     report: dict = {
@@ -193,6 +201,8 @@ def main() -> None:
         sandbox.ensure_sandbox(a.name, a.ssh_port, fresh=True)
         report["cold"] = run_converge(a.name)
     report["noop"] = measured(a.name, a.runs)
+    if a.session_each:
+        report["noop_session_each"] = measured(a.name, a.runs, env={"KITTY_FACT_SHELL": "0"})
     if a.flag:
         servers = data()["kitty_servers"]
         servers["summary"]["ctx_size"] = servers["summary"]["ctx_size"] // 2

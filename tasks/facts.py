@@ -8,6 +8,8 @@ import shlex
 
 from pyinfra.api import FactBase
 
+from tasks import fact_shell
+
 
 class CurrentUser(FactBase[str]):
     """The login name the deploy runs as (`$USER` is unset in many non-login sessions)."""
@@ -332,6 +334,8 @@ def flags_from_help(lines) -> set[str]:
 # operation that follows a change reads the changed host, as before. The key is the fact,
 # its arguments and how it runs (sudo, user, env, shell): the same fact as another user is
 # another read.
+# A fact that is read goes over the host's fact shell (tasks/fact_shell.py): one SSH
+# session for all of them instead of one each.
 
 _CACHE_ATTR = "_kitty_fact_cache"
 _IN_FACT_ATTR = "_kitty_in_fact"
@@ -384,4 +388,16 @@ def install_fact_cache() -> bool:
 
     for name in ("run_shell_command", "put_file", "rsync"):
         setattr(Host, name, forgetting(getattr(Host, name)))
+
+    run_in_session = Host.run_shell_command
+
+    def run_shell_command(self, command, *args, **kwargs):
+        # A fact's command goes to the host's fact shell (one SSH session for all of them).
+        if self.__dict__.get(_IN_FACT_ATTR):
+            answered = fact_shell.run_fact_command(self, command, *args, **kwargs)
+            if answered is not None:
+                return answered
+        return run_in_session(self, command, *args, **kwargs)
+
+    Host.run_shell_command = run_shell_command
     return True

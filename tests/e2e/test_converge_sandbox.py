@@ -26,3 +26,19 @@ def test_second_converge_changes_nothing(sandbox, first_converge):
 
 def test_host_suite_passes_over_ssh(sandbox, first_converge):
     assert verify(sandbox) == 0
+
+
+def test_a_no_op_reads_its_facts_over_one_session(sandbox, first_converge):
+    """Facts go over the host's fact shell (tasks/fact_shell.py), and answer as a session per fact would:
+    the same no-op, operation for operation, with the fact shell turned off."""
+    over_fact_shell = converge(sandbox, args=("--debug",))
+    session_each = converge(sandbox, args=("--debug",), env={"KITTY_FACT_SHELL": "0"})
+    for result in (over_fact_shell, session_each):
+        assert result.code == 0 and result.changed == [], result.output[-3000:]
+    assert [op["name"] for op in over_fact_shell.operations] == [op["name"] for op in session_each.operations]
+    assert over_fact_shell.output.count("Fact shell opened") == 1
+    assert over_fact_shell.output.count("Fact shell exit status") >= 40
+    # Left in sessions of their own: the health table's probe, which has a timeout.
+    assert over_fact_shell.output.count("Waiting for exit status") <= 2
+    assert session_each.output.count("Fact shell exit status") == 0
+    assert session_each.output.count("Waiting for exit status") >= 40

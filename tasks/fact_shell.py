@@ -1,0 +1,166 @@
+"""One SSH session for all of a converge's fact reads.
+
+pyinfra opens an SSH session per command. On the sandbox host a session costs about
+48 ms before the command even starts (sshd forks and sets up a session; sudo adds 7),
+and a no-op converge is nothing but fact reads: ~60 of them, 3 of its 5 seconds. Here
+a host reached over SSH gets one long-lived session running `templates/fact-shell.sh`,
+and every fact's command goes to it: the very command pyinfra would have run (built by
+pyinfra from the same arguments: sudo, user, env, shell), run by the account's login
+shell as sshd runs one, stdin /dev/null. A command there costs 1-2 ms plus its own work.
+
+Only fact reads go there (tasks/facts.py sends them: a fact's command leaves the host as
+it was). Operations' commands, uploads, anything with stdin, a pty or a timeout open
+their own session, as pyinfra does. The local connector (a deploy run on the Mac itself)
+starts a process per command, cheap already: it is left as it is. When the fact shell
+cannot start or breaks, its host's facts go back to a session each, and the run goes on.
+KITTY_FACT_SHELL=0 turns it off (a session per fact, as plain pyinfra; the benchmark
+compares both).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from pyinfra import logger
+
+_DRIVER = (Path(__file__).resolve().parents[1] / "templates" / "fact-shell.sh").read_text()
+_ATTR = "_kitty_fact_shell"
+
+
+class FactShellBroken(Exception):
+    """The session ended or answered out of protocol: its host goes back to a session per command."""
+
+
+class FactShell:
+    """The controller's side of templates/fact-shell.sh, over any byte stream:
+    `send(bytes)` writes to the driver's stdin, `receive()` returns what its stdout
+    has next (b"" at its end)."""
+
+    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], bytes], token: str):
+        self._send = send
+        self._receive = receive
+        self._token = token.encode()
+        self._pending = b""
+        # One question at a time: two greenlets asking at once would read each other's answers.
+        self.lock = threading.Lock()
+
+    def _until(self, marker: bytes) -> bytes:
+        while (end := self._pending.find(marker)) < 0:
+            chunk = self._receive()
+            if not chunk:
+                raise FactShellBroken("the fact shell's session ended")
+            self._pending += chunk
+        found, self._pending = self._pending[:end], self._pending[end + len(marker) :]
+        return found
+
+    def run(self, command: str) -> tuple[int, list[str], list[str]]:
+        """Run `command` (a shell command line); its exit status, stdout lines and stderr lines,
+        split as pyinfra splits a session's output."""
+        if self._token in command.encode():
+            raise FactShellBroken("a command holding the fact shell's token")
+        self._send(command.encode() + b"\n" + self._token + b"\n")
+        stdout = self._until(b"\n" + self._token + b" ")
+        status = self._until(b"\n")
+        stderr = self._until(b"\n" + self._token + b"\n")
+        if not status.isdigit():
+            raise FactShellBroken(f"the fact shell answered {status[:40]!r} for an exit status")
+        return int(status), _lines(stdout), _lines(stderr)
+
+
+def _lines(data: bytes) -> list[str]:
+    """Lines as pyinfra reads them from a session: split on newlines, none after a final one."""
+    lines = data.decode("utf-8", errors="replace").split("\n")
+    if lines[-1] == "":
+        lines.pop()
+    return lines
+
+
+def driver_command(token: str) -> str:
+    """The session's command line: the driver, given to the login shell as `sh -c`."""
+    return f"exec /bin/sh -c {shlex.quote(_DRIVER)} kitty-fact-shell {token}"
+
+
+def _open_over_ssh(host) -> FactShell | None:
+    client = getattr(host.connector, "client", None)
+    transport = client.get_transport() if client is not None else None
+    if transport is None or not transport.is_active():
+        return None
+    token = secrets.token_hex(16)
+    channel = transport.open_session()
+    channel.exec_command(driver_command(token))
+    logger.debug("Fact shell opened on %s", host.name)
+    return FactShell(channel.sendall, lambda: channel.recv(65536), token)
+
+
+def shell_for(host) -> FactShell | None:
+    """The host's fact shell, opened at its first fact; None where there is none (not SSH,
+    not connected, or it broke)."""
+    from pyinfra.connectors.ssh import SSHConnector
+
+    if not isinstance(host.connector, SSHConnector) or os.environ.get("KITTY_FACT_SHELL") == "0":
+        return None
+    client = getattr(host.connector, "client", None)
+    held = host.__dict__.get(_ATTR)
+    # A reconnected host has a new client: the old session went with the old one.
+    if held is not None and held[0] is client:
+        return held[1]
+    try:
+        shell = _open_over_ssh(host)
+    except Exception as error:  # noqa: BLE001 -- any failure: sessions per command, as pyinfra does
+        logger.debug("No fact shell on %s: %s", host.name, error)
+        shell = None
+    host.__dict__[_ATTR] = (client, shell)
+    return shell
+
+
+def run_fact_command(host, command, print_output=False, print_input=False, **arguments):
+    """pyinfra's `run_shell_command` for a fact's command, over the fact shell.
+    None where the fact shell cannot take it: the caller runs it as pyinfra does."""
+    from pyinfra.api.output import echo, format_text
+    from pyinfra.connectors.util import (
+        CommandOutput,
+        OutputLine,
+        execute_command_with_sudo_retry,
+        make_unix_command_for_host,
+    )
+
+    if arguments.get("_get_pty") or arguments.get("_stdin") or arguments.get("_timeout"):
+        return None
+    shell = shell_for(host)
+    if shell is None or not shell.lock.acquire(blocking=False):
+        return None
+    success_codes = arguments.pop("_success_exit_codes", None)
+    for key in ("_get_pty", "_stdin", "_timeout"):
+        arguments.pop(key, None)
+    try:
+
+        def execute():
+            unix_command = make_unix_command_for_host(host.state, host, command, **arguments)
+            logger.debug("Running command on %s over the fact shell: %s", host.name, unix_command)
+            if print_input:
+                echo(f"{host.print_prefix}>>> {unix_command}", err=True)
+            status, stdout, stderr = shell.run(unix_command.get_raw_value())
+            logger.debug("Fact shell exit status: %i", status)
+            if print_output:
+                for line in stdout:
+                    echo(f"{host.print_prefix}{line}", err=True)
+                for line in stderr:
+                    echo(f"{host.print_prefix}{format_text(line, 'red')}", err=True)
+            return status, CommandOutput(
+                [OutputLine("stdout", line) for line in stdout] + [OutputLine("stderr", line) for line in stderr]
+            )
+
+        try:
+            status, output = execute_command_with_sudo_retry(host, arguments, execute)
+        except FactShellBroken as error:
+            logger.debug("Fact shell on %s broke (%s): a session per command from here", host.name, error)
+            host.__dict__[_ATTR] = (host.__dict__[_ATTR][0], None)
+            return None
+    finally:
+        shell.lock.release()
+    return (status in success_codes) if success_codes else status == 0, output
