@@ -48,7 +48,7 @@ def compose(cfg: config.KittyConfig, *, containers: dict[str, dict] | None = Non
     `containers[name]` overrides fields of one container (state, hash, image); None removes it.
     """
     if error:
-        return {"config --services": [f"error {error}"]}
+        return {"config --hash": [f"error {error}"]}
     lines = [f"service {name}" for name in cfg.stack.services]
     lines += [f"hash {name} hash-{name}" for name in cfg.stack.services]
     for name in cfg.stack.services:
@@ -64,7 +64,7 @@ def compose(cfg: config.KittyConfig, *, containers: dict[str, dict] | None = Non
             continue
         fields.update(override)
         lines.append(f"container {name} {' '.join(fields[k] for k in ('id', 'state', 'health', 'hash', 'image'))}")
-    return {"config --services": lines}
+    return {"config --hash": lines}
 
 
 def colima_program(cfg: config.KittyConfig, plat: Platform):

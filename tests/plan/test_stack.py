@@ -76,7 +76,7 @@ def test_fresh_mac_waits_for_colima_then_brings_the_stack_up_through_its_socket(
     (up,) = result.op("docker compose up").commands
     assert up.startswith("docker-compose -p kitty -f /Users/Shared/Coding/KITT/infra/compose/docker-compose.yml")
     assert "--env-file /Users/Shared/Coding/KITT/.env up -d" in up and "--build" in up
-    envs = [env for command, env in result.executed if "docker info" in command or "config --services" in command]
+    envs = [env for command, env in result.executed if "docker info" in command or "config --hash" in command]
     assert envs and all(env.get("DOCKER_HOST") == COLIMA_SOCKET for env in envs)
     assert all(env["PATH"].startswith("/opt/homebrew/bin:") for env in envs)
     # colima's engine is the admin's: compose runs without sudo.
@@ -288,9 +288,7 @@ def test_converged_linux_plans_nothing_for_the_stack():
 )
 def test_compose_state_that_differs_brings_the_stack_up_without_a_rebuild(container, reason):
     facts = with_facts(hosts.linux_converged(), stack_facts.compose(CFG, containers={"brain": container}))
-    assert compose.drift(compose.ComposeState().process(facts["config --services"]), list(CFG.stack.services)) == [
-        reason
-    ]
+    assert compose.drift(compose.ComposeState().process(facts["config --hash"]), list(CFG.stack.services)) == [reason]
     result = plan(facts)
     assert names(result) == list(STACK_OPS)
     (up,) = result.op("docker compose up").commands
