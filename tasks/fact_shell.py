@@ -39,13 +39,25 @@ class FactShellBroken(Exception):
 class FactShell:
     """The controller's side of templates/fact-shell.sh, over any byte stream:
     `send(bytes)` writes to the driver's stdin, `receive()` returns what its stdout
-    has next (b"" at its end)."""
+    has next (b"" at its end), `close()` ends the session.
 
-    def __init__(self, send: Callable[[bytes], None], receive: Callable[[], bytes], token: str):
+    A question that was not answered in full (the session failed, or the caller was
+    interrupted half-way) leaves the shell `broken` for good: its next answer could be
+    the rest of the last one."""
+
+    def __init__(
+        self,
+        send: Callable[[bytes], None],
+        receive: Callable[[], bytes],
+        token: str,
+        close: Callable[[], None] = lambda: None,
+    ):
         self._send = send
         self._receive = receive
+        self._close = close
         self._token = token.encode()
         self._pending = b""
+        self.broken = False
         # One question at a time: two greenlets asking at once would read each other's answers.
         self.lock = threading.Lock()
 
@@ -60,16 +72,32 @@ class FactShell:
 
     def run(self, command: str) -> tuple[int, list[str], list[str]]:
         """Run `command` (a shell command line); its exit status, stdout lines and stderr lines,
-        split as pyinfra splits a session's output."""
+        split as pyinfra splits a session's output. Raises FactShellBroken when it cannot."""
+        if self.broken:
+            raise FactShellBroken("the fact shell broke earlier")
         if self._token in command.encode():
             raise FactShellBroken("a command holding the fact shell's token")
-        self._send(command.encode() + b"\n" + self._token + b"\n")
-        stdout = self._until(b"\n" + self._token + b" ")
-        status = self._until(b"\n")
-        stderr = self._until(b"\n" + self._token + b"\n")
+        self.broken = True
+        try:
+            self._send(command.encode() + b"\n" + self._token + b"\n")
+            stdout = self._until(b"\n" + self._token + b" ")
+            status = self._until(b"\n")
+            stderr = self._until(b"\n" + self._token + b"\n")
+        except FactShellBroken:
+            raise
+        except Exception as error:  # the session's own errors (socket closed, broken pipe, ...)
+            raise FactShellBroken(f"the fact shell's session failed: {type(error).__name__}") from error
         if not status.isdigit():
             raise FactShellBroken(f"the fact shell answered {status[:40]!r} for an exit status")
+        self.broken = False
         return int(status), _lines(stdout), _lines(stderr)
+
+    def close(self) -> None:
+        self.broken = True
+        try:
+            self._close()
+        except Exception:  # noqa: BLE001 -- closing what already failed
+            pass
 
 
 def _lines(data: bytes) -> list[str]:
@@ -94,7 +122,7 @@ def _open_over_ssh(host) -> FactShell | None:
     channel = transport.open_session()
     channel.exec_command(driver_command(token))
     logger.debug("Fact shell opened on %s", host.name)
-    return FactShell(channel.sendall, lambda: channel.recv(65536), token)
+    return FactShell(channel.sendall, lambda: channel.recv(65536), token, close=channel.close)
 
 
 def shell_for(host) -> FactShell | None:
@@ -108,7 +136,7 @@ def shell_for(host) -> FactShell | None:
     held = host.__dict__.get(_ATTR)
     # A reconnected host has a new client: the old session went with the old one.
     if held is not None and held[0] is client:
-        return held[1]
+        return held[1] if held[1] is not None and not held[1].broken else None
     try:
         shell = _open_over_ssh(host)
     except Exception as error:  # noqa: BLE001 -- any failure: sessions per command, as pyinfra does
@@ -157,10 +185,13 @@ def run_fact_command(host, command, print_output=False, print_input=False, **arg
 
         try:
             status, output = execute_command_with_sudo_retry(host, arguments, execute)
-        except FactShellBroken as error:
+        except Exception as error:  # noqa: BLE001 -- facts are read-only: the same command again, in a session
             logger.debug("Fact shell on %s broke (%s): a session per command from here", host.name, error)
-            host.__dict__[_ATTR] = (host.__dict__[_ATTR][0], None)
+            shell.close()
             return None
     finally:
+        # Interrupted half-way (a greenlet killed, Ctrl-C): `run` left the shell broken, for good.
+        if shell.broken:
+            shell.close()
         shell.lock.release()
     return (status in success_codes) if success_codes else status == 0, output

@@ -17,6 +17,9 @@
 # Ends at end of input (the controller closed the session).
 token=${1:?usage: fact-shell.sh TOKEN}
 login_shell=${SHELL:-/bin/sh}
+# The driver's own complaints (a NUL byte dropped from a command's stderr) would go to the
+# session's stderr, which nobody reads: unread, they could fill the channel and stall it.
+exec 2>/dev/null
 while :; do
     command=
     complete=
@@ -29,6 +32,6 @@ while :; do
 "
     done
     [ -n "$complete" ] || exit 0
-    { errors=$("$login_shell" -c "$command" 2>&1 >&3 3>&- </dev/null); status=$?; } 3>&1
-    printf '\n%s %s\n%s\n%s\n' "$token" "$status" "$errors" "$token"
+    { errors=$("$login_shell" -c "$command" 2>&1 >&3 3>&- </dev/null); rc=$?; } 3>&1
+    printf '\n%s %s\n%s\n%s\n' "$token" "$rc" "$errors" "$token"
 done

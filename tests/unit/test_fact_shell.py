@@ -110,8 +110,32 @@ def test_a_driver_that_died_breaks_the_shell(login_shell, tmp_path):
     process, shell = start(login_shell, tmp_path)
     process.kill()
     process.wait(timeout=10)
-    with pytest.raises((FactShellBroken, BrokenPipeError)):
+    with pytest.raises(FactShellBroken):
         shell.run("echo anyone")
+    assert shell.broken
+    with pytest.raises(FactShellBroken):
+        shell.run("echo anyone")
+
+
+def test_a_question_left_half_answered_breaks_the_shell(login_shell, tmp_path):
+    """An interrupted reader (a greenlet killed mid-answer) must not hand the rest of an answer to the next question."""
+    process, shell = start(login_shell, tmp_path)
+    receive = shell._receive
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    try:
+        shell._receive = interrupted
+        with pytest.raises(KeyboardInterrupt):
+            shell.run("echo first")
+        shell._receive = receive
+        assert shell.broken
+        with pytest.raises(FactShellBroken):
+            shell.run("echo second")
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
 
 
 @pytest.mark.parametrize(
