@@ -328,7 +328,8 @@ class ComposeState(FactBase[dict]):
             f"ids=$(docker ps -aq --filter label={shlex.quote(label)} "
             "--filter label=com.docker.compose.oneoff=False); "
             '[ -z "$ids" ] || '
-            f"docker inspect --format {shlex.quote(inspect)} $ids | while read -r s id st health config_hash image wanted; do "
+            f"docker inspect --format {shlex.quote(inspect)} $ids | "
+            "while read -r s id st health config_hash image wanted; do "
             # The image its tag names now: a rebuilt or pulled image means the container is stale.
             'now=$(docker image inspect --format "{{.Id}}" "$wanted" </dev/null 2>/dev/null || echo missing); '
             'echo "container $s $id $st $health $config_hash $([ "$now" = "$image" ] && echo current || echo stale)"; '
