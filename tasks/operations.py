@@ -7,6 +7,7 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.files import Directory, File, Sha256File
 
 
@@ -15,9 +16,16 @@ def run_with_progress(command: list[str], env: dict[str, str] | None = None):
     """Run a long command (a build, a download) with its output shown to the operator as it comes.
 
     Only planned when a fact says the work is needed; the command prints its
-    own progress and, on failure, what failed and where its log is.
+    own progress and, on failure, what failed and where its log is. The
+    operation's connector arguments (`_sudo`, `_sudo_user`, `_chdir`, `_env`...)
+    apply to the command, as they do to a shell command's: pyinfra hands a
+    FunctionCommand none of them, so they are taken here and passed on.
     """
-    yield FunctionCommand(stream, (shlex.join(command), env or {}), {})
+    arguments = {
+        key: value for key, value in (host.current_op_global_arguments or {}).items() if key in CONNECTOR_ARGUMENT_KEYS
+    }
+    merged_env = {**(arguments.pop("_env", None) or {}), **(env or {})}
+    yield FunctionCommand(stream, (shlex.join(command), merged_env), arguments)
 
 
 def stream(state, host, command: str, env: dict[str, str], **connector_arguments) -> bool:
