@@ -15,12 +15,9 @@ newsyslog cannot truncate in place: it renames the log and signals no one
 
 from __future__ import annotations
 
-from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt
 
-from tasks import host_file
+from tasks import host_file, prerequisites
 from tasks.config import KittyConfig
 from tasks.platform import Platform
 
@@ -40,16 +37,11 @@ def render(cfg: KittyConfig, plat: Platform) -> str:
 @deploy("Log rotation")
 def rotate(cfg: KittyConfig, plat: Platform) -> None:
     linux_without = plat.os == "linux" and "logrotate" not in cfg.packages.apt
-    if linux_without and "logrotate" not in (host.get_fact(DebPackages) or {}):
+    if linux_without:
         # The prerequisites install it when kitty_packages.apt lists it (the default); data
         # that drops it from the list still gets it. Its systemd timer runs it daily.
-        apt.update(name="Refresh the apt index for logrotate", _sudo=plat.sudo)
-        apt.packages(
-            name="Install logrotate",
-            packages=["logrotate"],
-            no_recommends=True,
-            _sudo=plat.sudo,
-            _env={"DEBIAN_FRONTEND": "noninteractive"},
+        prerequisites.install_apt_missing(
+            ["logrotate"], plat, refresh_name="Refresh the apt index for logrotate", install_name="Install logrotate"
         )
     host_file.content(
         name=f"Rotate the KITTY logs ({'newsyslog' if plat.os == 'macos' else 'logrotate'})",

@@ -7,7 +7,6 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.files import Directory, File, Sha256File
 
 
@@ -18,22 +17,33 @@ def run_with_progress(command: list[str], env: dict[str, str] | None = None):
     Only planned when a fact says the work is needed; the command prints its
     own progress and, on failure, what failed and where its log is. The
     operation's connector arguments (`_sudo`, `_sudo_user`, `_chdir`, `_env`...)
-    apply to the command, as they do to a shell command's: pyinfra hands a
-    FunctionCommand none of them, so they are taken here and passed on.
+    apply to it as to any shell command of an operation.
     """
-    arguments = {
-        key: value for key, value in (host.current_op_global_arguments or {}).items() if key in CONNECTOR_ARGUMENT_KEYS
-    }
-    merged_env = {**(arguments.pop("_env", None) or {}), **(env or {})}
-    yield FunctionCommand(stream, (shlex.join(command), merged_env), arguments)
+    yield StreamedCommand(shlex.join(command), env or {})
+
+
+class StreamedCommand(FunctionCommand):
+    """A shell command whose output is shown as it comes (pyinfra shows a plain
+    StringCommand's output only at -vvv, leaving minutes of silence).
+
+    A FunctionCommand whose function takes `state, host` is given none of the
+    operation's connector arguments: this one runs with them, as pyinfra hands
+    them over at execution (so none of them, a sudo password included, is ever
+    part of the command's text or repr).
+    """
+
+    def __init__(self, command: str, env: dict[str, str]):
+        super().__init__(stream, (command, env), {})
+
+    def execute(self, state, host, connector_arguments):
+        command, env = self.args
+        arguments = dict(connector_arguments)
+        merged_env = {**(arguments.pop("_env", None) or {}), **env}
+        return stream(state, host, command, merged_env, **arguments)
 
 
 def stream(state, host, command: str, env: dict[str, str], **connector_arguments) -> bool:
-    """FunctionCommand target: run `command` with its output shown as it comes.
-
-    Through the host's connector with print_output: a plain StringCommand's
-    output is only shown at -vvv, leaving minutes of silence.
-    """
+    """Run `command` on `host` with its output shown as it comes; True when it succeeded."""
     ok, _ = host.run_shell_command(command, print_output=True, _env=env, **connector_arguments)
     return ok
 

@@ -31,20 +31,34 @@ def _brew_packages(packages: list[str], plat: Platform) -> None:
 
 
 def _apt_packages(packages: list[str], plat: Platform) -> None:
+    install_apt_missing(packages, plat)
+
+
+def install_apt_missing(
+    packages: list[str],
+    plat: Platform,
+    *,
+    refresh_name: str = "Refresh the apt index",
+    install_name: str = "Install apt packages",
+) -> list:
+    """Install those of `packages` that are not installed yet (Debian/Ubuntu); the operations,
+    none when nothing is missing. Every step that needs an apt package goes through here."""
     installed = host.get_fact(DebPackages) or {}
     missing = [package for package in packages if package not in installed]
     if not missing:
-        return
+        return []
     # Refresh the index only when something has to be installed: a converged
     # host must plan nothing, whatever the age of its apt cache.
-    apt.update(name="Refresh the apt index", _sudo=plat.sudo)
-    apt.packages(
-        name="Install apt packages",
-        packages=missing,
-        no_recommends=True,
-        _sudo=plat.sudo,
-        _env={"DEBIAN_FRONTEND": "noninteractive"},
-    )
+    return [
+        apt.update(name=refresh_name, _sudo=plat.sudo),
+        apt.packages(
+            name=install_name,
+            packages=missing,
+            no_recommends=True,
+            _sudo=plat.sudo,
+            _env={"DEBIAN_FRONTEND": "noninteractive"},
+        ),
+    ]
 
 
 def _hf_venv(cfg: KittyConfig, plat: Platform) -> None:

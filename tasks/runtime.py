@@ -13,10 +13,9 @@ from __future__ import annotations
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
-from pyinfra.facts.deb import DebPackages
-from pyinfra.operations import apt, files, systemd
+from pyinfra.operations import files, systemd
 
-from tasks import supervise
+from tasks import prerequisites, supervise
 from tasks.config import KittyConfig, Stack
 from tasks.layout import COLIMA_LABEL
 from tasks.platform import Platform
@@ -160,18 +159,9 @@ def _colima(cfg: KittyConfig, plat: Platform, home: str | None):
 
 
 def _apt_docker(plat: Platform) -> list:
-    if "docker.io" in (host.get_fact(DebPackages) or {}):
-        return []
-    return [
-        apt.update(name="Refresh the apt index (docker.io)", _sudo=plat.sudo),
-        apt.packages(
-            name="Install docker.io",
-            packages=["docker.io"],
-            no_recommends=True,
-            _sudo=plat.sudo,
-            _env={"DEBIAN_FRONTEND": "noninteractive"},
-        ),
-    ]
+    return prerequisites.install_apt_missing(
+        ["docker.io"], plat, refresh_name="Refresh the apt index (docker.io)", install_name="Install docker.io"
+    )
 
 
 # --- docker info ---------------------------------------------------------------------
