@@ -334,7 +334,9 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     if bundle_to:
         where = bundle(findings, facts, known_secrets(cfg), Path(bundle_to))
         host.log(f"support bundle (secret values redacted): {where}", logger.info)
-    return True
+    # Like the converge's health table: a finding makes the command exit non-zero, so a
+    # script (or a monitor) running diagnose can tell a sound host from one that is not.
+    return not findings
 
 
 def report_lines(findings: list[Finding]) -> list[str]:
