@@ -168,3 +168,18 @@ def first_converge(sandbox) -> Converge:
     result = converge(sandbox)
     assert result.code == 0 and not result.failed, f"first converge failed: {result.failed}\n{result.output[-4000:]}"
     return result
+
+
+def split_server(port: int, rpc_workers: list[str]) -> dict:
+    """A server of the tiny model with every layer on the RPC workers: they compute, it only drives them."""
+    return {
+        "model": "smollm2-135m",
+        "port": port,
+        "alias": "kitty-split",
+        "ctx_size": 512,
+        "threads": 1,
+        "parallel": 1,
+        "n_gpu_layers": 99,
+        "health_timeout": 120,
+        "rpc_workers": rpc_workers,
+    }

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tests.e2e.conftest import converge, sandbox_data, ssh, wait_healthy
+from tests.e2e.conftest import converge, sandbox_data, split_server, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -32,18 +32,7 @@ def host_name(sandbox: str) -> str:
 def with_worker(sandbox: str) -> dict:
     data = sandbox_data()
     servers = dict(data["kitty_servers"])
-    servers["split"] = {
-        "model": "smollm2-135m",
-        "port": SPLIT_PORT,
-        "alias": "kitty-split",
-        "ctx_size": 512,
-        "threads": 1,
-        "parallel": 1,
-        # Every layer on the RPC device: the worker computes, the main server only drives it.
-        "n_gpu_layers": 99,
-        "health_timeout": 120,
-        "rpc_workers": [host_name(sandbox)],
-    }
+    servers["split"] = split_server(SPLIT_PORT, [host_name(sandbox)])
     return {"kitty_servers": servers, "kitty_rpc_worker": {"port": WORKER_PORT, "threads": 1}}
 
 

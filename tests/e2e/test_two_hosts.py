@@ -26,7 +26,7 @@ import httpx
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tests.e2e.conftest import NAME, ROOT, converge, sandbox_data, ssh, wait_healthy
+from tests.e2e.conftest import NAME, ROOT, converge, sandbox_data, split_server, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e
 
@@ -93,18 +93,8 @@ class Hosts:
 
     def overrides(self) -> dict:
         servers = dict(self.servers)
-        servers["split"] = {
-            "model": "smollm2-135m",
-            "port": SPLIT_PORT,
-            "alias": "kitty-split",
-            "ctx_size": 512,
-            "threads": 1,
-            "parallel": 1,
-            # Every layer on B's rpc-server: B computes, A's server drives it.
-            "n_gpu_layers": 99,
-            "health_timeout": 120,
-            "rpc_workers": [self.b],
-        }
+        # Every layer on B's rpc-server: B computes, A's server drives it.
+        servers["split"] = split_server(SPLIT_PORT, [self.b])
         return {"kitty_servers": servers}
 
     def converge(self, a_serves: list[str], b_serves: list[str]):
