@@ -190,12 +190,15 @@ def test_backup_destroy_restore_and_refusal(sandbox, first_converge, canaries, t
     mode = ssh(sandbox, f"sudo stat -c %a {cfg.paths.kitty_root}/{cfg.stack.env_file}").stdout.strip()
     assert mode == "600"
 
-    # A repository with one file altered: refused, naming why; the host is unchanged.
+    # A repository with one file altered: refused, naming why; the host is unchanged. The byte is
+    # appended: `restic check` then finds the pack's size wrong whichever snapshot it belongs to (a
+    # byte changed inside it is only found when the restore reads that blob, and the first pack
+    # `find` lists may hold only the first restore's safety snapshot).
     sql("INSERT INTO backup_probe VALUES (9999, 'after the backup')")
     changed = state()
     repo = restic.repository(cfg)
     pack = ssh(sandbox, f"sudo find {repo}/data -type f | head -n 1").stdout.strip()
-    ssh(sandbox, f"printf X | sudo dd of={pack} bs=1 seek=100 conv=notrunc status=none")
+    ssh(sandbox, f"printf X | sudo tee -a {pack} >/dev/null")
     refused = run(sandbox, "restore.py", "--data", "backup=latest")
     assert refused.code != 0
     assert "restic check failed" in refused.output or "restore --verify" in refused.output, refused.output[-3000:]
