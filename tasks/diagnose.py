@@ -52,6 +52,9 @@ class Finding:
     problem: str
     remedy: str
     detail: str = ""
+    # False for what is worth knowing but is no fault by itself (swap in use: a Mac keeps some
+    # long after the pressure that made it): reported, without failing the command.
+    fails: bool = True
 
 
 # --- reading what the host says --------------------------------------------------------------------
@@ -186,7 +189,7 @@ def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
             Finding("memory", f"only {info['available_gib']} GiB of {info['total_gib']} available", REMEDY["memory"])
         )
     if info.get("swap_used_gib"):
-        found.append(Finding("memory", f"{info['swap_used_gib']} GiB swapped out", REMEDY["memory"]))
+        found.append(Finding("memory", f"{info['swap_used_gib']} GiB swapped out", REMEDY["memory"], fails=False))
     return info, found
 
 
@@ -334,9 +337,13 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     if bundle_to:
         where = bundle(findings, facts, known_secrets(cfg), Path(bundle_to))
         host.log(f"support bundle (secret values redacted): {where}", logger.info)
-    # Like the converge's health table: a finding makes the command exit non-zero, so a
-    # script (or a monitor) running diagnose can tell a sound host from one that is not.
-    return not findings
+    # Like the converge's health table: a fault makes the command exit non-zero, so a script
+    # (or a monitor) running diagnose can tell a sound host from one that is not. The last
+    # line says so, telling these findings from a diagnose that itself broke.
+    faults = [f for f in findings if f.fails]
+    if faults:
+        host.log(f"diagnose: {len(faults)} finding(s) to act on above: exit non-zero", logger.error)
+    return not faults
 
 
 def report_lines(findings: list[Finding]) -> list[str]:
