@@ -322,9 +322,10 @@ class ComposeState(FactBase[dict]):
         # skipped) and one `docker inspect` for all containers: each compose run costs ~0.15 s.
         return (
             f"hashes=$({compose} config --hash '*' 2>&1) || "
-            f'{{ echo "error $hashes" | tr "\\n" " " | sed {shlex.quote(REDACT_QUOTED)}; echo; exit 0; }}; '
+            f'{{ printf "error %s\\n" "$hashes" | tr "\\n" " " | sed {shlex.quote(REDACT_QUOTED)}; echo; exit 0; }}; '
             'printf "%s\\n" "$hashes" | while read -r s h; do '
-            'case $h in "" | *[!0-9a-f]*) continue ;; esac; echo "service $s"; echo "hash $s $h"; done; '
+            'case $h in "" | *[!0-9a-f]*) continue ;; esac; [ "${#h}" -eq 64 ] || continue; '
+            'echo "service $s"; echo "hash $s $h"; done; '
             f"ids=$(docker ps -aq --filter label={shlex.quote(label)} "
             "--filter label=com.docker.compose.oneoff=False); "
             '[ -z "$ids" ] || '
