@@ -136,6 +136,21 @@ def missing_env_names(wanted: list[str], env_names: list[str]) -> list[str]:
     return [name for name in wanted if name not in present]
 
 
+def env_findings(env_file: str, names: list[str], stack_secrets: list[str], server_keys: list[str]) -> list[Finding]:
+    """The .env's names (with ".env-present" when the file exists) against those it should hold.
+
+    A stack secret without a value is what the converge only warns about (it leaves the name
+    out): reported, not failing. A missing server key means the app cannot reach that server.
+    """
+    if ".env-present" not in names:
+        return [Finding("stack .env", f"{env_file} is missing", REMEDY["env"])]
+    missing = missing_env_names([*stack_secrets, *server_keys], names)
+    if not missing:
+        return []
+    problem = f"names without a value: {', '.join(missing)}"
+    return [Finding("stack .env", problem, REMEDY["env"], fails=any(name in server_keys for name in missing))]
+
+
 def stack_findings(state: dict, wanted: list[str]) -> list[Finding]:
     """From compose.ComposeState: the engine or compose failing, a service without a container, a container
     not running or unhealthy."""
@@ -311,13 +326,8 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
             f"sed -n 's/^\\([A-Za-z_][A-Za-z0-9_]*\\)=.*/\\1/p' {shlex.quote(env_file)}",
             sudo=plat.sudo,
         ).split()
-        wanted = [*cfg.stack.secrets, *api_keys.env_secrets(cfg)]
-        missing = missing_env_names(wanted, names)
         facts["env_names"] = [name for name in names if name != ".env-present"]
-        if ".env-present" not in names:
-            findings.append(Finding("stack .env", f"{env_file} is missing", REMEDY["env"]))
-        elif missing:
-            findings.append(Finding("stack .env", f"names without a value: {', '.join(missing)}", REMEDY["env"]))
+        findings += env_findings(env_file, names, list(cfg.stack.secrets), list(api_keys.env_secrets(cfg)))
         state = host.get_fact(
             compose.ComposeState, compose=engine.compose, project=cfg.stack.project_name,
             **_arguments(host, engine.sudo, _env=engine.env),

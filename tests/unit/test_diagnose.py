@@ -110,3 +110,13 @@ def test_a_secret_that_json_would_escape_is_still_redacted(tmp_path):
     with tarfile.open(path) as tar:
         text = tar.extractfile("diagnose/findings.json").read().decode()
     assert "canary" not in text and text.count(diagnose.REDACTED) == 2
+
+
+def test_a_missing_env_file_or_server_key_fails_a_missing_stack_secret_is_only_reported():
+    present = [".env-present", "POSTGRES_PASSWORD"]
+    assert diagnose.env_findings("/k/.env", [], ["POSTGRES_PASSWORD"], [])[0].fails
+    (secret,) = diagnose.env_findings("/k/.env", present, ["POSTGRES_PASSWORD", "ADMIN_USERS"], [])
+    assert "ADMIN_USERS" in secret.problem and not secret.fails
+    (key,) = diagnose.env_findings("/k/.env", present, ["POSTGRES_PASSWORD"], ["LLAMACPP_Q4_API_KEY"])
+    assert "LLAMACPP_Q4_API_KEY" in key.problem and key.fails
+    assert diagnose.env_findings("/k/.env", present, ["POSTGRES_PASSWORD"], []) == []
