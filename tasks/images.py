@@ -18,7 +18,7 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host
-from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.api import FactBase, deploy, operation
 from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import pip
@@ -171,7 +171,7 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
         name=f"Install the images service's {cfg.images.requirements} (pip)",
         venv=venv,
         requirements=requirements,
-        as_owner=as_owner,
+        **as_owner,
         # In step now: only a checkout that moves in this run can bring new requirements.
         _if=any_changed(*app_changes) if in_step else None,
     )
@@ -179,7 +179,7 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
 
 
 @operation()
-def install_requirements(venv: str, requirements: str, as_owner: dict):
+def install_requirements(venv: str, requirements: str):
     """`pip install -r`, its output shown as it comes (big wheels take minutes), then the file's sha256 recorded.
 
     The file is hashed again on the host: planned because the checkout moves,
@@ -192,4 +192,4 @@ def install_requirements(venv: str, requirements: str, as_owner: dict):
         '{ [ "$h" = "$(cat "$rec" 2>/dev/null)" ] || '
         f'{{ {shlex.quote(f"{venv}/bin/pip")} install --disable-pip-version-check -r "$r" && echo "$h" > "$rec"; }}; }}'
     )
-    yield FunctionCommand(operations.stream, (shlex.join(["sh", "-c", script]), {}), as_owner)
+    yield operations.StreamedCommand(shlex.join(["sh", "-c", script]), {})

@@ -156,7 +156,7 @@ def test_the_install_runs_pip_once_per_requirements_content_and_records_only_suc
     pip = venv / "bin" / "pip"
     pip.write_text(f'#!/bin/sh\necho "$@" >> {shlex.quote(str(calls))}\n[ ! -e {tmp_path}/fail ]\n')
     pip.chmod(0o755)
-    (command,) = images.install_requirements._inner(venv=str(venv), requirements=str(requirements), as_owner={})
+    (command,) = images.install_requirements._inner(venv=str(venv), requirements=str(requirements))
     script = command.args[0]
 
     missing = sh(script)
