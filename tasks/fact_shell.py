@@ -187,10 +187,10 @@ def run_fact_command(host, command, print_output=False, print_input=False, **arg
             status, output = execute_command_with_sudo_retry(host, arguments, execute)
         except Exception as error:  # noqa: BLE001 -- facts are read-only: the same command again, in a session
             logger.debug("Fact shell on %s broke (%s): a session per command from here", host.name, error)
-            shell.close()
+            shell.broken = True
             return None
     finally:
-        # Interrupted half-way (a greenlet killed, Ctrl-C): `run` left the shell broken, for good.
+        # Broken here, or interrupted half-way (a greenlet killed, Ctrl-C: `run` left it broken): for good.
         if shell.broken:
             shell.close()
         shell.lock.release()

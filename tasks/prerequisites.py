@@ -18,7 +18,7 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
     if plat.package_manager == "brew":
         _brew_packages(cfg.packages.brew, plat)
     else:
-        _apt_packages(cfg.packages.apt, plat)
+        install_apt_missing(cfg.packages.apt, plat)
         _hf_venv(cfg, plat)
 
 
@@ -28,10 +28,6 @@ def _brew_packages(packages: list[str], plat: Platform) -> None:
     # Homebrew itself is installed by the macOS bootstrap (tasks/macos.py), which runs first.
     if packages:
         brew.packages(name="Install Homebrew packages", packages=packages, _env=plat.env)
-
-
-def _apt_packages(packages: list[str], plat: Platform) -> None:
-    install_apt_missing(packages, plat)
 
 
 def install_apt_missing(
