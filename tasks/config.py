@@ -157,12 +157,29 @@ class LlamaCpp(Strict):
     ref: GitRef
     # auto: Metal on macOS, CPU on Linux.
     backend: Literal["auto", "metal", "cpu", "cuda"] = "auto"
+    # The CPU code of the build (every backend has a CPU part): "native" compiles for every
+    # instruction this CPU advertises (-march=native: AVX-512 and AMX where listed), "portable"
+    # for llama.cpp's baseline (x86-64: AVX2, FMA, F16C, BMI2; never AVX-512 or AMX). A VM can
+    # advertise what it does not let run: native then crashes on the first token. auto: native
+    # on macOS (Apple Silicon has nothing to hide), portable on Linux (README, "A build that
+    # computes").
+    cpu: Literal["auto", "native", "portable"] = "auto"
     build_number: int | None = None
     cmake_options: dict[Text, Text] = {}
     targets: list[Text] = ["llama-server"]
     keep_builds: PositiveInt = 3
     # Where ccache keeps compiled objects; None: <opt_dir>/llama.cpp/ccache.
     ccache_dir: AbsPath | None = None
+
+    @field_validator("cmake_options")
+    @classmethod
+    def _cpu_is_chosen_by_name(cls, value: dict[str, str]) -> dict[str, str]:
+        # One switch, named and validated, rather than two that could disagree.
+        if "GGML_NATIVE" in value:
+            raise ValueError(
+                "GGML_NATIVE is set by kitty_llamacpp.cpu ('native' or 'portable'): remove it from cmake_options"
+            )
+        return value
 
 
 class ModelShape(Strict):

@@ -99,7 +99,7 @@ def wanted_build(cfg: KittyConfig, plat: Platform, commit: str | None = None) ->
     and options only, as ids did before the commit was part of them.
     """
     settings = cfg.llamacpp
-    backend, backend_flags = plat.llamacpp_backend_flags(settings.backend)
+    backend, backend_flags = plat.llamacpp_backend_flags(settings.backend, settings.cpu)
     args = [*BASE_CMAKE_ARGS, *backend_flags]
     if settings.build_number is not None:
         args.append(f"-DLLAMA_BUILD_NUMBER={settings.build_number}")

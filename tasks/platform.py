@@ -34,6 +34,11 @@ LLAMACPP_BACKENDS = {
 }
 
 
+# llama.cpp without -march=native: its baseline instruction set (ggml/CMakeLists.txt at b11434:
+# SSE4.2, AVX, AVX2, BMI2, FMA, F16C on x86-64; AVX-512 and AMX off).
+PORTABLE_CPU_FLAGS = ["-DGGML_NATIVE=OFF"]
+
+
 @dataclass(frozen=True)
 class Platform:
     os: Literal["macos", "linux"]
@@ -61,7 +66,17 @@ class Platform:
             return f"{self.brew_prefix}/bin/hf"
         return f"{opt_dir}/hf/bin/hf"
 
-    def llamacpp_backend_flags(self, backend: str) -> tuple[str, list[str]]:
+    def llamacpp_cpu(self, cpu: str) -> Literal["native", "portable"]:
+        """The CPU code to build (`auto` resolved): native on a Mac, portable on Linux.
+
+        Apple Silicon runs every instruction it advertises; a Linux host is often a VM
+        whose CPU advertises AVX-512 or AMX that the hypervisor does not let run.
+        """
+        if cpu == "auto":
+            return "native" if self.os == "macos" else "portable"
+        return cpu
+
+    def llamacpp_backend_flags(self, backend: str, cpu: str = "auto") -> tuple[str, list[str]]:
         """The backend to build (`auto` resolved) and its CMake switches."""
         if backend == "auto":
             backend = self.default_backend
@@ -71,7 +86,8 @@ class Platform:
                 f"kitty_llamacpp.backend: {backend!r} cannot be built on {self.os} "
                 f"(choose from {', '.join(['auto', *LLAMACPP_BACKENDS[self.os]])})"
             )
-        return backend, flags
+        # Native is llama.cpp's own default: said by leaving it out, so a Mac's build id stays what it was.
+        return backend, flags + (PORTABLE_CPU_FLAGS if self.llamacpp_cpu(cpu) == "portable" else [])
 
     @property
     def env(self) -> dict[str, str]:

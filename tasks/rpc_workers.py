@@ -194,7 +194,9 @@ def definition(view: placement.HostView, endpoint: str) -> dict:
         "host": view.name,
         "endpoint": endpoint,
         "worker": view.cfg.rpc_worker.model_dump(mode="json"),
-        "llama.cpp": [llama.git_url, llama.ref, llama.backend, llama.build_number, sorted(llama.cmake_options.items())],
+        "llama.cpp": [llama.git_url, llama.ref, llama.backend, llama.build_number, sorted(llama.cmake_options.items())]
+        # Said only when chosen, so a worker defined before the setting existed keeps its definition.
+        + ([llama.cpu] if llama.cpu != "auto" else []),
     }
 
 

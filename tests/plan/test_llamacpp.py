@@ -94,6 +94,37 @@ def test_linux_defaults_to_cpu_and_cuda_when_configured():
     assert "-DGGML_CUDA=ON" in cuda.cmake_args and "-DGGML_METAL=ON" not in cuda.cmake_args
 
 
+def test_linux_builds_portable_cpu_code_unless_told_native():
+    # A VM can advertise AVX-512/AMX it does not let run: -march=native there crashes on the first token.
+    portable = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
+    assert portable.cmake_args[-2:] == ["-DGGML_NATIVE=OFF", "-DLLAMA_BUILD_NUMBER=11434"]
+    native = llamacpp.wanted_build(config.load(data(cpu="native")), LINUX)
+    assert not [arg for arg in native.cmake_args if "NATIVE" in arg]
+    cuda = llamacpp.wanted_build(config.load(data(backend="cuda")), LINUX)
+    assert "-DGGML_NATIVE=OFF" in cuda.cmake_args
+    assert len({portable.id, native.id}) == 2
+
+
+def test_a_mac_builds_native_by_default_and_portable_when_told():
+    # Native on a Mac is llama.cpp's own default: the Metal build's id is the one it always was.
+    assert llamacpp.wanted_build(config.load(hosts.DEFAULTS), MAC).id == llamacpp.wanted_build(
+        config.load(data(cpu="native")), MAC
+    ).id
+    assert "-DGGML_NATIVE=OFF" in llamacpp.wanted_build(config.load(data(cpu="portable")), MAC).cmake_args
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"cpu": "fast"}, "kitty_llamacpp.cpu"),
+        ({"cmake_options": {"GGML_NATIVE": "ON"}}, "GGML_NATIVE is set by kitty_llamacpp.cpu"),
+    ],
+)
+def test_the_cpu_code_is_chosen_by_one_named_field(settings, message):
+    with pytest.raises(config.ConfigError, match=message):
+        config.load(data(**settings))
+
+
 def test_metal_on_linux_is_refused_by_field():
     with pytest.raises(PyinfraError, match="kitty_llamacpp.backend: 'metal' cannot be built on linux"):
         plan_deploy(hosts.linux(installed=hosts.APT_PACKAGES), data=data(backend="metal"))
@@ -119,7 +150,7 @@ def test_converged_host_plans_no_llama_cpp_work():
 
 def test_options_are_part_of_the_build_identity():
     base = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX)
-    other = llamacpp.wanted_build(config.load(data(cmake_options={"GGML_NATIVE": "OFF"})), LINUX)
+    other = llamacpp.wanted_build(config.load(data(cmake_options={"GGML_LTO": "ON"})), LINUX)
     moved = llamacpp.wanted_build(config.load(data(ref="b11500")), LINUX)
     assert len({base.id, other.id, moved.id}) == 3
 
