@@ -107,9 +107,10 @@ def test_linux_builds_portable_cpu_code_unless_told_native():
 
 def test_a_mac_builds_native_by_default_and_portable_when_told():
     # Native on a Mac is llama.cpp's own default: the Metal build's id is the one it always was.
-    assert llamacpp.wanted_build(config.load(hosts.DEFAULTS), MAC).id == llamacpp.wanted_build(
-        config.load(data(cpu="native")), MAC
-    ).id
+    assert (
+        llamacpp.wanted_build(config.load(hosts.DEFAULTS), MAC).id
+        == llamacpp.wanted_build(config.load(data(cpu="native")), MAC).id
+    )
     assert "-DGGML_NATIVE=OFF" in llamacpp.wanted_build(config.load(data(cpu="portable")), MAC).cmake_args
 
 
