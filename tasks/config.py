@@ -170,6 +170,9 @@ class LlamaCpp(Strict):
     keep_builds: PositiveInt = 3
     # Where ccache keeps compiled objects; None: <opt_dir>/llama.cpp/ccache.
     ccache_dir: AbsPath | None = None
+    # How long a new build may take to load the tiny smoke-test model, and then to answer, before it
+    # is refused as hanging (tasks/llamacpp.py).
+    smoke_timeout: PositiveInt = 120
 
     @field_validator("cmake_options")
     @classmethod

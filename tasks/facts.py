@@ -23,7 +23,7 @@ class CurrentUser(FactBase[str]):
 
 class LlamaCppBuilds(FactBase[dict]):
     """The versioned llama.cpp builds under `root`, newest first, which one `current` points at,
-    and the commit each build recorded in its build.json.
+    the commit each build recorded in its build.json, and which builds proved they compute here.
 
     A build counts as good only if its llama-server still runs: a binary deleted
     or damaged by hand is rebuilt.
@@ -40,11 +40,13 @@ class LlamaCppBuilds(FactBase[dict]):
             'commit=$(sed -n \'s/.*"commit": "\\([0-9a-f]*\\)".*/\\1/p\' "$root/builds/$id/build.json" 2>/dev/null); '
             'if "$root/builds/$id/bin/llama-server" --version >/dev/null 2>&1; '
             'then echo "build $id ok $commit"; else echo "build $id broken $commit"; fi; '
+            # Proven: its llama-server served a completion here (templates/llama-smoke.sh).
+            '[ ! -f "$root/builds/$id/smoke.json" ] || echo "proven $id"; '
             "done"
         )
 
     def process(self, output) -> dict:
-        facts: dict = {"current": None, "builds": [], "commits": {}}
+        facts: dict = {"current": None, "builds": [], "commits": {}, "proven": set()}
         for line in output:
             kind, _, rest = line.strip().partition(" ")
             if kind == "current":
@@ -54,6 +56,8 @@ class LlamaCppBuilds(FactBase[dict]):
                 facts["builds"].append((build_id, state == "ok"))
                 if commit:
                     facts["commits"][build_id] = commit[0]
+            elif kind == "proven":
+                facts["proven"].add(rest)
         return facts
 
 

@@ -16,6 +16,14 @@ anything on the host changes: at plan time when the build exists, and right
 after a new build, before `current` moves to it. An unknown flag is a
 configuration error naming the server's field, the flag and the build.
 
+A new build proves itself before `current` moves to it, and so before any
+server runs on it: its llama-server serves one completion from a tiny model
+made by the deploy (tasks/smoke_model.py, templates/llama-smoke.sh), with the
+GPU layers the servers ask for. A build that crashes, hangs, answers nothing or
+computes on the CPU when it has a GPU backend is refused with the signal, its
+log's tail and the likely cause; it stays in builds/ unproven (the next
+converge proves it again, without compiling) and never becomes `current`.
+
 Noticing a re-pointed tag costs one read-only `git ls-remote` per converge (a
 single round trip to the git server, no objects fetched); a ref that is a
 full commit sha needs none. When the git server cannot be reached (offline,
@@ -27,6 +35,7 @@ names when the build runs.
 from __future__ import annotations
 
 import hashlib
+import io
 import re
 import shlex
 from dataclasses import dataclass, replace
@@ -39,13 +48,14 @@ from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.hardware import Cpus
 from pyinfra.operations import files
 
-from tasks import server_args
+from tasks import server_args, smoke_model
 from tasks.config import ConfigError, KittyConfig
 from tasks.facts import GitRemoteRef, LlamaCppBuilds, LlamaServerFlags
 from tasks.operations import run_with_progress
 from tasks.platform import Platform
 
 BUILD_SCRIPT = str(Path(__file__).resolve().parent.parent / "templates" / "llama-build.sh")
+SMOKE_SCRIPT = str(Path(__file__).resolve().parent.parent / "templates" / "llama-smoke.sh")
 BASE_CMAKE_ARGS = [
     "-DCMAKE_BUILD_TYPE=Release",
     # One self-contained binary: a build's prefix needs nothing from its build tree.
@@ -201,6 +211,8 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
             build_name=wanted.ref,
             wanted=server_flags(cfg),
         )
+    if wanted.id not in installed.get("proven", ()):
+        _prove(cfg, plat, wanted, base)
     changes.append(
         files.link(
             name=f"Point current at {wanted.id}",
@@ -210,6 +222,40 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     )
     _prune(cfg, base, wanted.id, installed)
     return changes
+
+
+def _prove(cfg: KittyConfig, plat: Platform, wanted: Build, base: str) -> None:
+    """The build serves one completion from the tiny model before `current` may move to it."""
+    files.directory(name="llama.cpp smoke test folder", path=f"{base}/smoke", user=plat.user, _sudo=plat.sudo)
+    model = f"{base}/smoke/{smoke_model.NAME}"
+    # Made on the controller only when a build is to be proven: a converged host never pays for it.
+    files.put(name="Tiny model for proving builds", src=io.BytesIO(smoke_model.content()), dest=model, mode="644")
+    files.put(name="llama.cpp smoke test script", src=SMOKE_SCRIPT, dest=f"{base}/smoke.sh", mode="755")
+    gpu_layers, env = smoke_gpu_request(cfg, wanted.backend)
+    run_with_progress(
+        name=f"Prove llama.cpp {wanted.ref} computes on this host",
+        command=[
+            "sh",
+            f"{base}/smoke.sh",
+            f"{base}/builds/{wanted.id}",
+            model,
+            f"{cfg.paths.logs_dir}/llama.cpp-smoke-{wanted.id}.log",
+            str(gpu_layers),
+            wanted.backend,
+            plat.llamacpp_cpu(cfg.llamacpp.cpu),
+            str(cfg.llamacpp.smoke_timeout),
+            *[f"{name}={value}" for name, value in sorted(env.items())],
+        ],
+    )
+
+
+def smoke_gpu_request(cfg: KittyConfig, backend: str) -> tuple[int, dict[str, str]]:
+    """The GPU layers the smoke test asks for, and the environment it runs with: those of the
+    server here that asks for the most (on a host with only an RPC worker: all, on a GPU build)."""
+    servers = sorted(cfg.enabled_servers().values(), key=lambda srv: srv.n_gpu_layers, reverse=True)
+    if servers:
+        return servers[0].n_gpu_layers, dict(servers[0].env)
+    return (0 if backend == "cpu" else 999), {}
 
 
 def server_flags(cfg: KittyConfig) -> list[tuple[str, str]]:

@@ -37,6 +37,10 @@ LLAMACPP_BACKENDS = {
 # llama.cpp without -march=native: its baseline instruction set (ggml/CMakeLists.txt at b11434:
 # SSE4.2, AVX, AVX2, BMI2, FMA, F16C on x86-64; AVX-512 and AMX off).
 PORTABLE_CPU_FLAGS = ["-DGGML_NATIVE=OFF"]
+# GGML_NATIVE=OFF also turns CUDA's `native` architecture into a list of seven generic ones
+# (ggml-cuda/CMakeLists.txt): a build several times longer whose Hopper code is PTX compiled at
+# every start. The GPU is the host's own, so it keeps its native code while the CPU part is portable.
+PORTABLE_CUDA_FLAGS = ["-DCMAKE_CUDA_ARCHITECTURES=native"]
 
 
 @dataclass(frozen=True)
@@ -87,7 +91,9 @@ class Platform:
                 f"(choose from {', '.join(['auto', *LLAMACPP_BACKENDS[self.os]])})"
             )
         # Native is llama.cpp's own default: said by leaving it out, so a Mac's build id stays what it was.
-        return backend, flags + (PORTABLE_CPU_FLAGS if self.llamacpp_cpu(cpu) == "portable" else [])
+        if self.llamacpp_cpu(cpu) == "portable":
+            flags = flags + PORTABLE_CPU_FLAGS + (PORTABLE_CUDA_FLAGS if backend == "cuda" else [])
+        return backend, flags
 
     @property
     def env(self) -> dict[str, str]:

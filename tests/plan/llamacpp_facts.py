@@ -18,13 +18,20 @@ UPSTREAM = {
 
 
 def builds(
-    root: str, current: str | None, installed: list[tuple[str, bool]], commits: dict[str, str] | None = None
+    root: str,
+    current: str | None,
+    installed: list[tuple[str, bool]],
+    commits: dict[str, str] | None = None,
+    unproven: tuple[str, ...] = (),
 ) -> dict:
-    """The LlamaCppBuilds fact: `installed` newest first, as (build id, runs); `commits` from their build.json."""
+    """The LlamaCppBuilds fact: `installed` newest first, as (build id, runs); `commits` from their build.json;
+    every build that runs proved it computes (its smoke.json), but those in `unproven`."""
     commits = commits or {}
-    lines = [f"current {current or ''}"] + [
-        f"build {bid} {'ok' if ok else 'broken'} {commits.get(bid, '')}".rstrip() for bid, ok in installed
-    ]
+    lines = [f"current {current or ''}"]
+    for bid, ok in installed:
+        lines.append(f"build {bid} {'ok' if ok else 'broken'} {commits.get(bid, '')}".rstrip())
+        if ok and bid not in unproven:
+            lines.append(f"proven {bid}")
     folders = {}
     for build_id, _ in installed:
         folders.update(launchd_facts.directory(f"{root}/builds/{build_id}", user="admin", group="admin"))

@@ -51,8 +51,26 @@ def data(**llamacpp_settings) -> dict:
 
 def llama_ops(result) -> list[str]:
     """The names of the planned llama.cpp operations (servers restarting after them are another step's)."""
-    prefixes = ("llama.cpp", "logs folder", "Build llama.cpp", "Point current", "Remove old llama.cpp build")
+    prefixes = (
+        "llama.cpp",
+        "logs folder",
+        "Build llama.cpp",
+        "Tiny model",
+        "Prove llama.cpp",
+        "Point current",
+        "Remove old llama.cpp build",
+    )
     return [op.name for op in result.ops if op.name.startswith(prefixes)]
+
+
+def proving(ref: str = "b11434") -> list[str]:
+    """The operations that prove a new build computes, between its build and `current`."""
+    return [
+        "llama.cpp smoke test folder",
+        "Tiny model for proving builds",
+        "llama.cpp smoke test script",
+        f"Prove llama.cpp {ref} computes on this host",
+    ]
 
 
 def build_command(result) -> str:
@@ -101,7 +119,8 @@ def test_linux_builds_portable_cpu_code_unless_told_native():
     native = llamacpp.wanted_build(config.load(data(cpu="native")), LINUX)
     assert not [arg for arg in native.cmake_args if "NATIVE" in arg]
     cuda = llamacpp.wanted_build(config.load(data(backend="cuda")), LINUX)
-    assert "-DGGML_NATIVE=OFF" in cuda.cmake_args
+    # The CPU part portable, the GPU code for the host's own GPU (not seven generic architectures).
+    assert cuda.cmake_args[-4:-1] == ["-DGGML_CUDA=ON", "-DGGML_NATIVE=OFF", "-DCMAKE_CUDA_ARCHITECTURES=native"]
     assert len({portable.id, native.id}) == 2
 
 
@@ -140,8 +159,9 @@ def test_fresh_linux_plans_folder_script_build_and_link_in_order():
     assert names[start + 3] == "Build llama.cpp b11434 (cpu)"
     # The servers' flags are checked against the new build before `current` moves to it.
     assert names[start + 4] == "Check the servers' flags against llama-server b11434"
-    assert names[start + 5].startswith("Point current at b11434-cpu-")
-    assert names[start + 6] == "models folder"
+    assert names[start + 5 : start + 9] == proving()
+    assert names[start + 9].startswith("Point current at b11434-cpu-")
+    assert names[start + 10] == "models folder"
     assert " b11434 - -DCMAKE_BUILD_TYPE=Release " in plan(facts).op("Build llama.cpp b11434 (cpu)").commands[0]
 
 
@@ -161,7 +181,8 @@ def test_a_deleted_binary_is_rebuilt_in_place():
     wanted = pinned()
     facts.update(llamacpp_facts.builds(ROOT, wanted.id, [(wanted.id, False)]))
     result = plan(facts)
-    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)"]
+    # A rebuilt binary proves itself again before servers run on it.
+    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)", *proving()]
     assert f" {wanted.id} b11434 {B11434} " in build_command(result)
     assert "('sh /opt/kitty/llama.cpp/build.sh " in build_command(result)
 
@@ -171,7 +192,11 @@ def test_changed_ref_builds_beside_the_old_one_and_switches_current():
     old = pinned()
     result = plan(facts, data=data(ref="b11434-kitty1"))
     new = pinned("b11434-kitty1")
-    assert llama_ops(result) == ["Build llama.cpp b11434-kitty1 (cpu)", f"Point current at {new.id}"]
+    assert llama_ops(result) == [
+        "Build llama.cpp b11434-kitty1 (cpu)",
+        *proving("b11434-kitty1"),
+        f"Point current at {new.id}",
+    ]
     link = result.op(f"Point current at {new.id}").commands
     assert link == [f"rm -f {ROOT}/current", f"ln -s {ROOT}/builds/{new.id} {ROOT}/current"]
     assert not any(old.id in command for command in result.commands if "rm -rf" in command)
@@ -202,7 +227,7 @@ def test_a_tag_moved_upstream_is_said_loudly_and_built_beside_the_old_build(capl
         result = plan(facts)
     moved = llamacpp.wanted_build(config.load(hosts.DEFAULTS), LINUX, MOVED)
     assert moved.id != old.id and moved.id.endswith("-abcdef012345")
-    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)", f"Point current at {moved.id}"]
+    assert llama_ops(result) == ["Build llama.cpp b11434 (cpu)", *proving(), f"Point current at {moved.id}"]
     assert f" {moved.id} b11434 {MOVED} " in build_command(result)
     assert "llama.cpp b11434 moved upstream: built from df1938a8801b, now abcdef012345" in caplog.text
     # The old build stays for rollback.
@@ -295,7 +320,9 @@ def test_a_new_build_is_checked_on_the_host_between_the_build_and_the_switch():
     names = [op.name for op in result.ops]
     check = "Check the servers' flags against llama-server b11434-kitty1"
     assert names.index(check) == names.index("Build llama.cpp b11434-kitty1 (cpu)") + 1
-    assert names.index(f"Point current at {pinned('b11434-kitty1').id}") == names.index(check) + 1
+    prove = "Prove llama.cpp b11434-kitty1 computes on this host"
+    assert names.index(prove) > names.index(check)
+    assert names.index(f"Point current at {pinned('b11434-kitty1').id}") == names.index(prove) + 1
     (command,) = result.op(check).commands
     assert f"grep -qxF -e --ctx-size {ROOT}/builds/{pinned('b11434-kitty1').id}/flags.txt" in command
     assert "kitty_servers.summary.ctx_size: --ctx-size is not a flag of llama-server b11434-kitty1" in command
