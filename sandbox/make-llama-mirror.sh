@@ -5,6 +5,10 @@
 #   b11434         the vendored tree as-is (master points here too)
 #   b11434-kitty1  b11434 + a comment line in tools/server/main.cpp
 #   broken         b11434 + an #error in ggml/src/ggml.c (build fails early)
+#   crash          b11434 + an abort() when llama-server starts its first
+#                  completion: it builds, loads a model, answers /health, then
+#                  dies (SIGABRT) on the first request, as a build that cannot
+#                  compute on its host does
 # Authors, dates and messages are fixed so the commit shas are the same on
 # every machine; the script checks them against the pinned values below.
 #
@@ -24,12 +28,13 @@ cache=$root/.sandbox/cache/pip
 sdist=$cache/$sdist_name
 
 # Pinned results: a mismatch means the recipe is no longer reproducible.
-tags="b11434 b11434-kitty1 broken"
+tags="b11434 b11434-kitty1 broken crash"
 pinned() {
     case $1 in
         b11434) echo df1938a8801b302befed6c8854aca45fe547ed08 ;;
         b11434-kitty1) echo cdc6aedfc04e84186b1c7f7b018644ec338d6d02 ;;
         broken) echo fbaebe03e5848e1b8703c18006c318c0c6f03a1a ;;
+        crash) echo 61889b9ab2d8b06feb45e6a3ad0705a1a9dbcdba ;;
     esac
 }
 
@@ -106,10 +111,22 @@ broken_blob=$( { echo '#error "kitty-ops test mirror: tag broken fails to compil
 git update-index --cacheinfo "100644,$broken_blob,$ggml_c"
 broken=$(commit "$(git write-tree)" "1791257820 +0000" "kitty-ops test mirror: llama-server fails to compile" "$base")
 
+# crash: llama-server aborts as it starts its first completion (after the model loaded and
+# its warm-up ran): only server-context.cpp recompiles, and the crash waits for a request.
+git read-tree "$base_tree"
+server_context=tools/server/server-context.cpp
+anchor='    bool launch_slot_with_task(server_slot & slot, server_task && task) {'
+grep -qxF "$anchor" "$tree/$server_context" || { echo "no launch_slot_with_task in $server_context" >&2; exit 1; }
+crash_blob=$(awk -v anchor="$anchor" '{ print } $0 == anchor { print "        abort(); // kitty-ops test mirror: tag crash dies on its first completion" }' \
+    "$tree/$server_context" | git hash-object -w --stdin)
+git update-index --cacheinfo "100644,$crash_blob,$server_context"
+crash=$(commit "$(git write-tree)" "1791257880 +0000" "kitty-ops test mirror: llama-server aborts on its first completion" "$base")
+
 git update-ref refs/heads/master "$base"
 git tag b$version "$base"
 git tag b$version-kitty1 "$kitty1"
 git tag broken "$broken"
+git tag crash "$crash"
 rm -f "$GIT_INDEX_FILE"
 # One pack keeps the mirror small and clones fast.
 git repack -a -d -q
