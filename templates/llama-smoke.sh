@@ -74,6 +74,15 @@ likely_cause() { # EXIT_STATUS
     fi
 }
 
+# Why a GPU build computed on the CPU.
+no_gpu_cause() {
+    case $backend in
+    cuda) echo "CUDA found no usable GPU for this process: check nvidia-smi, the driver, and CUDA_VISIBLE_DEVICES in the servers' env" ;;
+    metal) echo "Metal gave this session no device (seen over SSH and in daemons on some Macs): the servers would serve from the CPU" ;;
+    *) echo "the $backend backend found no device" ;;
+    esac
+}
+
 signal_name() { # EXIT_STATUS -> "SIGSEGV (exit 139)" or "exit 1"
     if [ "$1" -gt 128 ]; then
         name=$(kill -l "$(($1 - 128))" 2>/dev/null) || name=$(($1 - 128))
@@ -83,11 +92,11 @@ signal_name() { # EXIT_STATUS -> "SIGSEGV (exit 139)" or "exit 1"
     fi
 }
 
-refuse() { # WHY [EXIT_STATUS]
+refuse() { # WHY [EXIT_STATUS [CAUSE]]
     say "REFUSED: this build does not compute on this host: $1"
     say "  last lines of $log:"
     tail -n 25 "$log" 2>/dev/null | sed "s/^/[llama.cpp $id]     /"
-    say "  likely cause: $(likely_cause "${2:-0}")"
+    say "  likely cause: ${3:-$(likely_cause "${2:-0}")}"
     say "  \`current\` and every server stay as they were."
     exit 1
 }
@@ -144,8 +153,8 @@ if [ "$backend" != cpu ] && [ "$gpu_layers" != 0 ]; then
     wanted=$gpu_layers
     { [ "$wanted" -lt 0 ] || [ "$wanted" -gt "${total:-0}" ]; } && wanted=${total:-1}
     if [ -z "$offload" ] || [ "${offload%/*}" -lt "$wanted" ] || [ "${offload%/*}" = 0 ]; then
-        refuse "the build has the $backend backend but computed on the CPU (asked for $gpu_layers GPU layers," \
-            "offloaded ${offload:-none}): no usable GPU in this session" 0
+        refuse "the build has the $backend backend but computed on the CPU (asked for $gpu_layers GPU layers, offloaded ${offload:-none})" \
+            0 "$(no_gpu_cause)"
     fi
 fi
 stop_server

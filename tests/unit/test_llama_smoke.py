@@ -172,7 +172,11 @@ def test_a_gpu_build_must_put_the_layers_on_the_gpu(shell, userland, build):  # 
 
     fell_back, _, pid_file = smoke(shell, userland, build, "cpu", backend="cuda", gpu_layers=999, gpu=True)
     assert fell_back.returncode == 1
-    assert "the build has the cuda backend but computed on the CPU (asked for 999 GPU layers" in fell_back.stdout
+    assert (
+        "the build has the cuda backend but computed on the CPU (asked for 999 GPU layers, offloaded none)"
+        in fell_back.stdout
+    )
+    assert "likely cause: CUDA found no usable GPU for this process" in fell_back.stdout
     assert not (build / "smoke.json").exists()
     assert stopped(pid_file)
 
