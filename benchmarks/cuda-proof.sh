@@ -4,7 +4,7 @@
 # (tasks/llamacpp.wanted_build), then proven by the deploy's own smoke test on the tiny model with
 # every layer on the GPU, then refused with the GPU hidden. Needs OUT (a folder for the logs).
 set -uo pipefail
-cd "$(dirname "$0")"
+cd "$(dirname "$0")" || exit 1
 exec > >(tee "$OUT/run.log") 2>&1
 echo "== machine"; nproc; nvidia-smi -L; nvcc --version | tail -n 2; cmake --version | head -n 1
 (gcc --version || cc --version) | head -n 1; git --version || echo "no git"
