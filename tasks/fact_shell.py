@@ -20,6 +20,7 @@ compares both).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shlex
 import threading
@@ -41,33 +42,53 @@ class FactShell:
     `send(bytes)` writes to the driver's stdin, `receive()` returns what its stdout
     has next (b"" at its end), `close()` ends the session.
 
+    Each question ends with a nonce drawn for it alone (`nonce()`, 128 random bits), sent
+    on stdin: never on a command line, where every local user could read it in `ps`.
+    Each answer is a header line (the nonce, the exit status and the byte counts of
+    stdout and stderr), then exactly that many bytes: what a command prints is counted,
+    never searched for a marker, so no output can end its answer early or forge the next.
+
     A question that was not answered in full (the session failed, or the caller was
     interrupted half-way) leaves the shell `broken` for good: its next answer could be
     the rest of the last one."""
+
+    # An answer longer than this is out of protocol (a fact's output is a few MB at most).
+    MAX_ANSWER = 1 << 30
 
     def __init__(
         self,
         send: Callable[[bytes], None],
         receive: Callable[[], bytes],
-        token: str,
         close: Callable[[], None] = lambda: None,
+        nonce: Callable[[], str] = lambda: secrets.token_hex(16),
     ):
         self._send = send
         self._receive = receive
         self._close = close
-        self._token = token.encode()
+        self._nonce = nonce
         self._pending = b""
         self.broken = False
         # One question at a time: two greenlets asking at once would read each other's answers.
         self.lock = threading.Lock()
 
-    def _until(self, marker: bytes) -> bytes:
-        while (end := self._pending.find(marker)) < 0:
-            chunk = self._receive()
-            if not chunk:
-                raise FactShellBroken("the fact shell's session ended")
-            self._pending += chunk
-        found, self._pending = self._pending[:end], self._pending[end + len(marker) :]
+    def _more(self) -> None:
+        chunk = self._receive()
+        if not chunk:
+            raise FactShellBroken("the fact shell's session ended")
+        self._pending += chunk
+
+    def _line(self) -> bytes:
+        while (end := self._pending.find(b"\n")) < 0:
+            if len(self._pending) > 256:
+                raise FactShellBroken("the fact shell answered a header longer than any it sends")
+            self._more()
+        found, self._pending = self._pending[:end], self._pending[end + 1 :]
+        return found
+
+    def _exactly(self, size: int) -> bytes:
+        while len(self._pending) < size:
+            self._more()
+        found, self._pending = self._pending[:size], self._pending[size:]
         return found
 
     def run(self, command: str) -> tuple[int, list[str], list[str]]:
@@ -75,22 +96,27 @@ class FactShell:
         split as pyinfra splits a session's output. Raises FactShellBroken when it cannot."""
         if self.broken:
             raise FactShellBroken("the fact shell broke earlier")
-        if self._token in command.encode():
-            raise FactShellBroken("a command holding the fact shell's token")
+        data = command.encode()
+        nonce = self._nonce().encode()
+        if not re.fullmatch(rb"[0-9a-f]{32,}", nonce) or nonce in data:
+            raise FactShellBroken("no nonce for this question (a command holding it, or a weak one)")
         self.broken = True
         try:
-            self._send(command.encode() + b"\n" + self._token + b"\n")
-            stdout = self._until(b"\n" + self._token + b" ")
-            status = self._until(b"\n")
-            stderr = self._until(b"\n" + self._token + b"\n")
+            self._send(nonce + b"\n" + data + b"\n" + nonce + b"\n")
+            header = self._line().split()
+            if len(header) != 4 or header[0] != nonce or not all(part.isdigit() for part in header[1:]):
+                raise FactShellBroken(f"the fact shell answered {b' '.join(header)[:80]!r} for a header")
+            status, out, err = (int(part) for part in header[1:])
+            if out + err > self.MAX_ANSWER:
+                raise FactShellBroken(f"the fact shell announced an answer of {out + err} bytes")
+            stdout = self._exactly(out)
+            stderr = self._exactly(err)
         except FactShellBroken:
             raise
         except Exception as error:  # the session's own errors (socket closed, broken pipe, ...)
             raise FactShellBroken(f"the fact shell's session failed: {type(error).__name__}") from error
-        if not status.isdigit():
-            raise FactShellBroken(f"the fact shell answered {status[:40]!r} for an exit status")
         self.broken = False
-        return int(status), _lines(stdout), _lines(stderr)
+        return status, _lines(stdout), _lines(stderr)
 
     def close(self) -> None:
         self.broken = True
@@ -108,9 +134,10 @@ def _lines(data: bytes) -> list[str]:
     return lines
 
 
-def driver_command(token: str) -> str:
-    """The session's command line: the driver, given to the login shell as `sh -c`."""
-    return f"exec /bin/sh -c {shlex.quote(_DRIVER)} kitty-fact-shell {token}"
+def driver_command() -> str:
+    """The session's command line: the driver, given to the login shell as `sh -c`. Nothing
+    secret: every question brings its own nonce on stdin."""
+    return f"exec /bin/sh -c {shlex.quote(_DRIVER)} kitty-fact-shell"
 
 
 def _open_over_ssh(host) -> FactShell | None:
@@ -118,11 +145,10 @@ def _open_over_ssh(host) -> FactShell | None:
     transport = client.get_transport() if client is not None else None
     if transport is None or not transport.is_active():
         return None
-    token = secrets.token_hex(16)
     channel = transport.open_session()
-    channel.exec_command(driver_command(token))
+    channel.exec_command(driver_command())
     logger.debug("Fact shell opened on %s", host.name)
-    return FactShell(channel.sendall, lambda: channel.recv(65536), token, close=channel.close)
+    return FactShell(channel.sendall, lambda: channel.recv(65536), close=channel.close)
 
 
 def shell_for(host) -> FactShell | None:

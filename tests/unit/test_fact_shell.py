@@ -1,21 +1,28 @@
 """The fact shell (templates/fact-shell.sh driven by tasks/fact_shell.py), run for real under
 dash, busybox sh and bash: each command must answer exactly what sshd's way of running it
-(`$SHELL -c COMMAND`, a session of its own) answers. The SSH side is proven by every e2e
+(`$SHELL -c COMMAND`, a session of its own) answers, no output of one command can change
+another's answer, and no nonce is ever on a command line. The SSH side is proven by every e2e
 converge (tests/e2e/test_converge_sandbox.py counts its sessions)."""
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from tasks import fact_shell
 from tasks.fact_shell import _DRIVER, FactShell, FactShellBroken, _lines
+from tests.unit.test_fact_cache import Reads, local  # noqa: F401 (a fixture)
 
 SHELLS = [name for name in ("dash", "busybox", "bash") if shutil.which(name)]
-TOKEN = "0123456789abcdef0123456789abcdef"
+NONCE = "0123456789abcdef0123456789abcdef"
 
 COMMANDS = [
     "echo a; echo b",
@@ -50,20 +57,26 @@ def login_shell(request, tmp_path) -> str:
     return shutil.which(request.param)
 
 
-def start(login_shell: str, cwd: Path) -> tuple[subprocess.Popen, FactShell]:
+def start(login_shell: str, cwd: Path, nonce=None, sent: list | None = None) -> tuple[subprocess.Popen, FactShell]:
+    """The driver as the SSH session runs it (its command line: fact_shell.driver_command), under `login_shell`.
+
+    `nonce`: the nonces to draw (default: the real random ones); `sent`: collects what went to its stdin."""
     process = subprocess.Popen(
-        [login_shell, "-c", _DRIVER, "kitty-fact-shell", TOKEN],
+        [login_shell, "-c", _DRIVER, "kitty-fact-shell"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=cwd,
-        env={"PATH": os.environ["PATH"], "SHELL": login_shell, "HOME": str(cwd)},
+        env={"PATH": os.environ["PATH"], "SHELL": login_shell, "HOME": str(cwd), "TMPDIR": str(cwd)},
     )
 
     def send(data: bytes) -> None:
+        if sent is not None:
+            sent.append(data)
         process.stdin.write(data)
         process.stdin.flush()
 
-    return process, FactShell(send, lambda: process.stdout.read1(65536), TOKEN)
+    more = {"nonce": nonce} if nonce else {}
+    return process, FactShell(send, lambda: process.stdout.read1(65536), **more)
 
 
 def as_sshd_runs_it(login_shell: str, command: str, cwd: Path) -> tuple[int, list[str], list[str]]:
@@ -83,10 +96,6 @@ def test_each_command_answers_as_its_own_session_would(login_shell, tmp_path):
         for command in COMMANDS:
             expected = as_sshd_runs_it(login_shell, command, tmp_path)
             status, stdout, stderr = shell.run(command)
-            # stderr is sent once the command has ended, after stdout; its trailing empty lines
-            # (dropped by the shell's command substitution) are the only difference allowed.
-            while expected[2] and expected[2][-1] == "":
-                expected[2].pop()
             if expected[0] < 0:  # killed by a signal: the shell's 128 + N (sshd sends the signal; failed both ways)
                 expected = (128 - expected[0], *expected[1:])
             assert (status, stdout, stderr) == expected, command
@@ -95,15 +104,99 @@ def test_each_command_answers_as_its_own_session_would(login_shell, tmp_path):
         assert process.wait(timeout=10) == 0  # the end of input ends the driver
 
 
-def test_a_command_holding_the_token_is_refused(login_shell, tmp_path):
-    process, shell = start(login_shell, tmp_path)
+def test_a_command_holding_its_nonce_is_refused(login_shell, tmp_path):
+    """The nonce ends a question: a command holding it as a line would be cut in two, and its
+    second half run as the next question. (A random nonce never is in a command; a test can make it so.)"""
+    process, shell = start(login_shell, tmp_path, nonce=lambda: NONCE)
     try:
         with pytest.raises(FactShellBroken):
-            shell.run(f"echo {TOKEN}")
+            shell.run(f"echo one\n{NONCE}\necho two")
         assert shell.run("echo still here") == (0, ["still here"], [])
     finally:
         process.stdin.close()
         process.wait(timeout=10)
+
+
+def test_every_question_has_a_fresh_nonce_and_none_is_on_a_command_line(login_shell, tmp_path):
+    """The old token sat on the driver's command line, readable in `ps` by every local user
+    for the whole converge. Now nothing secret is there, and each question has its own nonce."""
+    sent: list[bytes] = []
+    process, shell = start(login_shell, tmp_path, sent=sent)
+    try:
+        # While a question runs: every process's command line, as `ps` shows them to anyone.
+        status, stdout, _ = shell.run("sleep 0.3 & cat /proc/[0-9]*/cmdline | tr '\\000' ' '; wait")
+        assert status == 0
+        shell.run("true")
+        nonces = [data.split(b"\n", 1)[0].decode() for data in sent]
+        assert len(set(nonces)) == 2 and all(len(n) == 32 for n in nonces)
+        seen = "\n".join(stdout)
+        assert "kitty-fact-shell" in seen  # the driver's own command line was read
+        assert not any(nonce in seen for nonce in nonces)
+        assert not any(nonce in fact_shell.driver_command() for nonce in nonces)
+        assert process.args == [login_shell, "-c", _DRIVER, "kitty-fact-shell"]
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+# Output that old in-band framing would have read as the end of an answer: the nonce of this
+# question and the next one, fake headers, lone newlines, NUL bytes, bytes that are not UTF-8.
+def _hostile(nonces: list[bytes]) -> st.SearchStrategy[bytes]:
+    pieces = [b"\n", b"\0", b"\xff\xfe", b" 0 ", b" 0 0 0\n", b"\n\n"]
+    for nonce in nonces:
+        pieces += [nonce, b"\n" + nonce + b" ", b"\n" + nonce + b"\n", nonce + b" 0 3 0\nhi\n"]
+    return st.lists(st.one_of(st.binary(max_size=40), st.sampled_from(pieces)), max_size=12).map(b"".join)
+
+
+@pytest.mark.parametrize("login_shell_name", SHELLS)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_no_command_output_changes_another_answer(login_shell_name, tmp_path, data):
+    """Property: whatever a command prints on stdout and stderr (even the very nonces of this
+    question and the next, which a command can never know), its own answer is that output, and
+    the next command's answer is its own."""
+    login_shell = shutil.which(login_shell_name)
+    if login_shell_name == "busybox":
+        # busybox answers as `sh` through a link (one per test: hypothesis runs every example here).
+        link = tmp_path / "sh"
+        if not link.exists():
+            link.symlink_to(login_shell)
+        login_shell = str(link)
+    counter = itertools.count()
+    nonces = [f"{i:032x}".replace("0", "a", 1).encode() for i in range(1, 4)]
+    process, shell = start(login_shell, tmp_path, nonce=lambda: nonces[next(counter)].decode())
+    try:
+        out = data.draw(_hostile(nonces), label="stdout")
+        err = data.draw(_hostile(nonces), label="stderr")
+        (tmp_path / "out").write_bytes(out)
+        (tmp_path / "err").write_bytes(err)
+        status, stdout, stderr = shell.run("cat out; cat err >&2; exit 7")
+        assert (status, stdout, stderr) == (7, _lines(out), _lines(err))
+        assert shell.run("echo next") == (0, ["next"], [])
+        assert shell.run("echo err >&2") == (0, [], ["err"])
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+def test_a_process_left_behind_never_writes_into_a_later_answer(login_shell, tmp_path):
+    process, shell = start(login_shell, tmp_path)
+    try:
+        assert shell.run("(sleep 0.3; echo late; echo late >&2) & echo now") == (0, ["now"], [])
+        time.sleep(0.6)
+        assert shell.run("echo mine") == (0, ["mine"], [])
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+
+
+def test_an_answer_out_of_protocol_breaks_the_shell():
+    """A header that is not for this question (another nonce, no counts) is never read as an answer."""
+    for answer in (b"ffffffffffffffffffffffffffffffff 0 0 0\n", b"garbage\n", b"x" * 300):
+        shell = FactShell(lambda data: None, iter([answer, b""]).__next__, nonce=lambda: NONCE)
+        with pytest.raises(FactShellBroken):
+            shell.run("true")
+        assert shell.broken
 
 
 def test_a_driver_that_died_breaks_the_shell(login_shell, tmp_path):
@@ -144,3 +237,32 @@ def test_a_question_left_half_answered_breaks_the_shell(login_shell, tmp_path):
 )
 def test_lines_split_as_pyinfra_reads_a_session(data, lines):
     assert _lines(data) == lines
+
+
+def test_a_session_that_dies_mid_answer_sends_the_fact_to_a_session_of_its_own(local, tmp_path, monkeypatch):  # noqa: F811
+    """One broken fact shell must not fail the converge: the fact is read again the way pyinfra
+    reads it (here the local connector, over SSH a session of its own), and so is every later one."""
+    _, host, path = local
+    process, shell = start(shutil.which("dash"), tmp_path)
+    received = []
+
+    def cut_short() -> bytes:
+        # The header and part of the answer, then the session ends.
+        if received:
+            return b""
+        chunk = process.stdout.read1(65536)
+        received.append(chunk)
+        return chunk[: chunk.index(b"\n") + 1]
+
+    shell._receive = cut_short
+    monkeypatch.setattr(fact_shell, "shell_for", lambda host: None if shell.broken else shell)
+    try:
+        # Asked over the fact shell (its driver ran it: 1), cut short, asked again in a session: 2.
+        assert host.get_fact(Reads, path=path)["reads"] == 2
+        assert received and shell.broken
+        # The next fact goes straight to a session: the fact shell is not asked again.
+        assert host.get_fact(Reads, path=path + "-other")["reads"] == 1
+        assert len(received) == 1
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
