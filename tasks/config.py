@@ -6,6 +6,7 @@ group_data holds plain values under `kitty_*` names; `load()` turns them into a
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import runpy
 import unicodedata
@@ -76,6 +77,15 @@ SHA256 = Annotated[Text, Field(pattern=r"^[0-9a-f]{64}$")]
 # A path of an HTTP health check: URL path characters only, never shell syntax.
 HttpPath = r"/[A-Za-z0-9._~/%:@=&?+,-]*"
 LOOPBACK = re.compile(r"^(127(\.\d{1,3}){3}|::1|localhost)$")
+
+
+def _ip_or_network(value: str) -> str:
+    ipaddress.ip_network(value, strict=False)
+    return value
+
+
+# An address a firewall lets in (tasks/firewall.py): an IP address or a network (192.168.1.0/24).
+ClientAddress = Annotated[Text, AfterValidator(_ip_or_network)]
 # Where git may fetch from: an https, ssh or file URL, or scp-like user@host:path. Never an
 # option (a leading `-`), never a transport that runs a command (ext::, fd::).
 GIT_URL = re.compile(r"^((https|ssh|file)://[^\s-]\S*|[A-Za-z0-9][A-Za-z0-9._-]*@[A-Za-z0-9][A-Za-z0-9.-]*:\S+)$")
@@ -295,6 +305,9 @@ class ModelServer(Strict):
     # A file with the key, mode 0600, readable by the service user: a key in
     # the arguments would sit in a world-readable plist or unit.
     api_key_file: AbsPath | None = None
+    # Beyond loopback a firewall lets in only the hosts whose app uses the server (tasks/firewall.py):
+    # more addresses or networks here (a LAN's laptops), e.g. ["192.168.1.0/24"].
+    allow_from: list[ClientAddress] = []
     # llama-server's Prometheus endpoint (--metrics, GET /metrics); on: a scrape target is written for it.
     metrics: bool = True
     # May run on several inference hosts at once (each lists it in kitty_serves); otherwise
@@ -579,8 +592,12 @@ class Backup(Strict):
     # A restic repository: a path on the host, or e.g. sftp:admin@laptop:/backups/kitty. None: <folder>/repo.
     repository: Text | None = Field(default=None, pattern=r"^[^\s-]\S*$")
     # The name of the secret holding the restic password: the operator's environment, else
-    # kitty_stack.secrets_file (tasks/secrets.py). Never in group data.
+    # kitty_stack.secrets_file (tasks/secrets.py). Never in group data. Each host first takes
+    # its own, <password_secret>_<HOST> (tasks/restic.py): one password, one repository per host.
     password_secret: EnvName = "KITTY_BACKUP_PASSWORD"
+    # True: hosts whose repository is not on the host itself may share <password_secret>.
+    # Whoever holds a repository's password can write snapshots that another host then restores.
+    shared_password: bool = False
     # The stack services whose data is backed up: Postgres (pg_dump) and Redis (its RDB).
     postgres_service: Name | None = "postgres"
     redis_service: Name | None = "redis"
@@ -621,6 +638,9 @@ class RpcWorker(Strict):
     devices: list[Annotated[Text, Field(pattern=r"^[A-Za-z0-9_.-]+$")]] = []
     # Seconds to wait for it to accept connections after a (re)start.
     health_timeout: PositiveInt = 60
+    # Beyond loopback a firewall lets in only the hosts whose servers use it (tasks/firewall.py),
+    # and these addresses or networks.
+    allow_from: list[ClientAddress] = []
 
     @field_validator("host")
     @classmethod

@@ -7,14 +7,17 @@
         restore/                one snapshot's parts while it is verified and restored
         repo/                   the repository, unless kitty_backup.repository names another
 
-The password comes from the secret named kitty_backup.password_secret, through the
-same path as the .env's secrets (the operator's environment, else secrets_file), and
-reaches restic only as RESTIC_PASSWORD_FILE: never a command line, a fact or a log.
+The password comes from this host's own secret, <kitty_backup.password_secret>_<HOST>, or
+(for a repository on the host itself, or with kitty_backup.shared_password) the plain
+one, through the same path as the .env's secrets (the operator's environment, else
+secrets_file), and reaches restic only as RESTIC_PASSWORD_FILE: never a command line, a
+fact or a log. One password per host: see password_secrets.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import shlex
 from pathlib import Path
 
@@ -64,21 +67,59 @@ def keep_flags(cfg: KittyConfig) -> str:
     )
 
 
-def password(cfg: KittyConfig) -> str:
-    """The restic password, read on the controller; a missing one fails before anything runs."""
-    name = cfg.backup.password_secret
+def host_secret(cfg: KittyConfig, host_name: str) -> str:
+    """This host's own password secret: <password_secret>_<HOST> (studio2.local: _STUDIO2_LOCAL)."""
+    suffix = re.sub(r"[^A-Za-z0-9]+", "_", host_name).strip("_").upper()
+    return f"{cfg.backup.password_secret}_{suffix}" if suffix else cfg.backup.password_secret
+
+
+def on_the_host(cfg: KittyConfig) -> bool:
+    """The repository is a folder of the host itself (the default): no other host writes into it."""
+    return cfg.backup.repository is None or cfg.backup.repository.startswith("/")
+
+
+def password_secrets(cfg: KittyConfig, host_name: str) -> list[str]:
+    """The secret names this host may take its password from, its own first.
+
+    One repository password per host is the safe setup: a restic password opens its whole
+    repository, and whoever can write a snapshot there can hand any host that restores it
+    any file. So a repository outside the host (sftp:, s3:, rest:, ...) takes only this
+    host's own secret, unless kitty_backup.shared_password says otherwise; a repository on
+    the host itself (the default) may also use the plain one: no other host reaches it.
+    """
+    own = host_secret(cfg, host_name)
+    if own == cfg.backup.password_secret or (not on_the_host(cfg) and not cfg.backup.shared_password):
+        return [own]
+    return [own, cfg.backup.password_secret]
+
+
+def _secret(name: str, cfg: KittyConfig) -> str | None:
     value = os.environ.get(name)
     if not value and cfg.stack.secrets_file:
         path = Path(cfg.stack.secrets_file)
         path = path if path.is_absolute() else Path.cwd() / path
         if path.exists():
             value = secrets.parse_dotenv(path.read_text(), str(path)).get(name)
-    if not value:
-        raise DeployError(
-            f"{host.name}: no restic password: set {name} in the environment or in "
-            f"kitty_stack.secrets_file (kitty_backup.password_secret)"
-        )
-    return value
+    return value or None
+
+
+def password(cfg: KittyConfig) -> str:
+    """The restic password, read on the controller; a missing one fails before anything runs."""
+    names = password_secrets(cfg, host.name)
+    for name in names:
+        value = _secret(name, cfg)
+        if value:
+            return value
+    why = (
+        f" (the repository {cfg.backup.repository} is not on this host: it takes this host's own password, "
+        "one per host, unless kitty_backup.shared_password is true)"
+        if len(names) == 1 and names[0] != cfg.backup.password_secret
+        else ""
+    )
+    raise DeployError(
+        f"{host.name}: no restic password: set {' or '.join(names)} in the environment or in "
+        f"kitty_stack.secrets_file (kitty_backup.password_secret){why}"
+    )
 
 
 def prepare(cfg: KittyConfig, plat: Platform) -> None:

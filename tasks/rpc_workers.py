@@ -193,7 +193,8 @@ def definition(view: placement.HostView, endpoint: str) -> dict:
     return {
         "host": view.name,
         "endpoint": endpoint,
-        "worker": view.cfg.rpc_worker.model_dump(mode="json"),
+        # The firewall's allow_from is not what the worker runs (tasks/firewall.py): no restart for it.
+        "worker": view.cfg.rpc_worker.model_dump(mode="json", exclude={"allow_from"}),
         "llama.cpp": [llama.git_url, llama.ref, llama.backend, llama.build_number, sorted(llama.cmake_options.items())]
         # Said only when chosen, so a worker defined before the setting existed keeps its definition.
         + ([llama.cpu] if llama.cpu != "auto" else []),

@@ -150,3 +150,33 @@ def test_an_s3_service_without_a_port_needs_an_endpoint():
     stack = {**hosts.DEFAULTS["kitty_stack"], "services": services}
     with pytest.raises(config.ConfigError, match="kitty_backup.s3_endpoint: kitty_stack.services.minio publishes"):
         config.load({**hosts.DEFAULTS, "kitty_stack": stack})
+
+
+# --- one repository password per host (issue 26, item 3) ----------------------------------------
+
+
+def test_each_host_takes_its_own_password_first_and_a_repository_elsewhere_only_its_own():
+    local = config.load({**hosts.DEFAULTS, "kitty_backup": {}})
+    assert restic.password_secrets(local, "studio2.local") == [
+        "KITTY_BACKUP_PASSWORD_STUDIO2_LOCAL",
+        "KITTY_BACKUP_PASSWORD",
+    ]
+    remote = config.load({**hosts.DEFAULTS, "kitty_backup": {"repository": "sftp:admin@laptop:/backups/kitty"}})
+    assert restic.password_secrets(remote, "studio2.local") == ["KITTY_BACKUP_PASSWORD_STUDIO2_LOCAL"]
+    shared = config.load(
+        {**hosts.DEFAULTS, "kitty_backup": {"repository": "sftp:admin@laptop:/backups/kitty", "shared_password": True}}
+    )
+    assert restic.password_secrets(shared, "studio2.local")[-1] == "KITTY_BACKUP_PASSWORD"
+
+
+def test_a_repository_off_the_host_refuses_the_shared_password(monkeypatch):
+    """Whoever holds a repository's password can write snapshots another host restores."""
+    remote = {"kitty_backup": {"repository": "sftp:admin@laptop:/backups/kitty"}}
+    no_file = {"kitty_stack": {**hosts.DEFAULTS["kitty_stack"], "secrets_file": None}}
+    with pytest.raises(
+        PyinfraError, match=r"set KITTY_BACKUP_PASSWORD_FAKE_KITTY in the environment .* not on this host"
+    ):
+        plan(linux(), data={**remote, **no_file}, deploy_file="backup.py")
+    monkeypatch.setenv("KITTY_BACKUP_PASSWORD_FAKE_KITTY", "own-password-canary")
+    result = plan(linux(), data={**remote, **no_file}, deploy_file="backup.py")
+    assert "own-password-canary" not in everything(result) and PASSWORD not in everything(result)
