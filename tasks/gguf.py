@@ -37,8 +37,22 @@ FIXED = {
 STRING, ARRAY = 8, 9
 
 
+# A hostile header must cost little to refuse. Real ones: a few dozen pairs, tokenizer arrays of
+# at most a few hundred thousand strings (Gemma 3: 262,144 tokens), never an array of arrays
+# (llama.cpp's gguf.cpp refuses one: "invalid GGUF type"; its keys are at most 65535 bytes).
+MAX_PAIRS = 1 << 16
+MAX_KEY = 65535
+# String array elements in all (fixed-size elements are skipped whole, without being counted).
+MAX_ITEMS = 1 << 22
+# Arrays hold values, never arrays: an array inside an array is refused.
+MAX_DEPTH = 1
+# A value kept (a per-layer shape key) is a list in memory: no longer than this.
+MAX_KEPT = 1 << 16
+
+
 class NotGGUF(ValueError):
-    """The bytes are not a GGUF file (an HTML error page, a truncated pointer, another format)."""
+    """The bytes are not a GGUF file (an HTML error page, a truncated pointer, another format,
+    or a header built to be expensive: any parse error is this, never another exception)."""
 
 
 class Truncated(Exception):
@@ -79,6 +93,7 @@ class Shape:
 class _Reader:
     def __init__(self, data: bytes, order: str):
         self.data, self.order, self.pos = data, order, 0
+        self.items = 0
 
     def take(self, size: int) -> bytes:
         end = self.pos + size
@@ -88,32 +103,80 @@ class _Reader:
         self.pos = end
         return chunk
 
+    def skip(self, size: int) -> None:
+        end = self.pos + size
+        if end > len(self.data):
+            raise Truncated(end)
+        self.pos = end
+
+    def skip_strings(self, count: int) -> None:
+        """`count` strings passed over (a tokenizer's vocabulary): lengths read, nothing decoded."""
+        data, pos, end = self.data, self.pos, len(self.data)
+        length_at = struct.Struct(self.order + "Q").unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise Truncated(pos + 8)
+            pos += 8 + length_at(data, pos)[0]
+        if pos > end:
+            raise Truncated(pos)
+        self.pos = pos
+
     def fixed(self, kind: int):
         fmt, size = FIXED[kind]
         return struct.unpack(self.order + fmt, self.take(size))[0]
 
-    def string(self) -> str:
+    def string(self, keep: bool = True) -> str | None:
         length = self.fixed(10)
+        if not keep:
+            self.skip(length)
+            return None
         return self.take(length).decode("utf-8", errors="replace")
 
-    def value(self, kind: int, keep: bool):
+    def count(self, more: int) -> None:
+        self.items += more
+        if self.items > MAX_ITEMS:
+            raise NotGGUF(f"not a GGUF file: more than {MAX_ITEMS} array elements in its header")
+
+    def value(self, kind: int, keep: bool, depth: int = 0):
         if kind in FIXED:
             return self.fixed(kind)
         if kind == STRING:
-            return self.string()
+            return self.string(keep)
         if kind == ARRAY:
+            if depth >= MAX_DEPTH:
+                raise NotGGUF(f"not a GGUF file: arrays nested deeper than {MAX_DEPTH} at byte {self.pos}")
             item_kind, count = self.fixed(4), self.fixed(10)
+            if keep and count > MAX_KEPT:
+                raise NotGGUF(f"not a GGUF file: an array of {count} elements where a few are expected")
             if item_kind in FIXED and not keep:
                 # Skipped without decoding: a tokenizer's scores are hundreds of thousands of floats.
-                self.take(FIXED[item_kind][1] * count)
+                self.skip(FIXED[item_kind][1] * count)
                 return None
-            items = [self.value(item_kind, keep) for _ in range(count)]
-            return items if keep else None
+            self.count(count)
+            if item_kind == STRING and not keep:
+                self.skip_strings(count)
+                return None
+            if not keep:
+                for _ in range(count):
+                    self.value(item_kind, False, depth + 1)
+                return None
+            return [self.value(item_kind, True, depth + 1) for _ in range(count)]
         raise NotGGUF(f"unknown GGUF value type {kind} at byte {self.pos}")
 
 
 def metadata(data: bytes, wanted=lambda key: True) -> dict:
-    """The header's key/value pairs whose key `wanted` accepts (others are skipped, not decoded)."""
+    """The header's key/value pairs whose key `wanted` accepts (others are skipped, not decoded).
+
+    `Truncated` when the prefix ends inside the header; `NotGGUF` for anything else that is wrong."""
+    try:
+        return _metadata(data, wanted)
+    except (Truncated, NotGGUF):
+        raise
+    except Exception as error:  # noqa: BLE001 -- whatever a hostile header provokes: not a GGUF file
+        raise NotGGUF(f"not a GGUF file: its header does not parse ({type(error).__name__}: {error})") from None
+
+
+def _metadata(data: bytes, wanted) -> dict:
     if len(data) < 4:
         raise Truncated(24)
     if data[:4] != MAGIC:
@@ -129,8 +192,12 @@ def metadata(data: bytes, wanted=lambda key: True) -> dict:
         raise NotGGUF(f"GGUF version {version} is not supported (2 and 3 are)")
     reader.fixed(10)  # tensor count
     pairs = reader.fixed(10)
+    if pairs > MAX_PAIRS:
+        raise NotGGUF(f"not a GGUF file: {pairs} key/value pairs (at most {MAX_PAIRS})")
     found = {}
     for _ in range(pairs):
+        if reader.pos + 8 <= len(data) and struct.unpack(order + "Q", data[reader.pos : reader.pos + 8])[0] > MAX_KEY:
+            raise NotGGUF(f"not a GGUF file: a key longer than {MAX_KEY} bytes at byte {reader.pos}")
         key = reader.string()
         kind = reader.fixed(4)
         keep = wanted(key)
@@ -155,17 +222,33 @@ SHAPE_KEYS = {
 
 
 def parse(data: bytes) -> Shape:
-    """The shape in a GGUF prefix; `Truncated` when more bytes are needed, `NotGGUF` when it is no GGUF."""
+    """The shape in a GGUF prefix; `Truncated` when more bytes are needed, `NotGGUF` when it is no GGUF
+    (a value of the wrong type where a shape key is expected included)."""
     values = metadata(data, _shape_key)
+    try:
+        return _shape(values)
+    except Exception as error:  # noqa: BLE001 -- a split count of "x", an infinite layer count...
+        raise NotGGUF(f"not a GGUF file: its shape keys do not parse ({type(error).__name__}: {error})") from None
+
+
+def _shape(values: dict) -> Shape:
     arch = values.get("general.architecture")
+    if arch is not None and not isinstance(arch, str):
+        raise TypeError(f"general.architecture is {type(arch).__name__}, not a string")
 
     def number(name: str) -> int | None:
         value = values.get(f"{arch}.{name}")
         if isinstance(value, list):
             value = max(value) if value else None
-        return int(value) if isinstance(value, (int, float)) and value else None
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value:
+            return None
+        if value < 0:
+            raise ValueError(f"{arch}.{name} is {value}")
+        return int(value)
 
     split = values.get("split.count")
+    if split is not None and (isinstance(split, (str, list, bool)) or int(split) < 0):
+        raise ValueError(f"split.count is {split!r}")
     return Shape(
         architecture=arch,
         block_count=number("block_count"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import struct
+import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -114,3 +116,76 @@ def test_the_real_tiny_model_from_its_first_two_megabytes():
     shape = gguf.parse(prefix)
     assert (shape.architecture, shape.block_count, shape.head_count_kv, shape.head_dim) == ("llama", 30, 3, 64)
     assert shape.context_length == 8192 and shape.split_count is None
+
+
+# --- hostile headers: any of them is "not a GGUF file", refused fast and small (issue 26, item 7) ------
+
+
+def _nested(depth: int) -> bytes:
+    """An array of an array of ... of nothing, `depth` deep (RecursionError before the depth cap)."""
+    body = struct.pack("<IQ", 4, 0)
+    for _ in range(depth - 1):
+        body = struct.pack("<IQ", gguf.ARRAY, 1) + body
+    return body
+
+
+def _raw(key: str, kind: int, body: bytes) -> bytes:
+    return _string(key) + struct.pack("<I", kind) + body
+
+
+def _gguf(*pairs: bytes, count: int | None = None) -> bytes:
+    return b"GGUF" + struct.pack("<IQQ", 3, 0, len(pairs) if count is None else count) + b"".join(pairs)
+
+
+HOSTILE = {
+    "arrays nested 5000 deep": _gguf(_raw("x", gguf.ARRAY, _nested(5000))),
+    "an array inside an array": _gguf(_raw("x", gguf.ARRAY, _nested(2))),
+    "a split count that is a string": _gguf(_pair("split.count", gguf.STRING, "x")),
+    "a split count below zero": _gguf(_pair("split.count", 11, -2)),
+    "a layer count that is NaN": _gguf(
+        _pair("general.architecture", gguf.STRING, "llama"), _pair("llama.block_count", 12, float("nan"))
+    ),
+    "an infinite context": _gguf(
+        _pair("general.architecture", gguf.STRING, "llama"), _pair("llama.context_length", 12, float("inf"))
+    ),
+    "an architecture that is a number": _gguf(_pair("general.architecture", 4, 7)),
+    "a billion strings announced": _gguf(_raw("tokenizer.ggml.tokens", gguf.ARRAY, struct.pack("<IQ", 8, 10**9))),
+    "a kept array of a million numbers": _gguf(
+        _pair("general.architecture", gguf.STRING, "llama"),
+        _raw("llama.attention.head_count_kv", gguf.ARRAY, struct.pack("<IQ", 4, 10**6) + b"\0" * (4 * 10**6)),
+    ),
+    "a million key/value pairs announced": _gguf(count=10**6),
+    "a key of 4 GB announced": b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1 << 32),
+    "an unknown value type": _gguf(_raw("x", 99, b"")),
+}
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_header_is_not_a_gguf_file_refused_fast_and_small(name):
+    data = HOSTILE[name] + b"\0" * 64
+    tracemalloc.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(gguf.NotGGUF, match="not a GGUF file|not supported|unknown GGUF value type"):
+            gguf.read_shape(lambda start, end: data[start:end])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert time.monotonic() - started < 2.0
+    assert peak < len(data) + (8 << 20)
+
+
+def test_a_real_sized_vocabulary_is_still_read_quickly():
+    """300,000 tokens (more than any tokenizer llama.cpp ships) are skipped, never decoded."""
+    tokens = _string("tokenizer.ggml.tokens") + struct.pack("<IIQ", gguf.ARRAY, gguf.STRING, 300_000)
+    tokens += b"".join(_string(f"t{i}") for i in range(300_000))
+    data = b"GGUF" + struct.pack("<IQQ", 3, 0, len(QWEN) + 1) + tokens + b"".join(_pair(*p) for p in QWEN)
+    started = time.monotonic()
+    assert gguf.parse(data).block_count == 80
+    assert time.monotonic() - started < 2.0
+
+
+def test_strings_past_the_item_cap_are_refused():
+    data = _gguf(_raw("tokenizer.ggml.tokens", gguf.ARRAY, struct.pack("<IQ", gguf.STRING, gguf.MAX_ITEMS + 1)))
+    with pytest.raises(gguf.NotGGUF, match="array elements"):
+        gguf.parse(data + struct.pack("<Q", 0) * 16)
