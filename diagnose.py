@@ -1,9 +1,10 @@
 """The manual's troubleshooting chapter as one read-only command.
 
-pyinfra inventory.py diagnose.py [--data diagnose_bundle=reports/kitty-support.tar.gz]
+pyinfra inventory.py diagnose.py [--data diagnose_bundle=reports/support/kitty-support.tar.gz]
 
 Prints every finding with the manual's remedy; changes nothing on the host. With diagnose_bundle, also
-writes a support bundle on the controller: the findings and log tails, every secret value redacted.
+writes a support bundle on the controller: the findings and log tails, every secret value redacted,
+0600 in a folder only its owner can enter (made 0700 when missing; one open to others is refused).
 """
 
 from pyinfra import host

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import re
+import secrets as secrets_module
 import shlex
 import tarfile
 import time
@@ -26,7 +28,7 @@ from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.server import Home
 
-from tasks import api_keys, compose, layout, runtime, secrets
+from tasks import api_keys, compose, layout, restic, runtime, secrets
 from tasks.config import SECRET_NAME, KittyConfig
 from tasks.platform import Platform
 
@@ -211,24 +213,97 @@ def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
 # --- secrets never leave ---------------------------------------------------------------------------
 
 REDACTED = "***redacted***"
-_ASSIGNMENT = re.compile(r"\b([A-Za-z_][A-Za-z0-9_]*)(\s*[=:]\s*)(\S+)")
-_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+# A name that says its value is a secret: the schema's rule (config.SECRET_NAME) and the usual
+# others. A name for where a secret is kept (API_KEY_FILE, --api-key-file) is not one.
+_SECRET_NAME = re.compile(rf"{SECRET_NAME.pattern}|PASS|PWD|AUTH|COOKIE|SESSION|PRIVATE|SIGNATURE|SALT", re.I)
+_A_PATH = re.compile(r"[_-](FILE|PATH|DIR)$", re.I)
+# A value: a quoted string (spaces and escaped quotes included) or a word.
+_QUOTED = r'"(?:[^"\\\n]|\\.)*"|\'[^\'\n]*\''
+_VALUE = rf"(?:{_QUOTED}|[^\s\"',;&]+)"
+_PATTERNS: list[tuple[re.Pattern, object]] = [
+    # A private key, whole.
+    (
+        re.compile(r"-----BEGIN ([A-Z ]*)PRIVATE KEY-----.*?(?:-----END \1PRIVATE KEY-----|\Z)", re.S),
+        lambda m: f"-----BEGIN {m.group(1)}PRIVATE KEY----- {REDACTED}",
+    ),
+    # HTTP credentials, any scheme (Bearer, Basic, Digest, a bare key): the rest of the header.
+    (
+        re.compile(
+            r"\b((?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)(?:(Bearer|Basic|Token|Digest|ApiKey)\s+)?"
+            r"([^\"'\n]+)",
+            re.I,
+        ),
+        lambda m: m.group(1) + (m.group(2) + " " if m.group(2) else "") + REDACTED,
+    ),
+    (re.compile(r"\b((?:set-)?cookie[\"']?\s*[:=]\s*[\"']?)([^\"'\n]+)", re.I), lambda m: m.group(1) + REDACTED),
+    (re.compile(r"\b(Bearer|Basic)(\s+)[A-Za-z0-9._~+/=-]{6,}"), lambda m: m.group(1) + m.group(2) + REDACTED),
+    # A URL's userinfo password: postgres://user:PASSWORD@host, redis://:PASSWORD@host.
+    (
+        re.compile(r"\b([A-Za-z][A-Za-z0-9+.-]*://[^\s/@:\"']*):([^\s/@\"']*)@"),
+        lambda m: f"{m.group(1)}:{REDACTED}@",
+    ),
+    # JSON: "api_key": "value", "password": 1234.
+    (
+        re.compile(r'("([^"\\\n]*)"\s*:\s*)("(?:[^"\\\n]|\\.)*"|[^\s,}\]]+)'),
+        lambda m: f'{m.group(1)}"{REDACTED}"' if _secret(m.group(2), m.group(3)) else m.group(0),
+    ),
+    # A command line's option and its value: --api-key VALUE, --hf-token=VALUE.
+    (
+        re.compile(rf"(?<![\w-])(--?[A-Za-z][\w-]*)(=|[ \t]+)({_VALUE})"),
+        lambda m: _named(m),
+    ),
+    # NAME=value, NAME: value (a .env, a shell, a log, YAML); a quoted value whole, spaces and all.
+    (
+        re.compile(rf"\b([A-Za-z_][A-Za-z0-9_.-]*)([ \t]*=[ \t]*)({_VALUE})"),
+        lambda m: _named(m),
+    ),
+    (
+        re.compile(rf"\b([A-Za-z_][A-Za-z0-9_.-]*)([ \t]*:[ \t]+)({_QUOTED}|[^\n,;}}]+)"),
+        lambda m: _named(m),
+    ),
+    # Well-known key shapes, whatever names them: OpenAI/Anthropic sk-..., Hugging Face hf_...,
+    # GitHub ghp_/gho_/github_pat_..., Slack xox.-..., AWS access key ids.
+    (
+        re.compile(
+            r"\b(?:sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|gh[pousr]_[A-Za-z0-9]{20,}|"
+            r"github_pat_[A-Za-z0-9_]{20,}|xox[abprs]-[A-Za-z0-9-]{10,}|AKIA[0-9A-Z]{16})\b"
+        ),
+        lambda m: REDACTED,
+    ),
+]
+
+
+def _named(m: re.Match) -> str:
+    """NAME, separator, value: the value redacted when the name says secret. A scheme already
+    followed by its redacted credentials (`authorization=Token ***redacted***`) stays."""
+    if not _secret(m.group(1), m.group(3)) or m.string.startswith(f" {REDACTED}", m.end()):
+        return m.group(0)
+    return m.group(1) + m.group(2) + REDACTED
+
+
+def _secret(name: str, value: str) -> bool:
+    """A value to redact: named as a secret (not as where one is kept), and not redacted already."""
+    name, value = name.strip("-\"'"), value.strip("\"' ")
+    done = value == REDACTED or re.fullmatch(rf"\w+ {re.escape(REDACTED)}", value)
+    return bool(_SECRET_NAME.search(name)) and not _A_PATH.search(name) and not done
 
 
 def redact(text: str, known: list[str]) -> str:
-    """Every known secret value, every NAME=value whose name looks secret, every bearer token."""
+    """Every secret value the controller knows, then whatever looks like one without being known:
+    credentials in a header, a URL, a JSON field, a command line option or a NAME=value whose name
+    says secret (a quoted value whole), a private key, a well-known token shape."""
     for value in sorted((v for v in known if v), key=len, reverse=True):
         text = text.replace(value, REDACTED)
-    text = _BEARER.sub(lambda m: m.group(1) + REDACTED, text)
-    return _ASSIGNMENT.sub(
-        lambda m: m.group(0) if not SECRET_NAME.search(m.group(1)) else m.group(1) + m.group(2) + REDACTED, text
-    )
+    for pattern, replace in _PATTERNS:
+        text = pattern.sub(replace, text)
+    return text
 
 
-def known_secrets(cfg: KittyConfig) -> list[str]:
-    """Every secret value the deploy knows on the controller: the stack's secrets, the backup password and
-    the model servers' API keys."""
-    names = [*cfg.stack.secrets, cfg.backup.password_secret]
+def known_secrets(cfg: KittyConfig, host_name: str | None = None) -> list[str]:
+    """Every secret value the deploy knows on the controller: the stack's secrets, the backup password
+    (this host's own and the shared one) and the model servers' API keys."""
+    backup = restic.password_secrets(cfg, host_name) if host_name else []
+    names = [*cfg.stack.secrets, cfg.backup.password_secret, *backup]
     values = secrets.secret_values(cfg.stack.model_copy(update={"secrets": names}))
     return [*values.values(), *api_keys.env_secrets(cfg).values()]
 
@@ -244,17 +319,41 @@ def _redact_tree(value, known: list[str]):
 
 
 def bundle(findings: list[Finding], facts: dict, known_secrets: list[str], path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    """A tarball of the findings and facts, secrets redacted, written 0600 in a folder only its
+    owner can enter (0700): it holds log tails, and prompts are in them. A folder that is there
+    and open to others is refused (name a new one: it is made 0700)."""
+    folder = path.parent
+    if not folder.exists():
+        folder.mkdir(mode=0o700, parents=True)
+        folder.chmod(0o700)
+    info = folder.stat()
+    if not folder.is_dir() or info.st_mode & 0o077 or info.st_uid != os.geteuid():
+        raise BundleRefused(
+            f"{folder} is open to others (mode {info.st_mode & 0o777:04o}) or not yours: the support bundle "
+            "holds log tails (prompts among them) and goes only in a folder of your own that only you can "
+            f"enter: chmod 700 {folder}, or name a new folder (it is made 0700)"
+        )
     # Redacted string by string, before JSON escapes a value (a secret holding a quote or a backslash
     # would no longer match after).
     tree = _redact_tree({"findings": [asdict(f) for f in findings], "facts": facts}, known_secrets)
     report = json.dumps(tree, indent=2, default=str)
-    with tarfile.open(path, "w:gz") as tar:
-        data = report.encode()
-        info = tarfile.TarInfo("diagnose/findings.json")
-        info.size, info.mtime = len(data), int(time.time())
-        tar.addfile(info, io.BytesIO(data))
+    data = report.encode()
+    # A new 0600 file beside it, renamed over it: a link at `path` is replaced, never written through.
+    tmp = folder / f".{path.name}.{os.getpid()}.{secrets_module.token_hex(4)}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
+    try:
+        with os.fdopen(fd, "wb") as out, tarfile.open(fileobj=out, mode="w:gz") as tar:
+            member = tarfile.TarInfo("diagnose/findings.json")
+            member.size, member.mtime, member.mode = len(data), int(time.time()), 0o600
+            tar.addfile(member, io.BytesIO(data))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
+
+
+class BundleRefused(Exception):
+    """The bundle's folder is not private: nothing written."""
 
 
 # --- on the host -----------------------------------------------------------------------------------
@@ -345,8 +444,12 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     for line in report_lines(findings):
         host.log(line, logger.warning if findings else logger.info)
     if bundle_to:
-        where = bundle(findings, facts, known_secrets(cfg), Path(bundle_to))
-        host.log(f"support bundle (secret values redacted): {where}", logger.info)
+        try:
+            where = bundle(findings, facts, known_secrets(cfg, host.name), Path(bundle_to))
+        except BundleRefused as refused:
+            host.log(f"diagnose: no support bundle: {refused}", logger.error)
+            return False
+        host.log(f"support bundle (secret values redacted, 0600): {where}", logger.info)
     # Like the converge's health table: a fault makes the command exit non-zero, so a script
     # (or a monitor) running diagnose can tell a sound host from one that is not. The last
     # line says so, telling these findings from a diagnose that itself broke.

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import copy
 import tarfile
 
-from tasks import diagnose
-from tests.plan.harness import simulated_platform
+import pytest
+
+from tasks import config, diagnose
+from tests.plan.harness import group_data, simulated_platform
 
 LINUX = simulated_platform("linux", "admin", "x86_64")
 MAC = simulated_platform("macos", "admin", "arm64")
+DEFAULTS = group_data()
 FILES_OK = {"m/a.gguf": {"exists": True, "size": 10, "mtime": 5, "stamp": {"sha256": "x", "size": 10, "mtime": 5}}}
 CANARY = "sk-canary-7f3a9c21d0"
 
@@ -120,3 +124,89 @@ def test_a_missing_env_file_or_server_key_fails_a_missing_stack_secret_is_only_r
     (key,) = diagnose.env_findings("/k/.env", present, ["POSTGRES_PASSWORD"], ["LLAMACPP_Q4_API_KEY"])
     assert "LLAMACPP_Q4_API_KEY" in key.problem and key.fails
     assert diagnose.env_findings("/k/.env", present, ["POSTGRES_PASSWORD"], []) == []
+
+
+# --- redaction of secrets the code was not told about (the known list is empty) ---------------
+
+UNKNOWN = [
+    # (text as a log or a fact has it, what the bundle must hold instead)
+    ("Authorization: Basic dXNlcjpjYW5hcnktYmFzaWM=", "Authorization: Basic ***redacted***"),
+    ("proxy-authorization: Bearer canary-bearer-77", "proxy-authorization: Bearer ***redacted***"),
+    ("authorization: canary-bare-key", "authorization: ***redacted***"),
+    ("headers authorization=Token canary-tok-12", "headers authorization=Token ***redacted***"),
+    ('-H "Authorization: Bearer canary-curl-1"', '-H "Authorization: Bearer ***redacted***"'),
+    ("sent Bearer canary-anywhere-99 upstream", "sent Bearer ***redacted*** upstream"),
+    ('{"api_key": "canary json 1", "model": "q4"}', '{"api_key": "***redacted***", "model": "q4"}'),
+    ('{"password":"can\\"ary-2","user":"bob"}', '{"password":"***redacted***","user":"bob"}'),
+    ('{"db_pass": 12345678, "port": 5432}', '{"db_pass": "***redacted***", "port": 5432}'),
+    ("llama-server --api-key canary-space-3 --port 8083", "llama-server --api-key ***redacted*** --port 8083"),
+    ("llama-server --api-key=canary-eq-4 --host x", "llama-server --api-key=***redacted*** --host x"),
+    ("hf download --token 'canary quoted 5' repo", "hf download --token ***redacted*** repo"),
+    ("--api-key-file /opt/kitty/keys/q4.key", "--api-key-file /opt/kitty/keys/q4.key"),
+    (
+        "DATABASE_URL=postgres://kitty:canary-pg-6@db:5432/kitty",
+        "DATABASE_URL=postgres://kitty:***redacted***@db:5432/kitty",
+    ),
+    ("connecting to redis://:canary-redis-7@redis:6379/0", "connecting to redis://:***redacted***@redis:6379/0"),
+    ("ADMIN_PASSWORD='canary two words' next", "ADMIN_PASSWORD=***redacted*** next"),
+    ('SECRET_TOKEN="canary \\"three\\" words" tail', "SECRET_TOKEN=***redacted*** tail"),
+    ("OPENAI_API_KEY=canary-env-8", "OPENAI_API_KEY=***redacted***"),
+    ("password: canary yaml words", "password: ***redacted***"),
+    ("X-Api-Key: canary-header-9", "X-Api-Key: ***redacted***"),
+    ("Set-Cookie: session=canary-cookie-10; Path=/", "Set-Cookie: ***redacted***"),
+    ("key sk-canaryAbCdEf0123456789xyz in a line", "key ***redacted*** in a line"),
+    ("hf_canaryABCDEFGHIJKLMNOPQRST", "***redacted***"),
+    (
+        "-----BEGIN OPENSSH PRIVATE KEY-----\ncanary-pem-11\n-----END OPENSSH PRIVATE KEY-----\nafter",
+        "-----BEGIN OPENSSH PRIVATE KEY----- ***redacted***\nafter",
+    ),
+    # What must stay: nothing secret in it.
+    ("error: connection refused at 10:00", "error: connection refused at 10:00"),
+    ("https://example.org/a and ssh://git@github.com/o/r", "https://example.org/a and ssh://git@github.com/o/r"),
+    ("--port 8083 --ctx-size 4096 MODEL=q4", "--port 8083 --ctx-size 4096 MODEL=q4"),
+]
+
+
+def test_each_kind_of_secret_is_redacted_without_being_known():
+    """Every pattern does its own work: the known list is empty, and the result is exact (a pattern
+    that redacts too little leaves a canary; one that redacts too much changes the text that stays)."""
+    for text, expected in UNKNOWN:
+        assert diagnose.redact(text, []) == expected, text
+
+
+def test_the_bundle_holds_none_of_the_unknown_secrets_and_is_private(tmp_path):
+    facts = {"log_tail": "\n".join(text for text, _ in UNKNOWN)}
+    path = diagnose.bundle([], facts, [], tmp_path / "support" / "b.tar.gz")
+    with tarfile.open(path) as tar:
+        text = tar.extractfile("diagnose/findings.json").read().decode()
+    assert "canary" not in text
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    assert [p.name for p in path.parent.iterdir()] == ["b.tar.gz"]
+
+
+def test_the_bundle_refuses_a_folder_others_can_enter_and_replaces_a_link(tmp_path):
+    shared = tmp_path / "shared"
+    shared.mkdir(mode=0o755)
+    shared.chmod(0o755)
+    with pytest.raises(diagnose.BundleRefused, match=f"{shared} is open to others"):
+        diagnose.bundle([], {}, [], shared / "b.tar.gz")
+    assert list(shared.iterdir()) == []
+    private = tmp_path / "private"
+    private.mkdir(mode=0o700)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched\n")
+    (private / "b.tar.gz").symlink_to(elsewhere)
+    path = diagnose.bundle([], {}, [], private / "b.tar.gz")
+    assert not path.is_symlink() and elsewhere.read_text() == "untouched\n"
+
+
+def test_known_secrets_hold_the_servers_api_keys_and_this_hosts_backup_password(tmp_path, monkeypatch):
+    monkeypatch.setenv("KITTY_KEYS_DIR", str(tmp_path / "keys"))
+    monkeypatch.setenv("KITTY_BACKUP_PASSWORD_STUDIO2_LOCAL", "own-backup-canary")
+    data = copy.deepcopy(DEFAULTS)
+    data["kitty_servers"]["q4"] = {**data["kitty_servers"]["q4"], "host": "10.0.0.5", "api_key_file": "/opt/k/q4.key"}
+    data["kitty_stack"] = {**data["kitty_stack"], "secrets_file": None}
+    cfg = config.load(data)
+    known = diagnose.known_secrets(cfg, "studio2.local")
+    key = (tmp_path / "keys" / "q4.key").read_text().strip()
+    assert key in known and "own-backup-canary" in known
