@@ -125,7 +125,7 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
     if not todo:
         return {}
 
-    _refuse_unpinned(cfg, todo)
+    _refuse_unpinned(cfg, todo, states)
     _preflight_disk(cfg, todo, states)
     files.directory(name="models folder", path=models_dir, user=plat.user, _sudo=plat.sudo)
     # hf's cache and token live here (HF_HOME); on Linux the CLI's venv too.
@@ -196,13 +196,31 @@ def _report_verification(cfg: KittyConfig, wanted: list[Wanted], states: dict, t
         )
 
 
-def _refuse_unpinned(cfg: KittyConfig, todo: list[Wanted]) -> None:
+def _refuse_unpinned(cfg: KittyConfig, todo: list[Wanted], states: dict) -> None:
+    """Refuse, before any download, what is not pinned by commit AND content.
+
+    A commit says where the file comes from, not what it holds: without a sha256 (from the lock,
+    or the stamp of a copy verified before) any bytes that start with GGUF would be accepted and
+    stamped good. The lock is the reviewed source of the hashes (lock_models.py writes them from
+    the Hub's LFS records); a hash read from the Hub at download time would come from the very
+    server whose bytes it is meant to check.
+    """
     unpinned = sorted({w.model_name for w in todo if not w.model.pinned})
     if unpinned and not cfg.model_policy.allow_unpinned:
         raise DeployError(
             f"{host.name}: refusing to download models whose revision is not pinned: {', '.join(unpinned)}.\n"
             "  Lock them (`python lock_models.py`, with kitty_model_policy.lock_file set), pin a commit sha "
             "in kitty_models.<name>.revision, or accept what the wanted revision holds today with "
+            "--data allow_unpinned_models=true"
+        )
+    unhashed = [w for w in todo if w.model.pinned and not expected_sha256(w, states.get(w.rel))]
+    if unhashed and not cfg.model_policy.allow_unpinned:
+        raise DeployError(
+            f"{host.name}: refusing to download model files with no sha256 to check them against: "
+            f"{', '.join(w.rel for w in unhashed)}.\n"
+            "  Their commit is pinned, their content is not: any file starting with GGUF would be accepted. "
+            "Lock their hashes (`python lock_models.py` with Hub access looks them up at the locked commit; "
+            "review the diff), give kitty_models.<name>.files[].sha256, or accept unchecked content with "
             "--data allow_unpinned_models=true"
         )
 

@@ -137,8 +137,20 @@ def test_unpinned_revisions_are_refused_unless_allowed():
         plan(linux_missing(HERMES), data={"allow_unpinned_models": False})
 
 
-def test_a_locked_model_needs_no_allow_unpinned():
-    assert fetches(plan(linux_missing(F16_SHARDS[0]), data={"allow_unpinned_models": False})) == [F16_SHARDS[0]]
+def test_a_model_locked_with_its_sha256_needs_no_allow_unpinned(tmp_path):
+    lock = _lock_with_hermes(tmp_path, size=4920734016, sha256="ab" * 32)
+    data = {
+        "allow_unpinned_models": False,
+        "kitty_model_policy": {**hosts.DEFAULTS["kitty_model_policy"], "lock_file": str(lock)},
+    }
+    assert fetches(plan(linux_missing(HERMES), data=data)) == [HERMES]
+
+
+def test_a_commit_without_a_sha256_is_refused_unless_unpinned_downloads_are_allowed():
+    """The shipped lock's F16 entry: a commit, no sha256. Any bytes starting with GGUF would pass."""
+    with pytest.raises(PyinfraError, match=f"no sha256 to check them against: .*{F16_SHARDS[0]}"):
+        plan(linux_missing(F16_SHARDS[0]), data={"allow_unpinned_models": False})
+    assert fetches(plan(linux_missing(F16_SHARDS[0]), data={"allow_unpinned_models": True})) == [F16_SHARDS[0]]
 
 
 def _hashed(**lines_by_rel) -> dict:
@@ -233,3 +245,14 @@ def test_the_hf_token_goes_to_a_0600_file_and_never_into_a_command(monkeypatch):
     assert "'KITTY_AUTH_HEADER_FILE': '/opt/kitty/hf/auth-header'" in fetch
     everything = result.commands + [command for command, _ in result.executed]
     assert not [command for command in everything if token in command]
+
+
+def test_a_file_with_no_pinned_sha256_is_fetched_again_against_its_stamps_hash():
+    """No sha256 in the lock, but a copy was verified before: its stamp's hash checks the new download."""
+    first, flipped = "1" * 64, "2" * 64
+    rel = F16_SHARDS[0]
+    line = f"{rel}|40000000000 {inference_facts.MTIME}|{first} 40000000000 {inference_facts.MTIME}|{flipped}"
+    result = plan(_hashed(**{rel: line}), data={"verify_models": "full", "allow_unpinned_models": False})
+    assert fetches(result) == [rel]
+    (command,) = result.op(f"Fetch {rel}").commands
+    assert f" {first} - curl" in command
