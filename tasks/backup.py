@@ -5,7 +5,7 @@
                off, and when AOF is on (restore.py then rebuilds the AOF from the RDB)
     s3-<bucket>.tar   every bucket of the S3 store (MinIO), copied through its S3 API by rclone
                on the host (progress every 5 s), one tar per bucket; keys from the app's .env
-    .env       the app's, as it is (stored encrypted; never printed)
+    .env       the app's, as it is, read as its owner (stored encrypted; never printed); a link refused
     record     what this data belongs to: the app's commit, the llama.cpp build, group data's pins
     manifest   every part with its size and sha256 (restore checks them before it touches anything)
 
@@ -78,6 +78,8 @@ def script_env(cfg: KittyConfig, plat: Platform, tag: str) -> dict[str, str]:
         "PG_SERVICE": backup.postgres_service if backup.postgres_service in services else "",
         "REDIS_SERVICE": backup.redis_service if backup.redis_service in services else "",
         "ENV_FILE": secrets.env_path(cfg),
+        # The .env is read as its owner, never as root (templates/backup-s3-client.sh).
+        "ENV_OWNER": cfg.paths.service_user or plat.user,
         "KITTY_ROOT": cfg.paths.kitty_root,
         "LLAMA_ROOT": llamacpp.root(cfg),
         "DEPLOYED": deployed_record(cfg),

@@ -6,7 +6,7 @@
 #   a running Redis loses it: Redis saves its memory over it when it stops); with AOF on, the
 #   AOF rebuilt from that RDB first (Redis loads its AOF at start and ignores the RDB)
 #   -> every bucket of the S3 store synced back through its S3 API and compared (rclone check)
-#   -> .env (0600) -> the whole stack started, waited for healthy.
+#   -> .env (0600, written by its owner) -> the whole stack started, waited for healthy.
 # Environment: WORK COMPOSE PG_SERVICE REDIS_SERVICE WRITERS ENV_FILE ENV_OWNER TIMEOUT
 #   S3_SERVICE S3_ENDPOINT S3_ACCESS_KEY_SECRET S3_SECRET_KEY_SECRET S3_BWLIMIT (backup-take.sh)
 # Output: progress, then `row<TAB>what<TAB>result` lines.
@@ -24,6 +24,9 @@ trap 'exit 1' HUP INT TERM
 
 # shellcheck disable=SC2086 # COMPOSE is a command line of quote-free words (tasks/compose.py)
 compose() { $COMPOSE "$@"; }
+
+# A .env that is a link is refused before anything on the host changes.
+if [ -f "$parts/app.env" ]; then env_not_a_link; fi
 
 # The datastores up first: after a lost volume they start empty, ready to be filled.
 # shellcheck disable=SC2086 # a list of service names
@@ -142,13 +145,23 @@ if [ -n "$S3_ENDPOINT" ] && ls "$parts"/s3-*.tar >/dev/null 2>&1; then
 fi
 
 if [ -f "$parts/app.env" ]; then
-    dir=$(dirname "$ENV_FILE")
-    tmp=$(mktemp "$dir/.env.restore.XXXXXX")
-    cat "$parts/app.env" >"$tmp"
-    chmod 600 "$tmp"
-    chown "$ENV_OWNER" "$tmp"
-    mv -f "$tmp" "$ENV_FILE"
-    row ".env" "restored (0600, contents not shown)"
+    env_not_a_link
+    # Written by its owner (as_env_owner), as the deploy writes it (tasks/operations.py,
+    # secret_file): into a new 0600 file beside it, renamed over it. Root never chmods or
+    # chowns a name in that folder (its owner could swap it for a link to /etc/passwd between
+    # two steps); rename replaces a link rather than following it.
+    # shellcheck disable=SC2016 # expanded by the owner's shell
+    as_env_owner sh -c '
+        set -eu
+        umask 077
+        dest=$1
+        tmp=$(mktemp "${dest%/*}/.env.restore.XXXXXX")
+        trap '"'"'rm -f "$tmp"'"'"' EXIT
+        cat >"$tmp"
+        chmod 600 "$tmp"
+        if [ -L "$dest" ]; then echo "$dest is a symbolic link: refused" >&2; exit 1; fi
+        mv -f "$tmp" "$dest"' sh "$ENV_FILE" <"$parts/app.env" || fail "could not write $ENV_FILE as $ENV_OWNER"
+    row ".env" "restored (0600, written as $ENV_OWNER, contents not shown)"
 fi
 
 echo "starting the stack and waiting for its health"

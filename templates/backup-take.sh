@@ -5,7 +5,7 @@
 # size and sha256, then stored by `restic backup`, which writes its snapshot last: a
 # backup killed before that leaves no snapshot. Retention runs only after a snapshot.
 #
-# Environment: STAGE COMPOSE PG_SERVICE REDIS_SERVICE ENV_FILE KITTY_ROOT LLAMA_ROOT
+# Environment: STAGE COMPOSE PG_SERVICE REDIS_SERVICE ENV_FILE ENV_OWNER KITTY_ROOT LLAMA_ROOT
 #   DEPLOYED (JSON: what group data pins) TAG TIMEOUT KEEP (restic forget's keep flags)
 #   SAFETY (1: restore.py's safety backup)
 #   S3_SERVICE S3_ENDPOINT (empty: no buckets) S3_ACCESS_KEY_SECRET S3_SECRET_KEY_SECRET
@@ -110,8 +110,11 @@ if [ -n "$S3_ENDPOINT" ] && running "$S3_SERVICE"; then
     done
 fi
 
+env_not_a_link
 if [ -f "$ENV_FILE" ]; then
-    cp "$ENV_FILE" "$STAGE/app.env"
+    # Read by its owner (as_env_owner), never by root: a link swapped in after the check above
+    # reaches only what that account can read, never a root-only file into the backup.
+    as_env_owner cat -- "$ENV_FILE" >"$STAGE/app.env" || fail "could not read $ENV_FILE as $ENV_OWNER"
     chmod 600 "$STAGE/app.env"
     row ".env" "copied (contents not shown)"
 fi
