@@ -7,6 +7,7 @@ from pyinfra import host
 
 from tasks import (
     api_keys,
+    firewall,
     host_config,
     images,
     llamacpp,
@@ -15,6 +16,7 @@ from tasks import (
     memory_budget,
     metrics,
     models,
+    parent_folders,
     platform,
     prerequisites,
     rpc_workers,
@@ -34,6 +36,9 @@ install_fact_cache()
 cfg = host_config.load(host)
 plat = platform.detect()
 
+# The models and the app live where nobody but root and the admin can swap what is in the folders above.
+parent_folders.check(cfg, plat, host.groups)
+
 # Servers that cannot fit in the Mac's GPU memory fail here, before any download or restart.
 if "inference" in host.groups:
     memory_budget.check(cfg, plat)
@@ -49,6 +54,10 @@ service_account.ensure(cfg, plat)
 
 # Every log in the logs folder rotated by newsyslog / logrotate, without stopping anything.
 logs.rotate(cfg, plat)
+
+# A port beyond loopback answers only the hosts that use it (nftables / pf), before any
+# server or worker listens there; removed here with the last such server.
+firewall.converge(cfg, plat)
 
 if "inference" in host.groups:
     llamacpp.build(cfg, plat)

@@ -9,7 +9,11 @@ runs the server and the app that calls it agree. It reaches:
 
 - the server's host: `api_key_file`, mode 0600, owned by the account the
   server runs as, written by operations.secret_file (never in pyinfra's output,
-  a plist, a unit or a command line); llama-server reads it with `--api-key-file`;
+  a plist, a unit or a command line); llama-server reads it with `--api-key-file`.
+  The deploy makes and owns one folder for keys, `<opt_dir>/keys` (0700, the
+  server's account): a key file anywhere else goes into a folder that must already
+  exist, and that folder is never created, chmodded or chowned (a key at
+  `/opt/kitty/q4.key` would otherwise hand the service account `/opt/kitty`);
 - the application's `.env`: `LLAMACPP_<NAME>_API_KEY` (tasks/secrets.py), a secret.
 
 The keys folder is `.kitty-keys` in the directory pyinfra runs in, or
@@ -22,7 +26,10 @@ import os
 import secrets
 from pathlib import Path
 
+from pyinfra import host
 from pyinfra.api import deploy
+from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.files import Directory
 from pyinfra.operations import files
 
 from tasks import layout, operations
@@ -73,6 +80,11 @@ def env_secrets(cfg: KittyConfig, folder: Path | None = None) -> dict[str, str]:
     return {f"LLAMACPP_{service_env_name(name)}_API_KEY": controller_key(name, folder) for name in keyed}
 
 
+def own_folder(cfg: KittyConfig) -> str:
+    """The one folder of keys the deploy makes and owns on a host."""
+    return f"{cfg.paths.opt_dir.rstrip('/')}/keys"
+
+
 @deploy("API keys of the model servers")
 def install(cfg: KittyConfig, plat: Platform) -> None:
     """Each keyed server's key at its `api_key_file`, 0600, owned by the account the server runs as."""
@@ -80,14 +92,21 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
     for name, srv in keyed_servers(cfg).items():
         folder = srv.api_key_file.rpartition("/")[0] or "/"
-        files.directory(
-            name=f"Folder of server {name}'s API key",
-            path=folder,
-            user=owner,
-            mode="700",
-            present=True,
-            _sudo=plat.sudo,
-        )
+        if folder == own_folder(cfg):
+            files.directory(
+                name=f"Folder of server {name}'s API key",
+                path=folder,
+                user=owner,
+                mode="700",
+                present=True,
+                _sudo=plat.sudo,
+            )
+        elif not host.get_fact(Directory, path=folder, _sudo=plat.sudo):
+            raise DeployError(
+                f"{host.name}: kitty_servers.{name}.api_key_file: its folder {folder} does not exist. The deploy "
+                f"makes and changes only its own keys folder, {own_folder(cfg)} (the default): a key elsewhere "
+                f"goes into a folder you made, that {owner!r} can write and nobody else can read"
+            )
         operations.secret_file(
             name=f"API key of server {name} (mode 0600, contents never shown)",
             content=controller_key(name),

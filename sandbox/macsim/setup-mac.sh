@@ -25,6 +25,8 @@ if [ ! -e /var/db/macsim/.installed ]; then
     rm -f /usr/sbin/sysctl
     ln -s "$lib/sysctl" /usr/sbin/sysctl
     ln -s "$lib/lsof" /usr/sbin/lsof
+    # pf's control program (/sbin is /usr/sbin here): the firewall's anchor, never enforced.
+    ln -s "$lib/pfctl" /usr/sbin/pfctl
     # GNU/Linux-only commands a Mac does not have.
     for tool in timeout systemctl ss apt-get apt apt-cache dpkg-query sha1sum sha224sum sha256sum sha384sum \
         sha512sum md5sum b2sum nproc tac free ip; do
@@ -34,7 +36,7 @@ if [ ! -e /var/db/macsim/.installed ]; then
     # launchd's folders; the logs of the simulation are readable and writable by every caller.
     install -d -m 755 -o root -g wheel /Library/LaunchDaemons /Library/Developer/CommandLineTools/usr/bin
     ln -s "$lib/git" /Library/Developer/CommandLineTools/usr/bin/git
-    for log in launchctl.jsonl spawns.jsonl brew.jsonl hf.jsonl; do
+    for log in launchctl.jsonl spawns.jsonl brew.jsonl hf.jsonl pfctl.log; do
         : >"/var/log/macsim/$log"
         chmod 666 "/var/log/macsim/$log"
     done

@@ -5,7 +5,9 @@ the host's network, the summary server, and a server split over A and B with lla
 Host B is a second sandbox on a Docker network this module creates: the Q4 server, bound to
 B's address there with a key, and an rpc-server worker. One pyinfra run with an inventory of
 both hosts wires them; the end-to-end query goes through A's brain to B's Q4 server. Then the
-Q4 server moves to A, and the run changes only what issue 15 item 2 lists. Everything this
+Q4 server moves to A, and the run changes only what issue 15 item 2 lists. B's ports beyond
+loopback answer only A (its firewall, issue 26 item 8): a third address on the network gets no
+connection. Everything this
 module creates (network, sandbox B, its Hugging Face mirror) is removed by name at the end,
 and A is converged back to the session's own data.
 
@@ -75,6 +77,8 @@ class Hosts:
         """An inventory file of both hosts (the example inventories/two-macs.py, with sandbox addresses)."""
         a = {**self.ssh_data(NAME, int(sandbox_converge.sandbox_env(NAME)["KITTY_HOSTS"].rpartition(":")[2]))}
         a["kitty_serves"] = a_serves
+        # A (this machine's network) reaches B from the network's gateway: B's firewall lets in that address.
+        a["kitty_address"] = self.gateway
         b = {**self.ssh_data(B_NAME, 22), "kitty_serves": b_serves}
         # B reaches this machine's mirror at its network's gateway (the mirror listens there too).
         b["kitty_model_policy"] = {
@@ -198,6 +202,55 @@ def test_a_request_to_bs_server_without_the_key_is_refused(hosts, wired):
     assert httpx.get(url, headers={"Authorization": f"Bearer {key}"}, timeout=10).status_code == 200
 
 
+def connects(ports: list[int], address: str, network: str | None = None) -> dict[int, str]:
+    """{port: "open" | "refused" | "timeout"}: a TCP connection to each port of `address`, from this
+    machine, or from a new container on `network` (a third address there)."""
+    probe = (
+        "import socket, sys\n"
+        "for port in sys.argv[2:]:\n"
+        "    try:\n"
+        "        socket.create_connection((sys.argv[1], int(port)), timeout=5).close(); print(port, 'open')\n"
+        "    except ConnectionRefusedError: print(port, 'refused')\n"
+        "    except OSError: print(port, 'timeout')\n"
+    )
+    argv = ["python3", "-c", probe, address, *map(str, ports)]
+    if network is not None:
+        image = docker("inspect", "-f", "{{.Config.Image}}", B_NAME).stdout.strip()
+        argv = [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            network,
+            "--label",
+            LABEL,
+            "--entrypoint",
+            "python3",
+            image,
+            *argv[1:],
+        ]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True)
+    return {int(port): state for port, state in (line.split() for line in done.stdout.splitlines())}
+
+
+def test_bs_ports_beyond_loopback_answer_a_alone(hosts, wired):
+    """B's nftables table lets in A's address (the gateway, where this machine and A's brain come
+    from) on q4's port and its rpc-server's; a third address on the same network is refused."""
+    q4 = hosts.servers["q4"]["port"]
+    # From A's address: q4's port opens. (Not the worker's: rpc-server, busy with A's split server,
+    # accepts nobody else, and each connection made would hold one of its listen backlog's two
+    # places until the converge's own probe found none. A reaching it is the split's completion.)
+    assert connects([q4], hosts.b) == {q4: "open"}
+    assert connects([q4, WORKER_PORT], hosts.b, network=NETWORK) == {q4: "refused", WORKER_PORT: "refused"}
+    rules = on_b("sudo nft list table inet kitty_ops").stdout.splitlines()
+    for port in (q4, WORKER_PORT):
+        # nft lists a set of one as its element: `ip saddr 172.x.0.1` or `ip saddr { ... }`.
+        assert any(f"dport {port} ip saddr" in r and hosts.gateway in r and "accept" in r for r in rules), rules
+        assert any(f"dport {port} reject" in r for r in rules), rules
+    # Kept at boot: the unit that loads it is enabled.
+    assert on_b("systemctl is-enabled kitty-firewall.service").stdout.strip() == "enabled"
+
+
 def test_the_query_goes_through_as_brain_to_bs_q4_server(hosts, wired):
     q4_url = f"http://{hosts.b}:{hosts.servers['q4']['port']}"
     assert env_line("LLAMACPP_Q4_HOST") == q4_url
@@ -235,6 +288,8 @@ MOVE_ALLOWED = (
     r"^Metrics \| ",
     # B no longer has a server with a key: its key file goes with it.
     r"^API keys \| .*q4",
+    # B's firewall drops q4's port (its rpc-server's stays).
+    r"^Firewall \| ",
 )
 
 
@@ -258,6 +313,9 @@ def test_moving_q4_from_b_to_a_changes_only_that_server_the_env_and_the_brain(ho
     assert on_b("systemctl cat kitty-llama-q4.service", check=False).returncode != 0
     listening = on_b("ss -Htln").stdout
     assert f":{hosts.servers['q4']['port']} " not in listening and f"{hosts.b}:{WORKER_PORT}" in listening
+    # Its firewall went with the server; the rpc-server's port still answers A alone.
+    table = on_b("sudo nft list table inet kitty_ops").stdout
+    assert f"dport {hosts.servers['q4']['port']} " not in table and f"dport {WORKER_PORT} " in table
     # A: q4 on its loopback, the .env and only the brain (which reads it) recreated.
     assert env_line("LLAMACPP_Q4_HOST") == f"http://127.0.0.1:{hosts.servers['q4']['port']}"
     after = stack_containers(hosts)

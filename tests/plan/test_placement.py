@@ -19,9 +19,10 @@ import sys
 
 import pytest
 
-from tasks import api_keys, config, logs, memory_budget, metrics, placement, secrets
+from tasks import api_keys, config, firewall, logs, memory_budget, metrics, placement, secrets
 from tasks.config import ConfigError
 from tests.plan import (
+    firewall_facts,
     hosts,
     inference_facts,
     launchd_facts,
@@ -76,9 +77,22 @@ def bootstrapped_mac() -> dict:
     return hosts.macos(installed=hosts.BREW_PACKAGES, memory_gib=MEMORY_GIB)
 
 
-def converged_mac(cfg: config.KittyConfig, *, app: bool) -> dict:
-    """A Mac converged for `cfg` (a placed config): its servers running, its files as rendered."""
+def firewall_rules(hosts_: dict, name: str) -> list[firewall.Rule]:
+    """The firewall of host `name` as this placement wants it (tasks/firewall.py)."""
+    views = {
+        host: placement.HostView(
+            host, groups, config.load(hosts.DEFAULTS), data.get("kitty_serves"), data.get("kitty_address")
+        )
+        for host, (data, groups) in hosts_.items()
+    }
+    return firewall.rules_for(name, views, placement.compute(views.values()))
+
+
+def converged_mac(cfg: config.KittyConfig, *, app: bool, rules: list[firewall.Rule] = ()) -> dict:
+    """A Mac converged for `cfg` (a placed config): its servers running, its files as rendered,
+    and `rules`, the firewall of its servers beyond loopback, in place."""
     facts = {
+        **(firewall_facts.converged(list(rules), os="macos") if rules else {}),
         **llamacpp_facts.converged(hosts.DEFAULTS, os="macos", user="admin", arch="arm64"),
         **inference_facts.model_files(cfg),
         **inference_facts.listening(cfg, os="macos"),
@@ -168,7 +182,9 @@ def test_the_app_macs_env_names_the_mac_that_runs_each_server(keys):
     }
     # The deploy renders exactly that: a Mac 1 holding this .env plans no write of it.
     two = inventory()
-    facts = {MAC1: converged_mac(cfgs[MAC1], app=True), MAC2: converged_mac(cfgs[MAC2], app=False)}
+    rules = firewall_rules(two, MAC2)
+    assert rules == [firewall.Rule(8082, "server f16", ("192.168.1.10",))]
+    facts = {MAC1: converged_mac(cfgs[MAC1], app=True), MAC2: converged_mac(cfgs[MAC2], app=False, rules=rules)}
     plans = multihost.plan_hosts(with_facts(two, facts))
     assert [op.name for op in plans[MAC1].ops] == []
     assert [op.name for op in plans[MAC2].ops] == []
@@ -201,16 +217,22 @@ def test_moving_summary_from_mac2_to_mac1_plans_exactly_its_removal_install_and_
     cfgs = placed(before)
     # Converged as placed before: summary on Mac 2, behind its address and key.
     assert cfgs[MAC2].servers["summary"].host == MAC2_ADDRESS
-    facts = {MAC1: converged_mac(cfgs[MAC1], app=True), MAC2: converged_mac(cfgs[MAC2], app=False)}
+    rules = firewall_rules(before, MAC2)
+    assert [rule.port for rule in rules] == [8082, 8085]
+    facts = {MAC1: converged_mac(cfgs[MAC1], app=True), MAC2: converged_mac(cfgs[MAC2], app=False, rules=rules)}
     assert [op.name for op in multihost.plan_hosts(with_facts(before, facts))[MAC1].ops] == []
 
     plans = multihost.plan_hosts(with_facts(after, facts))
-    # Mac 2 stops and removes it; its Prometheus targets drop it. Nothing else there.
+    # Mac 2 stops and removes it; its firewall and its Prometheus targets drop it. Nothing else there.
     assert server_ops(plans[MAC2]) == {"summary": f"stop and remove (runs on {MAC1})"}
+    mark = firewall.digest(firewall_rules(after, MAC2))
     assert [op.name for op in plans[MAC2].ops] == [
+        "pf anchor: server f16 (8082)",
+        f"Load the pf anchor com.apple/kitty-ops ({mark})",
         f"server summary: stop and remove (runs on {MAC1})",
         "Prometheus targets of the model servers",
     ]
+    assert "port 8085" not in " ".join(plans[MAC2].op("pf anchor: server f16 (8082)").commands)
     # Mac 1 fetches its model, installs it, waits for it alone; its .env changes; compose is asked.
     assert server_ops(plans[MAC1]) == {"summary": "install (new)"}
     names = [op.name for op in plans[MAC1].ops]
