@@ -21,7 +21,7 @@ from tasks import fact_shell
 from tasks.fact_shell import _DRIVER, FactShell, FactShellBroken, _lines
 from tests.unit.test_fact_cache import Reads, local  # noqa: F401 (a fixture)
 
-SHELLS = [name for name in ("dash", "busybox", "bash") if shutil.which(name)]
+SHELLS = [name for name in ("dash", "busybox", "bash", "zsh") if shutil.which(name)]
 NONCE = "0123456789abcdef0123456789abcdef"
 
 COMMANDS = [
@@ -57,12 +57,18 @@ def login_shell(request, tmp_path) -> str:
     return shutil.which(request.param)
 
 
+def driver_shell(login_shell: str) -> str:
+    """What runs the driver: /bin/sh, as the session's command line says, where $SHELL is zsh (the
+    macOS default; it runs each command); the shell under test itself otherwise."""
+    return "/bin/sh" if Path(login_shell).name == "zsh" else login_shell
+
+
 def start(login_shell: str, cwd: Path, nonce=None, sent: list | None = None) -> tuple[subprocess.Popen, FactShell]:
     """The driver as the SSH session runs it (its command line: fact_shell.driver_command), under `login_shell`.
 
     `nonce`: the nonces to draw (default: the real random ones); `sent`: collects what went to its stdin."""
     process = subprocess.Popen(
-        [login_shell, "-c", _DRIVER, "kitty-fact-shell"],
+        [driver_shell(login_shell), "-c", _DRIVER, "kitty-fact-shell"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=cwd,
@@ -133,7 +139,7 @@ def test_every_question_has_a_fresh_nonce_and_none_is_on_a_command_line(login_sh
         assert "kitty-fact-shell" in seen  # the driver's own command line was read
         assert not any(nonce in seen for nonce in nonces)
         assert not any(nonce in fact_shell.driver_command() for nonce in nonces)
-        assert process.args == [login_shell, "-c", _DRIVER, "kitty-fact-shell"]
+        assert process.args == [driver_shell(login_shell), "-c", _DRIVER, "kitty-fact-shell"]
     finally:
         process.stdin.close()
         process.wait(timeout=10)
