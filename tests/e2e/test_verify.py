@@ -16,6 +16,7 @@ import xml.etree.ElementTree as ElementTree
 import pytest
 
 from sandbox.converge import GROUP_DATA, sandbox_env
+from tests import skip_guard
 from tests.e2e.conftest import ROOT, converge, sandbox_config, ssh
 
 pytestmark = pytest.mark.e2e
@@ -45,6 +46,8 @@ def host_suite(name: str, tmp_path) -> dict[str, tuple[str, str]]:
         command, cwd=ROOT, env={**os.environ, "KITTY_GROUP_DATA": str(GROUP_DATA)}, capture_output=True, text=True
     )
     assert report.exists(), f"the host suite did not run: {run.stdout[-2000:]}{run.stderr[-2000:]}"
+    # A skipped host check is a check that did not run: it fails unless named (skip_guard.EXPECTED_HOST_SKIPS).
+    assert skip_guard.unexpected_skips(skip_guard.cases(str(report)), skip_guard.EXPECTED_HOST_SKIPS) == []
     outcomes = {}
     for case in ElementTree.parse(report).iter("testcase"):
         problem = case.find("failure") if case.find("failure") is not None else case.find("error")
