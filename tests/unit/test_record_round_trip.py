@@ -28,7 +28,10 @@ from tasks.supervise.decide import (
     Observed,
     ProgramRecord,
     decide,
+    forget_previous,
     keep_previous,
+    previous_definition,
+    previous_record,
     restore_links,
     restore_record,
     sha1_of,
@@ -155,13 +158,13 @@ def test_a_record_in_the_pinned_format_reads_back_as_what_it_says(host):
     Path(host.record).parent.mkdir(parents=True)
     Path(host.record).write_text(
         "definition 0123456789abcdef0123456789abcdef01234567\n"
-        "input llama.cpp=/opt/x/builds/old\n"
+        "input llama.cpp=/opt/x/builds/b1-MAX\n"
         "input model m/a b.gguf=s 1 2\n"
     )
     observed = host.observe()
     assert observed.record == {
         "definition": "0123456789abcdef0123456789abcdef01234567",
-        "inputs": {"llama.cpp": "/opt/x/builds/old", "model m/a b.gguf": "s 1 2"},
+        "inputs": {"llama.cpp": "/opt/x/builds/b1-MAX", "model m/a b.gguf": "s 1 2"},
     }
 
 
@@ -175,6 +178,18 @@ def test_what_was_written_reads_back_equal_to_what_the_inputs_hold_now(converged
 
 
 # --- Every row of the decision table, from what the host has -------------------------------
+
+
+def test_a_value_is_everything_after_the_first_equals_sign(host):
+    """A build folder with `=` in its name: read back whole, or every converge would restart the server."""
+    (host.builds / "b=1" / "bin").mkdir(parents=True)
+    host.point_current_at("b=1")
+    definition = systemd.render(host.program("b=1"))
+    host.install_unit(definition)
+    host.write_record(definition)
+    observed = host.observe(program=host.program("b=1"))
+    assert observed.record["inputs"]["llama.cpp"] == observed.inputs_now["llama.cpp"] == f"{host.builds}/b=1"
+    assert host.decide(program=host.program("b=1")).action == "none"
 
 
 def test_all_the_same_decides_nothing(converged):
@@ -263,9 +278,22 @@ def test_a_rollback_puts_back_the_link_and_the_record_and_then_nothing_is_to_do(
     assert converged.decide().action == "none"
 
 
+def test_what_runs_is_kept_beside_the_record_where_removal_finds_it(converged):
+    record_text, unit_text = Path(converged.record).read_text(), converged.unit.read_text()
+    converged.sh(keep_previous(converged.record, str(converged.unit)))
+    kept = [previous_record(converged.record), previous_definition(converged.record)]
+    assert [Path(path).read_text() for path in kept] == [record_text, unit_text]
+    # What a removal deletes (the backends' "remove") is exactly what was kept.
+    assert forget_previous(converged.record) == kept
+
+
 def test_a_rollback_of_a_first_install_leaves_no_record(host):
     definition = systemd.render(host.program())
+    # Left by an earlier converge's rollback of another program version: not what runs now.
+    Path(previous_record(host.record)).parent.mkdir(parents=True)
+    Path(previous_record(host.record)).write_text("definition stale\n")
     host.sh(keep_previous(host.record, str(host.unit)))
+    assert not Path(previous_record(host.record)).exists()
     host.install_unit(definition)
     host.write_record(definition)
     host.sh(restore_record(host.record))
