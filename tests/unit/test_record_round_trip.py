@@ -23,21 +23,8 @@ import pytest
 from pyinfra.facts.files import Sha1File
 
 from tasks import config, layout, servers
+from tasks.supervise import decide as table
 from tasks.supervise import systemd
-from tasks.supervise.decide import (
-    Observed,
-    ProgramRecord,
-    decide,
-    forget_previous,
-    keep_previous,
-    previous_definition,
-    previous_record,
-    restore_links,
-    restore_record,
-    sha1_of,
-    where,
-    write_record,
-)
 from tests.plan.harness import simulated_platform
 from tests.tools import busybox_path, require
 from tests.unit.data import host_data
@@ -98,16 +85,16 @@ class Host:
         return done.stdout.splitlines()
 
     def write_record(self, definition: str) -> None:
-        self.sh(write_record(self.record, definition, self.program().inputs))
+        self.sh(table.write_record(self.record, definition, self.program().inputs))
 
-    def observe(self, running: bool = True, program=None) -> Observed:
+    def observe(self, running: bool = True, program=None) -> table.Observed:
         """What the backends observe (systemd.observe), every value read on this host by the fact's command."""
         program = program or self.program()
-        fact = ProgramRecord()
-        state = fact.process(self.sh(fact.command(record=self.record, inputs=where(program.inputs))))
+        fact = table.ProgramRecord()
+        state = fact.process(self.sh(fact.command(record=self.record, inputs=table.where(program.inputs))))
         sha1 = Sha1File()
         lines = self.sh(sha1.command(path=str(self.unit)).get_raw_value())
-        return Observed(
+        return table.Observed(
             running=running,
             definition_sha1=sha1.process(lines) if lines else None,
             record=state["record"],
@@ -117,7 +104,7 @@ class Host:
     def decide(self, running: bool = True, program=None, planning: bool = False, declared: bool = True):
         program = program or self.program()
         definition = systemd.render(program) if declared else None
-        return decide(program if declared else None, program.name, definition, self.observe(running, program),
+        return table.decide(program if declared else None, program.name, definition, self.observe(running, program),
                       planning=planning)  # fmt: skip
 
 
@@ -145,7 +132,7 @@ def inputs_of(host: Host) -> dict[str, str]:
 
 def test_the_record_is_one_definition_line_then_one_line_per_input(converged):
     assert Path(converged.record).read_text() == (
-        f"definition {sha1_of(systemd.render(converged.program()))}\n"
+        f"definition {table.sha1_of(systemd.render(converged.program()))}\n"
         f"input llama.cpp={converged.builds}/b1\n"
         f"input model gemma-3-27b-it-GGUF/google_gemma-3-27b-it-Q4_K_M.gguf={'a' * 64} 1000 1700000000\n"
         f"input model gemma-3-27b-it-GGUF/mmproj-google_gemma-3-27b-it-bf16.gguf={'a' * 64} 1000 1700000000\n"
@@ -170,7 +157,7 @@ def test_a_record_in_the_pinned_format_reads_back_as_what_it_says(host):
 
 def test_what_was_written_reads_back_equal_to_what_the_inputs_hold_now(converged):
     observed = converged.observe()
-    assert observed.definition_sha1 == sha1_of(systemd.render(converged.program()))
+    assert observed.definition_sha1 == table.sha1_of(systemd.render(converged.program()))
     assert observed.record["definition"] == observed.definition_sha1
     assert observed.record["inputs"] == observed.inputs_now
     assert observed.inputs_now["llama.cpp"] == f"{converged.builds}/b1"
@@ -265,14 +252,14 @@ def test_a_rollback_puts_back_the_link_and_the_record_and_then_nothing_is_to_do(
     before = Path(converged.record).read_text()
     definition = systemd.render(converged.program())
     # The converge: keep what runs, move current, restart, record.
-    converged.sh(keep_previous(converged.record, str(converged.unit)))
+    converged.sh(table.keep_previous(converged.record, str(converged.unit)))
     converged.point_current_at("b2")
     converged.write_record(definition)
     assert converged.decide(program=converged.program("b2")).action == "none"
     # The new build does not serve: the health wait puts the previous one back.
-    for command in restore_links(converged.record, converged.program().inputs, ("llama.cpp",)):
+    for command in table.restore_links(converged.record, converged.program().inputs, ("llama.cpp",)):
         converged.sh(command)
-    converged.sh(restore_record(converged.record))
+    converged.sh(table.restore_record(converged.record))
     assert os.readlink(converged.root / "opt" / "llama.cpp" / "current") == f"{converged.builds}/b1"
     assert Path(converged.record).read_text() == before
     assert converged.decide().action == "none"
@@ -280,31 +267,31 @@ def test_a_rollback_puts_back_the_link_and_the_record_and_then_nothing_is_to_do(
 
 def test_what_runs_is_kept_beside_the_record_where_removal_finds_it(converged):
     record_text, unit_text = Path(converged.record).read_text(), converged.unit.read_text()
-    converged.sh(keep_previous(converged.record, str(converged.unit)))
-    kept = [previous_record(converged.record), previous_definition(converged.record)]
+    converged.sh(table.keep_previous(converged.record, str(converged.unit)))
+    kept = [table.previous_record(converged.record), table.previous_definition(converged.record)]
     assert [Path(path).read_text() for path in kept] == [record_text, unit_text]
     # What a removal deletes (the backends' "remove") is exactly what was kept.
-    assert forget_previous(converged.record) == kept
+    assert table.forget_previous(converged.record) == kept
 
 
 def test_a_rollback_of_a_first_install_leaves_no_record(host):
     definition = systemd.render(host.program())
     # Left by an earlier converge's rollback of another program version: not what runs now.
-    Path(previous_record(host.record)).parent.mkdir(parents=True)
-    Path(previous_record(host.record)).write_text("definition stale\n")
-    host.sh(keep_previous(host.record, str(host.unit)))
-    assert not Path(previous_record(host.record)).exists()
+    Path(table.previous_record(host.record)).parent.mkdir(parents=True)
+    Path(table.previous_record(host.record)).write_text("definition stale\n")
+    host.sh(table.keep_previous(host.record, str(host.unit)))
+    assert not Path(table.previous_record(host.record)).exists()
     host.install_unit(definition)
     host.write_record(definition)
-    host.sh(restore_record(host.record))
+    host.sh(table.restore_record(host.record))
     assert not Path(host.record).exists()
     assert host.decide(running=False).action == "start"
 
 
 def test_restore_links_refuses_when_the_previous_build_is_gone(converged):
-    converged.sh(keep_previous(converged.record, str(converged.unit)))
+    converged.sh(table.keep_previous(converged.record, str(converged.unit)))
     (converged.builds / "b1" / "bin").rmdir()
     (converged.builds / "b1").rmdir()
-    [command] = restore_links(converged.record, converged.program().inputs, ("llama.cpp",))
+    [command] = table.restore_links(converged.record, converged.program().inputs, ("llama.cpp",))
     done = subprocess.run([*converged.argv, command], env=converged.env, capture_output=True, text=True)
     assert done.returncode == 1 and "no previous llama.cpp to go back to" in done.stderr
