@@ -11,8 +11,9 @@ mutmut (requirements.txt) changes one thing at a time (an operator, a
 constant, a condition, an argument) and runs the unit and plan tests that
 reach that function; a mutant no test fails on "survived".
 
-It works in a scratch copy of the tree (.sandbox/mutation: the tracked files
-and new ones, as they are now), never in the checkout itself. mutmut 3 only
+Each area runs in its own scratch copy of the tree (.sandbox/mutation/<area>:
+the tracked files and new ones, as they are now), never in the checkout
+itself, against tests/unit and the plan tests about it (AREAS). mutmut 3 only
 mutates undecorated functions and methods: pyinfra operations and deploys
 (decorated) are out of its reach. Its trampolines hide a function's parameters
 from `inspect.getcallargs`, which pyinfra uses to call a fact's `command`; the
@@ -42,14 +43,25 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = ROOT / ".sandbox" / "mutation"
 MUTMUT = Path(sys.executable).parent / "mutmut"
 
-# Area -> (file, the functions of it that are the area; None: all of the file's). Function names
-# as mutmut mangles them: `x_name` for a function, `xǁClassǁname` for a method.
+# Area -> (file, the functions of it that are the area (None: all of the file's), the plan tests about
+# it). Function names as mutmut mangles them: `x_name` for a function, `xǁClassǁname` for a method.
+# Each area runs against tests/unit and its plan tests: the decision table against every plan (every
+# converge decides), the others against theirs (every plan places its servers, but only
+# test_placement.py says where they should be).
 AREAS = {
-    "decide": ("tasks/supervise/decide.py", None),
-    "models verification": ("tasks/models.py", ["x_is_verified", "x_expected_sha256"]),
-    "placement": ("tasks/placement.py", None),
-    "diagnose redaction": ("tasks/diagnose.py", ["x_redact", "x_known_secrets", "x__redact_tree"]),
-    "fact shell framing": ("tasks/fact_shell.py", None),
+    "decide": ("tasks/supervise/decide.py", None, ["tests/plan"]),
+    "models verification": (
+        "tasks/models.py",
+        ["x_is_verified", "x_expected_sha256"],
+        ["tests/plan/test_models.py", "tests/plan/test_model_stamp_pins.py"],
+    ),
+    "placement": ("tasks/placement.py", None, ["tests/plan/test_placement.py"]),
+    "diagnose redaction": (
+        "tasks/diagnose.py",
+        ["x_redact", "x_known_secrets", "x__redact_tree"],
+        ["tests/plan/test_bench_diagnose.py"],
+    ),
+    "fact shell framing": ("tasks/fact_shell.py", None, []),
 }
 # Top-level files and folders the tests read besides tasks/ and tests/ (mutmut copies those itself).
 ALSO_COPY = [
@@ -96,9 +108,13 @@ inspect.getcallargs = getcallargs
 '''
 
 
-def scratch_copy() -> None:
-    if SCRATCH.exists():
-        shutil.rmtree(SCRATCH)
+def slug(area: str) -> str:
+    return area.replace(" ", "-")
+
+
+def scratch_copy(scratch: Path) -> None:
+    if scratch.exists():
+        shutil.rmtree(scratch)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
         cwd=ROOT, capture_output=True, check=True,
@@ -107,64 +123,40 @@ def scratch_copy() -> None:
         source = ROOT / name
         if not name or name == ".venv" or source.is_symlink() or not source.is_file():
             continue
-        target = SCRATCH / name
+        target = scratch / name
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target)
 
 
-def configure(areas: list[str]) -> None:
-    files = sorted({AREAS[area][0] for area in areas})
-    lines = ["[mutmut]", "source_paths = tasks", "only_mutate ="]
-    lines += [f"    {name}" for name in files]
+def configure(scratch: Path, area: str) -> None:
+    path, _, plan_tests = AREAS[area]
+    lines = ["[mutmut]", "source_paths = tasks", "only_mutate =", f"    {path}"]
     lines += ["also_copy ="] + [f"    {name}" for name in ALSO_COPY]
     lines += ["pytest_add_cli_args ="] + [f"    --deselect={name}" for name in LEFT_OUT]
     lines += ["    -p", "    no:cacheprovider"]
-    lines += ["pytest_add_cli_args_test_selection =", "    tests/unit", "    tests/plan"]
-    (SCRATCH / "setup.cfg").write_text("\n".join(lines) + "\n")
-    site = SCRATCH / "mutation-site"
+    lines += ["pytest_add_cli_args_test_selection =", "    tests/unit"] + [f"    {name}" for name in plan_tests]
+    (scratch / "setup.cfg").write_text("\n".join(lines) + "\n")
+    site = scratch / "mutation-site"
     site.mkdir(exist_ok=True)
     (site / "sitecustomize.py").write_text(SITECUSTOMIZE)
 
 
-def globs(areas: list[str]) -> list[str]:
-    found = []
-    for area in areas:
-        path, functions = AREAS[area]
-        module = path.removesuffix(".py").replace("/", ".")
-        found += [f"{module}.{name}__mutmut_*" for name in functions] if functions else [f"{module}.*"]
-    return found
+def module_of(area: str) -> str:
+    return AREAS[area][0].removesuffix(".py").replace("/", ".")
 
 
-def mutmut(*args: str, log=None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(SCRATCH / "mutation-site")}
+def globs(area: str) -> list[str]:
+    functions = AREAS[area][1]
+    return [f"{module_of(area)}.{name}__mutmut_*" for name in functions] if functions else [f"{module_of(area)}.*"]
+
+
+def mutmut(scratch: Path, *args: str, log=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(scratch / "mutation-site")}
     env.pop("PYTEST_ADDOPTS", None)
     return subprocess.run(
-        [str(MUTMUT), *args], cwd=SCRATCH, env=env, text=True, check=False,
+        [str(MUTMUT), *args], cwd=scratch, env=env, text=True, check=False,
         stdout=log or subprocess.PIPE, stderr=subprocess.STDOUT,
     )  # fmt: skip
-
-
-def results() -> dict[str, str]:
-    """{mutant name: killed | survived | no tests | timeout | ...} from `mutmut results --all true`."""
-    found = {}
-    for line in mutmut("results", "--all", "true").stdout.splitlines():
-        match = re.match(r"\s+(\S+__mutmut_\d+): (.+)$", line)
-        if match:
-            found[match.group(1)] = match.group(2).strip()
-    return found
-
-
-def area_of(name: str, areas: list[str]) -> tuple[str, str] | None:
-    """(area, function) of a mutant name such as `tasks.models.x_is_verified__mutmut_3`."""
-    for area in areas:
-        path, functions = AREAS[area]
-        module = path.removesuffix(".py").replace("/", ".")
-        if not name.startswith(module + "."):
-            continue
-        function = name[len(module) + 1 :].rsplit("__mutmut_", 1)[0]
-        if functions is None or function in functions:
-            return area, function
-    return None
 
 
 def summary(counts: dict[str, int]) -> dict:
@@ -173,37 +165,27 @@ def summary(counts: dict[str, int]) -> dict:
     return {"mutants": total, **counts, "score": round(100 * killed / total, 1) if total else None}
 
 
-def report(areas: list[str], seconds: float) -> dict:
-    statuses = results()
-    per_area: dict[str, dict] = {area: {"functions": {}, "counts": {}} for area in areas}
+def area_report(scratch: Path, area: str) -> tuple[dict, dict[str, dict]]:
+    """The area's counts (and per function), and its survivors with their diffs."""
+    module, functions = module_of(area), AREAS[area][1]
+    counts: dict[str, int] = {}
+    per_function: dict[str, dict[str, int]] = {}
     survivors = {}
-    for name, status in sorted(statuses.items()):
-        found = area_of(name, areas)
-        if found is None:
+    for line in mutmut(scratch, "results", "--all", "true").stdout.splitlines():
+        match = re.match(r"\s+(\S+__mutmut_\d+): (.+)$", line)
+        if not match or not match.group(1).startswith(module + "."):
             continue
-        area, function = found
-        per_area[area]["counts"][status] = per_area[area]["counts"].get(status, 0) + 1
-        counts = per_area[area]["functions"].setdefault(function, {})
+        name, status = match.group(1), match.group(2).strip()
+        function = name[len(module) + 1 :].rsplit("__mutmut_", 1)[0]
+        if functions is not None and function not in functions:
+            continue
         counts[status] = counts.get(status, 0) + 1
+        per_function.setdefault(function, {})[status] = per_function.get(function, {}).get(status, 0) + 1
         if status not in ("killed", "timeout"):
-            survivors[name] = {"status": status, "diff": mutmut("show", name).stdout}
-    everything: dict[str, int] = {}
-    for data in per_area.values():
-        for status, count in data["counts"].items():
-            everything[status] = everything.get(status, 0) + count
-    return {
-        "tool": "mutmut " + mutmut("--version").stdout.strip().rsplit(" ", 1)[-1],
-        "seconds": round(seconds),
-        "total": summary(everything),
-        "areas": {
-            area: {
-                **summary(data["counts"]),
-                "functions": {function: summary(c) for function, c in sorted(data["functions"].items())},
-            }
-            for area, data in per_area.items()
-        },
-        "survivors": survivors,
-    }
+            survivors[name] = {"status": status, "diff": mutmut(scratch, "show", name).stdout}
+    tests = ["tests/unit", *AREAS[area][2]]
+    functions_summary = {function: summary(c) for function, c in sorted(per_function.items())}
+    return {"file": AREAS[area][0], "tests": tests, **summary(counts), "functions": functions_summary}, survivors
 
 
 def main() -> int:
@@ -212,17 +194,26 @@ def main() -> int:
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "mutation.json")
     options = parser.parse_args()
-    areas = options.area or list(AREAS)
-    started = time.monotonic()
-    scratch_copy()
-    configure(areas)
-    log_path = SCRATCH / "mutmut.log"
-    with log_path.open("w") as log:
-        run = mutmut("run", "--max-children", str(options.max_children), *globs(areas), log=log)
-    if run.returncode != 0:
-        print(f"mutmut run failed (exit {run.returncode}): see {log_path}", file=sys.stderr)
-        return run.returncode
-    result = report(areas, time.monotonic() - started)
+    result: dict = {"tool": None, "seconds": {}, "total": None, "areas": {}, "survivors": {}}
+    totals: dict[str, int] = {}
+    for area in options.area or list(AREAS):
+        started = time.monotonic()
+        scratch = SCRATCH / slug(area)
+        scratch_copy(scratch)
+        configure(scratch, area)
+        log_path = scratch / "mutmut.log"
+        with log_path.open("w") as log:
+            run = mutmut(scratch, "run", "--max-children", str(options.max_children), *globs(area), log=log)
+        if run.returncode != 0:
+            print(f"{area}: mutmut run failed (exit {run.returncode}): see {log_path}", file=sys.stderr)
+            return run.returncode
+        result["tool"] = "mutmut " + mutmut(scratch, "--version").stdout.strip().rsplit(" ", 1)[-1]
+        result["areas"][area], survivors = area_report(scratch, area)
+        result["survivors"].update(survivors)
+        result["seconds"][area] = round(time.monotonic() - started)
+        for key in ("killed", "survived", "no tests", "timeout", "suspicious", "skipped", "segfault"):
+            totals[key] = totals.get(key, 0) + result["areas"][area].get(key, 0)
+    result["total"] = summary({key: value for key, value in totals.items() if value})
     options.report.parent.mkdir(parents=True, exist_ok=True)
     options.report.write_text(json.dumps(result, indent=2, ensure_ascii=False) + "\n")
     print(json.dumps({key: value for key, value in result.items() if key != "survivors"}, indent=2, ensure_ascii=False))
