@@ -64,6 +64,24 @@ def test_an_undeclared_program_the_host_does_not_have_is_left_alone():
     )
 
 
+@pytest.mark.parametrize(
+    ("running", "definition", "record", "expected"),
+    [
+        (False, None, None, ("install", ("new",))),
+        (False, DEFINITION, None, ("start", ("not running",))),
+        (True, "[Service]\n", None, ("reload", ("its definition changed",))),
+        (True, DEFINITION, None, ("record", ("no record of what it was started with: recorded, not restarted",))),
+        (True, DEFINITION, {"definition": sha1_of(DEFINITION), "inputs": {}}, ("none", ("up to date",))),
+    ],
+    ids=["install", "start", "reload", "record", "none"],
+)
+def test_each_row_of_the_table_names_the_program_and_says_why(running, definition, record, expected):
+    """The operation's name and the restart table print these words."""
+    definition_sha1 = sha1_of(definition) if definition else None
+    observed = Observed(running=running, definition_sha1=definition_sha1, record=record, inputs_now={})
+    assert decide(program(), "server q4", DEFINITION, observed, planning=False) == Decision("server q4", *expected)
+
+
 def test_a_rollback_puts_back_only_changed_links_whatever_their_order():
     record = "/opt/kitty/state/supervise/q4.started"
     inputs = (STAMP, CURRENT)
