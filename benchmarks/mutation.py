@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/mutation.py                    # every area below
     .venv/bin/python benchmarks/mutation.py --area placement   # one (repeatable)
+    .venv/bin/python benchmarks/mutation.py --again            # after new tests: only what survived
 
 What it mutates (AREAS): the supervisor's decision table and the record it is
 decided against (tasks/supervise/decide.py), model file verification
@@ -30,6 +31,7 @@ Survivors judged harmless, and why, are listed in the README.
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import os
 import re
@@ -112,8 +114,9 @@ def slug(area: str) -> str:
     return area.replace(" ", "-")
 
 
-def scratch_copy(scratch: Path) -> None:
-    if scratch.exists():
+def scratch_copy(scratch: Path, fresh: bool = True) -> None:
+    """The tree into `scratch`; not `fresh`: over the one there, keeping mutmut's mutants and results."""
+    if fresh and scratch.exists():
         shutil.rmtree(scratch)
     listed = subprocess.run(
         ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
@@ -165,6 +168,16 @@ def summary(counts: dict[str, int]) -> dict:
     return {"mutants": total, **counts, "score": round(100 * killed / total, 1) if total else None}
 
 
+def not_killed(scratch: Path, area: str) -> list[str]:
+    """The area's mutants no test killed in the last run there (to run again after new tests)."""
+    found = []
+    for line in mutmut(scratch, "results").stdout.splitlines():
+        match = re.match(r"\s+(\S+__mutmut_\d+): (.+)$", line)
+        if match and any(fnmatch.fnmatch(match.group(1), pattern) for pattern in globs(area)):
+            found.append(match.group(1))
+    return found
+
+
 def area_report(scratch: Path, area: str) -> tuple[dict, dict[str, dict]]:
     """The area's counts (and per function), and its survivors with their diffs."""
     module, functions = module_of(area), AREAS[area][1]
@@ -193,20 +206,28 @@ def main() -> int:
     parser.add_argument("--area", action="append", choices=sorted(AREAS), help="only this area (repeatable)")
     parser.add_argument("--max-children", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--report", type=Path, default=ROOT / "reports" / "mutation.json")
+    parser.add_argument(
+        "--again",
+        action="store_true",
+        help="in the last run's scratch copy, run only what survived it (after new tests)",
+    )
     options = parser.parse_args()
     result: dict = {"tool": None, "seconds": {}, "total": None, "areas": {}, "survivors": {}}
     totals: dict[str, int] = {}
     for area in options.area or list(AREAS):
         started = time.monotonic()
         scratch = SCRATCH / slug(area)
-        scratch_copy(scratch)
+        again = options.again and (scratch / "mutants").is_dir()
+        names = not_killed(scratch, area) if again else globs(area)
+        scratch_copy(scratch, fresh=not again)
         configure(scratch, area)
         log_path = scratch / "mutmut.log"
-        with log_path.open("w") as log:
-            run = mutmut(scratch, "run", "--max-children", str(options.max_children), *globs(area), log=log)
-        if run.returncode != 0:
-            print(f"{area}: mutmut run failed (exit {run.returncode}): see {log_path}", file=sys.stderr)
-            return run.returncode
+        if names:
+            with log_path.open("w") as log:
+                run = mutmut(scratch, "run", "--max-children", str(options.max_children), *names, log=log)
+            if run.returncode != 0:
+                print(f"{area}: mutmut run failed (exit {run.returncode}): see {log_path}", file=sys.stderr)
+                return run.returncode
         result["tool"] = "mutmut " + mutmut(scratch, "--version").stdout.strip().rsplit(" ", 1)[-1]
         result["areas"][area], survivors = area_report(scratch, area)
         result["survivors"].update(survivors)

@@ -25,6 +25,7 @@ from pyinfra.facts.files import Sha1File
 from tasks import config, layout, servers
 from tasks.supervise import decide as table
 from tasks.supervise import systemd
+from tasks.supervise.program import Program
 from tests.plan.harness import simulated_platform
 from tests.tools import busybox_path, require
 from tests.unit.data import host_data
@@ -153,6 +154,16 @@ def test_a_record_in_the_pinned_format_reads_back_as_what_it_says(host):
         "definition": "0123456789abcdef0123456789abcdef01234567",
         "inputs": {"llama.cpp": "/opt/x/builds/b1-MAX", "model m/a b.gguf": "s 1 2"},
     }
+
+
+def test_a_program_without_inputs_is_recorded_and_read_back(host):
+    """The images service and colima's VM depend on nothing but their definition."""
+    program = Program("images api", "com.kitty.images.api", "kitty-images-api.service", "api", ["/bin/true"], "/l", "/")
+    definition = systemd.render(program)
+    host.sh(table.write_record(host.record, definition, program.inputs))
+    fact = table.ProgramRecord()
+    state = fact.process(host.sh(fact.command(record=host.record, inputs=table.where(program.inputs))))
+    assert state == {"record": {"definition": table.sha1_of(definition), "inputs": {}}, "inputs_now": {}}
 
 
 def test_what_was_written_reads_back_equal_to_what_the_inputs_hold_now(converged):
