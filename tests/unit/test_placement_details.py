@@ -71,6 +71,13 @@ def test_an_unknown_server_is_refused_naming_the_known_ones():
     assert "studio.local: kitty_serves: unknown server 'f61' (kitty_servers has: q4, f16, summary, vision)" in message
 
 
+def test_a_server_named_by_a_host_without_any_server_is_refused_saying_there_are_none():
+    data = host_data()
+    data["kitty_servers"] = {}
+    message = refused([view("studio.local", BOTH, ["q4"], cfg=config.load(data))])
+    assert "studio.local: kitty_serves: unknown server 'q4' (kitty_servers has: none)" in message
+
+
 def test_a_remote_server_on_a_host_without_an_address_is_refused_with_the_whole_remedy():
     message = refused([view("@local", INF, ["f16"]), view("studio.local", BOTH, MANUAL["studio.local"])])
     assert (
