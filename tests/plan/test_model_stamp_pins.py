@@ -47,17 +47,29 @@ def test_a_stamp_of_the_pinned_hash_is_trusted_without_hashing(tmp_path):
     assert fetches(plan(hermes_stamped_with(PINNED), data=pinned(tmp_path))) == []
 
 
-def test_is_verified_compares_the_stamp_with_the_pin_without_hashing():
+def hermes(**pin) -> models.Wanted:
     wanted = next(w for w in models.wanted_files(CFG) if w.rel == HERMES)
-    wanted = models.Wanted(wanted.model_name, wanted.model, wanted.file.model_copy(update={"sha256": PINNED}))
-    state = {
-        "exists": True,
-        "size": SIZE,
-        "mtime": inference_facts.MTIME,
-        "stamp": {"sha256": STAMPED, "size": SIZE, "mtime": inference_facts.MTIME},
-        "sha256": None,
-        "partial": 0,
-    }
-    assert not models.is_verified(wanted, state, full=False)
-    state["stamp"]["sha256"] = PINNED
-    assert models.is_verified(wanted, state, full=False)
+    return models.Wanted(wanted.model_name, wanted.model, wanted.file.model_copy(update=pin))
+
+
+def stamped(sha256: str = STAMPED, size: int = SIZE) -> dict:
+    """A file's state as ModelFileStates reads it: present, at `size`, with a stamp of that size and mtime."""
+    stamp = {"sha256": sha256, "size": size, "mtime": inference_facts.MTIME}
+    return {"exists": True, "size": size, "mtime": inference_facts.MTIME, "stamp": stamp, "sha256": None, "partial": 0}
+
+
+def test_is_verified_compares_the_stamp_with_the_pin_without_hashing():
+    assert not models.is_verified(hermes(sha256=PINNED), stamped(STAMPED), full=False)
+    assert models.is_verified(hermes(sha256=PINNED), stamped(PINNED), full=False)
+
+
+def test_a_stamp_of_another_size_than_the_pinned_one_is_not_trusted():
+    """A lock that pins the size (and no hash): a stamped file of another size is fetched again."""
+    assert not models.is_verified(hermes(sha256=None, size=SIZE + 1), stamped(), full=False)
+    assert models.is_verified(hermes(sha256=None, size=SIZE), stamped(), full=False)
+
+
+def test_a_file_never_seen_or_found_without_a_stamp_is_not_verified():
+    assert not models.is_verified(hermes(sha256=PINNED), None, full=False)
+    unstamped = {**stamped(PINNED), "stamp": None}
+    assert not models.is_verified(hermes(sha256=PINNED), unstamped, full=False)
