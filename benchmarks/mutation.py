@@ -17,8 +17,9 @@ the tracked files and new ones, as they are now), never in the checkout
 itself, against tests/unit and the plan tests about it (AREAS). mutmut 3 only
 mutates undecorated functions and methods: pyinfra operations and deploys
 (decorated) are out of its reach. Its trampolines hide a function's parameters
-from `inspect.getcallargs`, which pyinfra uses to call a fact's `command`; the
-scratch copy's sitecustomize.py makes that follow `__wrapped__` (the copy only).
+from `inspect.getcallargs` and `getfullargspec`, which pyinfra uses to call a
+fact's `command` and a FunctionCommand; the scratch copy's sitecustomize.py
+makes them follow `__wrapped__` (the copy only).
 The plan tests that run pyinfra's CLI in a subprocess are left out (they
 would not see that patch).
 
@@ -89,7 +90,7 @@ LEFT_OUT = [
     "tests/plan/test_placement.py::test_the_two_macs_dry_run_through_pyinfras_cli_plans_each_mac_its_servers",
 ]
 
-SITECUSTOMIZE = '''"""benchmarks/mutation.py: let inspect.getcallargs see through mutmut's trampolines (__wrapped__)."""
+SITECUSTOMIZE = '''"""benchmarks/mutation.py: inspect through mutmut's trampolines (__wrapped__), as pyinfra needs."""
 import inspect
 
 _getcallargs = inspect.getcallargs
@@ -107,6 +108,15 @@ def getcallargs(func, /, *args, **kwargs):
 
 
 inspect.getcallargs = getcallargs
+_getfullargspec = inspect.getfullargspec
+
+
+def getfullargspec(func):
+    """pyinfra reads a FunctionCommand's arguments with it."""
+    return _getfullargspec(inspect.unwrap(func) if hasattr(func, "__wrapped__") else func)
+
+
+inspect.getfullargspec = getfullargspec
 '''
 
 
