@@ -78,6 +78,32 @@ def test_a_server_named_by_a_host_without_any_server_is_refused_saying_there_are
     assert "studio.local: kitty_serves: unknown server 'q4' (kitty_servers has: none)" in message
 
 
+def test_every_error_is_listed_whole_one_per_line():
+    """A server no inference host runs, one on two hosts: the message as the operator reads it."""
+    views = [
+        view("app", APP),
+        view("inf", INF, ["q4", "summary"]),
+        view("inf2", INF, ["q4", "vision"]),
+    ]
+    assert refused(views) == (
+        "invalid placement of the model servers:\n"
+        "  - kitty_servers.f16: enabled (on app, inf, inf2) but no inference host runs it: "
+        "add it to kitty_serves of one of inf, inf2, or set enabled: false\n"
+        "  - kitty_servers.q4: runs on inf, inf2 (their kitty_serves, or none set: every enabled server): "
+        "list it in the kitty_serves of one host, or set replicas: true on it"
+    )
+
+
+def test_errors_of_self_contained_hosts_are_one_per_line():
+    message = refused([view("a", BOTH, address="a b"), view("b", BOTH, address="c d")])
+    assert message.count("\n  - ") == 2 and "\n  - b: kitty_address: " in message
+
+
+def test_a_server_two_remote_app_hosts_use_names_both():
+    views = [view("@local", INF, ["f16"]), view("studio.local", BOTH, MANUAL["studio.local"]), view("c", APP)]
+    assert "app host studio.local, c uses it" in refused(views)
+
+
 def test_a_remote_server_on_a_host_without_an_address_is_refused_with_the_whole_remedy():
     message = refused([view("@local", INF, ["f16"]), view("studio.local", BOTH, MANUAL["studio.local"])])
     assert (
