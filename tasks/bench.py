@@ -24,10 +24,10 @@ from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 from tasks import layout, servers
 from tasks.config import KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
 
 # The manual's "Performance Benchmarks" chapter, per server role: start to healthy (first start,
@@ -236,8 +236,7 @@ def measure(cfg: KittyConfig, plat: Platform):
 def _run(host, command: str, sudo: bool = False, timeout: int = 120) -> tuple[bool, str]:
     """Run through the connector with the operation's own arguments (its sudo password): a FunctionCommand
     is not given them. Output: stdout and stderr, as the host printed them."""
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
-    arguments.update(_sudo=sudo, _timeout=timeout)
+    arguments = connector_arguments(host, _sudo=sudo, _timeout=timeout)
     ok, output = host.run_shell_command(StringCommand(command), **arguments)
     return ok, "\n".join(output.output_lines)
 

@@ -25,11 +25,11 @@ from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.server import Home
 
 from tasks import api_keys, compose, layout, restic, runtime, secrets
 from tasks.config import SECRET_NAME, KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
 
 LOG_LINES = 20
@@ -361,8 +361,7 @@ class BundleRefused(Exception):
 
 def _arguments(host, sudo: bool, **more) -> dict:
     # The operation's own connector arguments (its sudo password): a FunctionCommand is not given them.
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
-    return {**arguments, "_sudo": sudo, **more}
+    return connector_arguments(host, _sudo=sudo, **more)
 
 
 def _run(host, command: str, sudo: bool = False) -> str:

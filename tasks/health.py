@@ -25,11 +25,11 @@ from pathlib import Path
 
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.operations import files
 
 from tasks import layout, supervise
 from tasks.config import KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
 from tasks.supervise import Decision, Program
 from tasks.supervise.decide import restore_links
@@ -117,7 +117,7 @@ def healthy(script: str, attempts: list[Attempt]):
 
 def _wait(state, host, script: str, attempts: list[Attempt]) -> bool:
     # The operation's own connector arguments (_sudo, its password): a FunctionCommand is not given them.
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
+    arguments = connector_arguments(host)
 
     def run(command: str):
         # Through the connector with print_output: each change of state shows as it happens.

@@ -157,7 +157,9 @@ def run_script(state, host, name: str, env: dict[str, str], outcome: dict, **arg
     Its `row<TAB>what<TAB>result`, `bad<TAB>why` and `id<TAB>snapshot` lines are collected
     into `outcome` ("rows", "bad", "id") for the table the deploy ends with.
     """
-    ok, output = host.run_shell_command(script_command(env), print_output=True, _stdin=script(name), **arguments)
+    # The operation's connector arguments first (the run's sudo password), then this step's own.
+    arguments = operations.connector_arguments(host, **arguments, _stdin=script(name))
+    ok, output = host.run_shell_command(script_command(env), print_output=True, **arguments)
     for line in output.stdout_lines + output.stderr_lines:
         kind, _, rest = line.partition("\t")
         if kind == "row":

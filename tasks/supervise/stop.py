@@ -28,6 +28,7 @@ from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
+from tasks.operations import connector_arguments
 from tasks.supervise.launchd import DOMAIN, LaunchdJob, plist_path
 
 MARK = "kitty-stop"
@@ -171,7 +172,8 @@ def _chain(steps: list[str]) -> str:
 
 def _run_stop(state, host, name: str, command: str, was_running: bool, emergency: bool, sudo: bool) -> bool:
     """Run the stop on the host and keep what it found for the table (FunctionCommand target)."""
-    ok, output = host.run_shell_command(command, _sudo=sudo)
+    # With the operation's own connector arguments: its sudo password, as every command of the run.
+    ok, output = host.run_shell_command(command, **connector_arguments(host, _sudo=sudo))
     if not ok:
         for line in output.stderr_lines[-5:]:
             host.log_styled(line, fg="red", log_func=logger.error)
