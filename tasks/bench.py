@@ -29,6 +29,7 @@ from tasks import layout, servers
 from tasks.config import KittyConfig
 from tasks.operations import connector_arguments
 from tasks.platform import Platform
+from tasks.supervise import launchd as supervise_launchd
 
 # The manual's "Performance Benchmarks" chapter, per server role: start to healthy (first start,
 # later starts) in seconds, steady-state RAM and VRAM in GB. None: the manual gives no figure.
@@ -180,7 +181,8 @@ def drop_cache_command(plat: Platform) -> str:
 
 def restart_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        return f"launchctl kickstart -k system/{shlex.quote(layout.server_label(cfg, name))}"
+        # As a converge restarts it: SIGTERM and its stop time, never kickstart -k's SIGKILL.
+        return supervise_launchd.restart_command(layout.server_label(cfg, name))
     return f"systemctl restart {shlex.quote(layout.server_unit(name))}"
 
 

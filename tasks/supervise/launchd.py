@@ -9,8 +9,13 @@ follows; here it becomes launchctl verbs:
 
     install / start  write plist, enable (a disabled override blocks bootstrap), bootstrap
     reload           bootout (wait until gone), write plist, bootstrap
-    restart          kickstart -k            (same plist, new build or model)
+    restart          bootout (wait until gone), bootstrap   (same plist, new build or model)
     remove           bootout, delete plist and record
+
+A restart is never `kickstart -k`: that kills with SIGKILL (in-flight requests and an
+image being generated die), and newer macOS has been reported to refuse a rebuilt
+binary restarted that way (launch constraints). bootout sends SIGTERM and launchd
+waits the job's ExitTimeOut, as a reload does.
 
 `bootstrap` with RunAtLoad starts the process: no kickstart on top of it, and
 never a kickstart of a job that is not loaded (launchctl answers 113).
@@ -21,7 +26,8 @@ record; `rollback` puts them back when the new process does not serve, and
 
 launchctl quirks handled (launchctl(1), ../shared/notes/macos-facts.md):
 - `bootout` returns before the job is gone (exit 0, or 36 "Operation now in
-  progress" while it stops): wait until `launchctl print` no longer finds it.
+  progress" while it stops): wait until `launchctl print` no longer finds it, for
+  the job's own `exit timeout` (launchd's SIGKILL comes then) plus a margin.
 - `bootstrap` fails with 5 "Input/output error" (or 37) while a booted-out
   job still settles, and can exit non-zero although the job did load: retry,
   and believe `launchctl print`.
@@ -60,6 +66,11 @@ from tasks.supervise.program import Program
 DOMAIN = "system"
 # `launchctl print` exits 113 for a job the domain does not have.
 NOT_FOUND = 113
+# Seconds a booted-out job may stay listed beyond its exit timeout (launchd's SIGKILL, the
+# process's exit, launchd letting it go).
+BOOTOUT_MARGIN = 15
+# launchd's own ExitTimeOut when `launchctl print` shows none.
+DEFAULT_EXIT_TIMEOUT = 20
 EXIT_MARKER = "kitty-launchctl-exit="
 # Characters XML 1.0 cannot carry at all, escaped or not.
 XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
@@ -227,7 +238,7 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
     + program: the supervised program, or None
     + label: its launchd Label
     + record: where the host keeps what its process was started with
-    + timeout: seconds to wait for launchd to drop or load the job
+    + timeout: seconds to wait for launchd to load the job (a bootout waits the job's own stop time)
     """
     path = plist_path(label)
     target = f"{DOMAIN}/{label}"
@@ -238,7 +249,7 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
 
     if decision.action == "remove":
         if status["loaded"]:
-            yield _bootout(target, timeout)
+            yield _bootout(target)
         yield from files.file._inner(path=path, present=False)
         yield from files.file._inner(path=record, present=False)
         for kept in forget_previous(record):
@@ -250,10 +261,10 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
 
     # What runs now, for the health wait to put back if the new process does not serve.
     commands = [keep_previous(record, path)] if decision.starts else []
-    if decision.action == "reload":
+    if decision.action in ("reload", "restart"):
         # Out before the new plist is written: if anything fails in between, the
-        # next converge sees "not loaded" and bootstraps.
-        commands.append(_bootout(target, timeout))
+        # next converge sees "not loaded" and bootstraps. A restart goes the same way.
+        commands.append(_bootout(target))
     # The plist, its owner and mode (root:wheel 0644, or launchd refuses it).
     commands += list(
         files.put._inner(
@@ -263,10 +274,8 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
     # A disabled override makes bootstrap fail, and keeps the job off after a reboot.
     if status["disabled"]:
         commands.append(f"launchctl enable {shlex.quote(target)}")
-    if decision.action in ("install", "start", "reload"):
+    if decision.action in ("install", "start", "reload", "restart"):
         commands.append(_bootstrap(DOMAIN, path, target, timeout))
-    elif decision.action == "restart":
-        commands.append(f"launchctl kickstart -k {shlex.quote(target)}")
     if decision.changes:
         # After the (re)start, from what the host has now: a failed start is retried next time.
         commands.append(write_record(record, definition, program.inputs))
@@ -275,17 +284,39 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
     yield from commands
 
 
-def _bootout(target: str, timeout: int) -> str:
-    # bootout's exit status is no answer (0 or 36 while the job still stops,
-    # 3 or 113 when it was already gone): the job is out when print says so.
+def exit_timeout_command(target: str) -> str:
+    """POSIX sh printing the job's exit timeout as launchd has it (`launchctl print`), or the default."""
     t = shlex.quote(target)
     return (
+        f"launchctl print {t} 2>/dev/null | sed -n 's/^[[:space:]]*exit timeout = \\([0-9][0-9]*\\).*/\\1/p' "
+        f"| head -n 1 | grep . || echo {DEFAULT_EXIT_TIMEOUT}"
+    )
+
+
+def _bootout(target: str) -> str:
+    """bootout, then wait until `print` no longer finds the job: up to its own exit timeout + a margin.
+
+    bootout's exit status is no answer (0 or 36 while the job still stops, 3 or 113 when
+    it was already gone): the job is out when print says so. launchd waits the job's
+    ExitTimeOut after SIGTERM before its SIGKILL (colima 120 s, the images worker 90 s),
+    so a fixed wait fails a stop that is going normally: the limit is read from launchd.
+    """
+    t = shlex.quote(target)
+    return (
+        f"limit=$(( $({exit_timeout_command(target)}) + {BOOTOUT_MARGIN} )); "
         f"out=$(launchctl bootout {t} 2>&1); rc=$?; i=0; "
         f"while launchctl print {t} >/dev/null 2>&1; do "
-        f'if [ "$i" -ge {int(timeout)} ]; then '
-        f'echo "{target} is still loaded {int(timeout)}s after launchctl bootout (exit $rc: $out)" >&2; exit 1; fi; '
+        'if [ "$i" -ge "$limit" ]; then '
+        f'echo "{target} is still loaded ${{limit}}s after launchctl bootout '
+        f'(its exit timeout + {BOOTOUT_MARGIN}s; exit $rc: $out)" >&2; exit 1; fi; '
         f"i=$((i + 1)); sleep 1; done"
     )
+
+
+def restart_command(label: str) -> str:
+    """POSIX sh: restart a loaded job as the converge does (bootout, wait, bootstrap its plist)."""
+    target = f"{DOMAIN}/{label}"
+    return f"{{ {_bootout(target)}; }} && {{ {_bootstrap(DOMAIN, plist_path(label), target, 60)}; }}"
 
 
 def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
@@ -307,7 +338,7 @@ def crash_check(program: Program) -> str:
     Between a crash and the next spawn (ThrottleInterval) `launchctl print` says
     `state = not running` with the exit code or signal: a crash-looping job spends
     nearly all its time there. A job that has not exited yet is still starting;
-    SIGTERM is how `kickstart -k` ended its predecessor, not a crash.
+    SIGTERM is how a bootout ended its predecessor, not a crash.
     """
     t = shlex.quote(f"{DOMAIN}/{program.label}")
     return (
@@ -329,11 +360,13 @@ def rollback(program: Program, decision: Decision, record: str) -> list[str] | N
         path = plist_path(program.label)
         kept, dest = shlex.quote(previous_definition(record)), shlex.quote(plist_path(program.label))
         return [
-            _bootout(target, 60),
+            _bootout(target),
             f"mv -f {kept} {dest} && chown root:wheel {dest} && chmod 644 {dest}",
             _bootstrap(DOMAIN, path, target, 60),
             restore_record(record),
         ]
     if decision.action == "restart" and restore_links(record, program.inputs, decision.changed):
-        return [f"launchctl kickstart -k {shlex.quote(target)}", restore_record(record)]
+        # As the restart itself: bootout (SIGTERM, its ExitTimeOut), bootstrap; never kickstart -k.
+        path = plist_path(program.label)
+        return [_bootout(target), _bootstrap(DOMAIN, path, target, 60), restore_record(record)]
     return None
