@@ -2,7 +2,8 @@
 
     launchd   disable system/<label> (nothing loads it at boot), bootout: launchd sends
               SIGTERM, waits the plist's ExitTimeOut, then SIGKILL
-              emergency: disable, kill SIGKILL system/<label>, bootout
+              emergency: disable, bootout (launchd lets go of it: no KeepAlive respawn),
+              then SIGKILL to what is left, by the PID the job had
     systemd   disable --now: SIGTERM, TimeoutStopSec, then SIGKILL
               emergency: disable, kill -s SIGKILL, stop
 
@@ -29,11 +30,13 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from tasks.operations import connector_arguments
-from tasks.supervise.launchd import DOMAIN, LaunchdJob, plist_path
+from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
 
 MARK = "kitty-stop"
 # Seconds to wait, beyond the program's own stop timeout, for the supervisor to let it go.
 GRACE = 15
+# The job's PID in `launchctl print`, for sed -n.
+PID_LINE = r"s/^[[:space:]]*pid = \([0-9][0-9]*\).*/\1/p"
 # What the stops of this run found, per host: {host name: [Outcome, ...]}.
 OUTCOMES: dict[str, list[Outcome]] = {}
 
@@ -103,9 +106,6 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     quoted = shlex.quote(service)
     steps = [f"launchctl disable {quoted}"]
     if status["loaded"]:
-        if emergency:
-            # A KeepAlive job is not respawned once disabled and booted out.
-            steps.append(f"launchctl kill SIGKILL {quoted} 2>/dev/null || true")
         steps.append(_bootout_timed(service, target, emergency))
     yield FunctionCommand(_run_stop, (target.name, _chain(steps), status["loaded"], emergency, sudo), {})
 
@@ -115,22 +115,26 @@ def _bootout_timed(service: str, target: Target, emergency: bool) -> str:
 
     launchd itself sends SIGKILL at the plist's ExitTimeOut: a stop that lasted
     that long was a kill. bootout returns before the job is gone (exit 0 or 36).
+    Emergency: bootout first (launchd drops the job, so KeepAlive cannot respawn it),
+    then SIGKILL what is left, by the PID the job had: never a kill while it is loaded.
     """
     t = shlex.quote(service)
-    timeout = (
-        str(int(target.stop_timeout))
-        if target.stop_timeout is not None
-        else f"$(/usr/libexec/PlistBuddy -c 'Print :ExitTimeOut' {shlex.quote(plist_path(target.label))} "
-        "2>/dev/null || echo 20)"
-    )
-    limit = "0" if emergency else "$timeout"
-    return (
-        f"timeout={timeout}; start=$(date +%s); launchctl bootout {t} >/dev/null 2>&1; i=0; "
+    declared = target.stop_timeout
+    timeout = str(int(declared)) if declared is not None else f"$({exit_timeout_command(service)})"
+    steps = [f"timeout={timeout}", "start=$(date +%s)"]
+    if emergency:
+        steps.append(f"pid=$(launchctl print {t} 2>/dev/null | sed -n {shlex.quote(PID_LINE)} | head -n 1)")
+    steps.append(f"launchctl bootout {t} >/dev/null 2>&1")
+    if emergency:
+        steps.append('if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi')
+    steps += [
+        "i=0",
         f"while launchctl print {t} >/dev/null 2>&1; do "
         f'if [ "$i" -ge $(($timeout + {GRACE})) ]; then echo "{service} still loaded after bootout" >&2; exit 1; fi; '
-        "i=$((i + 1)); sleep 1; done; "
-        f'echo "{MARK} $(($(date +%s) - start)) {limit}"'
-    )
+        "i=$((i + 1)); sleep 1; done",
+        f'echo "{MARK} $(($(date +%s) - start)) {"0" if emergency else "$timeout"}"',
+    ]
+    return "; ".join(steps)
 
 
 @operation()
