@@ -56,7 +56,23 @@ def environment(cfg: KittyConfig) -> dict[str, str]:
         "RESTIC_REPOSITORY": repository(cfg),
         "RESTIC_PASSWORD_FILE": password_file(cfg),
         "RESTIC_CACHE_DIR": f"{folder(cfg)}/cache",
+        "BACKUP_HOST": backup_host(),
     }
+
+
+def backup_host() -> str:
+    """The name this host's snapshots are kept under (restic --host): its inventory name.
+
+    Never `hostname`: a Mac's changes with its network (DHCP, reverse DNS), and then
+    `forget` no longer prunes the older snapshots and restore's `latest` finds none.
+    `@local` names no host: the script takes the Mac's LocalHostName (scutil), which the
+    admin sets and the network does not change, else `hostname` (Linux).
+    """
+    try:
+        name = host.name
+    except AttributeError:  # outside a host's context (a plan's helpers): the script decides
+        return ""
+    return "" if name == "@local" else name
 
 
 def keep_flags(cfg: KittyConfig) -> str:
