@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from tasks import offload
+
 if TYPE_CHECKING:
     from tasks.config import KittyConfig, ModelServer
 
@@ -114,7 +116,8 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
         args += ["--api-key-file", server.api_key_file]
     if server.rpc_workers:
         args += ["--rpc", ",".join(rpc_endpoints(cfg, name, server))]
-    return args + list(server.extra_args)
+    # Where its layers go is in its load log only at trace verbosity (tasks/offload.py).
+    return args + offload.arguments(server) + list(server.extra_args)
 
 
 def rpc_endpoints(cfg: KittyConfig, name: str, server: ModelServer) -> list[str]:

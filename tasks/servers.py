@@ -62,7 +62,7 @@ def program(
         stop_timeout=30,
         restart_delay=cfg.launchd.throttle_interval,
         inputs=inputs(cfg, srv, build_id, fetched, name),
-        health=Health(health_url(srv), "llama", srv.health_timeout),
+        health=Health(health_url(srv), "llama", srv.health_timeout, gpu_layers=srv.n_gpu_layers),
         note=context_note(srv),
     )
 

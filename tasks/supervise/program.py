@@ -41,6 +41,9 @@ class Health:
     url: str
     expect: Literal["llama", "http", "tcp"]
     timeout: int
+    # llama: the GPU layers it asks for; once healthy its load log must say they are on a GPU
+    # (tasks/offload.py), or it is degraded (on the CPU) and the converge fails.
+    gpu_layers: int = 0
 
 
 @dataclass(frozen=True)
