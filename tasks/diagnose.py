@@ -27,7 +27,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.server import Home
 
-from tasks import api_keys, compose, layout, restic, runtime, secrets
+from tasks import api_keys, compose, layout, offload, restic, runtime, secrets
 from tasks.config import SECRET_NAME, KittyConfig
 from tasks.operations import connector_arguments
 from tasks.platform import Platform
@@ -131,6 +131,14 @@ def server_findings(
                 Finding(subject, f"model file {rel} is not verified (no stamp, or it changed since)", REMEDY["model"])
             )
     return found
+
+
+def gpu_findings(name: str, placed: offload.Placement, remedy: str) -> list[Finding]:
+    """A server that asks for GPU layers and computes on the CPU (tasks/offload.py); on a Mac's
+    LaunchDaemon the remedy is the LaunchAgent in the admin's GUI session."""
+    if not placed.degraded:
+        return []
+    return [Finding(f"server {name}", placed.text(), remedy)]
 
 
 def missing_env_names(wanted: list[str], env_names: list[str]) -> list[str]:
@@ -407,12 +415,18 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
         files = {rel: files.get(rel, {"exists": False}) for rel in rels}
         tail = _run(host, f"tail -n {LOG_LINES} {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
         found = server_findings(name, srv.port, state, listening.get(srv.port), files, tail)
+        placed = None
+        if offload.asks_gpu(srv) and state["running"]:
+            load = _run(host, offload.log_command(layout.server_log(cfg, name)), sudo=plat.sudo).splitlines()
+            placed = offload.placement(load, srv.n_gpu_layers)
+            found += gpu_findings(name, placed, offload.remedy(cfg, plat))
         findings += found
         facts["servers"][name] = {
             "supervisor": state,
             "port": srv.port,
             "holder": listening.get(srv.port),
             "models": files,
+            "layers": placed.text() if placed else None,
             "log_tail": tail,
         }
     if engine is not None:
@@ -440,6 +454,10 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     )
     facts["memory"], found = memory_findings(plat, memory)
     findings += found
+    # Where each server that asks for GPU layers has them, healthy or not.
+    for name, found in facts["servers"].items():
+        if found.get("layers"):
+            host.log(f"server {name}: {found['layers']}", logger.info)
     for line in report_lines(findings):
         host.log(line, logger.warning if findings else logger.info)
     if bundle_to:

@@ -126,3 +126,14 @@ def test_the_health_table_names_where_the_layers_are_and_fails_a_cpu_fallback_wi
     # The probe's output, as the fact parses it.
     lines = [f"kitty-gpu|server|q4|{line}" for line in NO_DEVICE]
     assert verify.parse_gpu(lines) == {"server q4": NO_DEVICE}
+
+
+def test_diagnose_names_a_cpu_fallback_with_the_launchagent_remedy():
+    from tasks import diagnose
+
+    cfg = config.load(hosts.DEFAULTS)
+    mac = Platform(os="macos", arch="arm64", user="admin", sudo=True, brew_prefix="/opt/homebrew")
+    (finding,) = diagnose.gpu_findings("q4", offload.placement(NO_DEVICE, 999), offload.remedy(cfg, mac))
+    assert finding.problem == "degraded: on CPU (asked for 999 GPU layers)" and finding.fails
+    assert "LaunchAgents in the admin's GUI session" in finding.remedy
+    assert diagnose.gpu_findings("q4", offload.placement(METAL, 999), "") == []
