@@ -182,14 +182,14 @@ def drop_cache_command(plat: Platform) -> str:
 def restart_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
         # As a converge restarts it: SIGTERM and its stop time, never kickstart -k's SIGKILL.
-        return supervise_launchd.restart_command(layout.server_label(cfg, name))
+        return supervise_launchd.restart_command(layout.server_label(cfg, name), servers.launchd_agent(cfg, plat))
     return f"systemctl restart {shlex.quote(layout.server_unit(name))}"
 
 
 def pid_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        label = shlex.quote(layout.server_label(cfg, name))
-        return f"launchctl print system/{label} | sed -n 's/^[[:space:]]*pid = \\([0-9]*\\).*/\\1/p' | head -n1"
+        target = shlex.quote(servers.launchd_target(cfg, plat, name))
+        return f"launchctl print {target} | sed -n 's/^[[:space:]]*pid = \\([0-9]*\\).*/\\1/p' | head -n1"
     return f"systemctl show -p MainPID --value {shlex.quote(layout.server_unit(name))}"
 
 

@@ -27,7 +27,7 @@ from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 from pyinfra.facts.server import Home
 
-from tasks import api_keys, compose, layout, offload, restic, runtime, secrets
+from tasks import api_keys, compose, layout, offload, restic, runtime, secrets, servers
 from tasks.config import SECRET_NAME, KittyConfig
 from tasks.operations import connector_arguments
 from tasks.platform import Platform
@@ -380,7 +380,7 @@ def _run(host, command: str, sudo: bool = False) -> str:
 
 def status_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        return f"launchctl print system/{shlex.quote(layout.server_label(cfg, name))} 2>&1"
+        return f"launchctl print {shlex.quote(servers.launchd_target(cfg, plat, name))} 2>&1"
     props = "LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,MainPID"
     return f"systemctl show -p {props} {shlex.quote(layout.server_unit(name))}"
 

@@ -120,7 +120,8 @@ def log_command(log: str) -> str:
     patterns = " ".join(f"-e {shlex.quote(p)}" for p in PATTERNS)
     return (
         f"n=$(grep -n '^build: [0-9]' {quoted} 2>/dev/null | tail -n 1 | cut -d: -f1); "
-        f'[ -n "$n" ] && tail -n +"$(( n > 3 ? n - 3 : 1 ))" {quoted} | grep {patterns} | head -n 40; true'
+        f's=$(( ${{n:-1}} - 3 )); [ "$s" -ge 1 ] || s=1; '
+        f'[ -n "$n" ] && tail -n +"$s" {quoted} | grep {patterns} | head -n 40; true'
     )
 
 

@@ -161,7 +161,7 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
 def server_logs(cfg: KittyConfig, plat: Platform, name: str) -> str:
     log = layout.server_log(cfg, name)
     if plat.supervisor == "launchd":
-        return f"{log}, sudo launchctl print system/{layout.server_label(cfg, name)}"
+        return f"{log}, sudo launchctl print {servers.launchd_target(cfg, plat, name)}"
     return f"{log}, journalctl -u {layout.server_unit(name)}"
 
 

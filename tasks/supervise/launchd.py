@@ -61,7 +61,7 @@ from tasks.supervise.decide import (
     where,
     write_record,
 )
-from tasks.supervise.program import Program
+from tasks.supervise.program import Agent, Program
 
 DOMAIN = "system"
 # `launchctl print` exits 113 for a job the domain does not have.
@@ -76,8 +76,18 @@ EXIT_MARKER = "kitty-launchctl-exit="
 XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def plist_path(label: str) -> str:
-    return f"{LAUNCH_DAEMONS}/{label}.plist"
+def plist_path(label: str, agent: Agent | None = None) -> str:
+    """A LaunchDaemon's plist, or a LaunchAgent's in its user's ~/Library/LaunchAgents."""
+    return f"{agent.folder if agent else LAUNCH_DAEMONS}/{label}.plist"
+
+
+def domain_of(agent: Agent | None) -> str:
+    """`system`, or the GUI session's `gui/<uid>` of a LaunchAgent."""
+    return agent.domain if agent else DOMAIN
+
+
+def target_of(label: str, agent: Agent | None = None) -> str:
+    return f"{domain_of(agent)}/{label}"
 
 
 def render(program: Program) -> str:
@@ -94,8 +104,9 @@ def render(program: Program) -> str:
         working_directory=program.working_directory,
         log_path=program.log,
         environment=program.env,
-        user=program.user,
-        group=program.group,
+        # A LaunchAgent runs as its session's user: no UserName.
+        user=None if program.agent else program.user,
+        group=None if program.agent else program.group,
         keep_alive=program.keep_alive,
         restart_delay=program.restart_delay,
         stop_timeout=program.stop_timeout,
@@ -205,44 +216,47 @@ def parse_print(lines: list[str], disabled: bool = False) -> dict[str, Any]:
 # --- The operation -------------------------------------------------------
 
 
-def observe(label: str, record: str, program: Program | None, **how) -> tuple[dict, Observed]:
+def observe(
+    label: str, record: str, program: Program | None, agent: Agent | None = None, **how
+) -> tuple[dict, Observed]:
     """What the host has; `how`: the operation's `_sudo`, when read outside it (plan)."""
-    status = host.get_fact(LaunchdJob, target=f"{DOMAIN}/{label}", **how)
+    target = target_of(label, agent)
+    status = host.get_fact(LaunchdJob, target=target, **how)
     if status["error"]:
-        raise OperationError(
-            f"launchctl print {DOMAIN}/{label} failed ({status['error']}): cannot tell if it is loaded"
-        )
+        raise OperationError(f"launchctl print {target} failed ({status['error']}): cannot tell if it is loaded")
     state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [], **how)
     return status, Observed(
         # Loaded is what counts: launchd itself keeps a loaded KeepAlive job running.
         running=status["loaded"],
-        definition_sha1=host.get_fact(Sha1File, path=plist_path(label), **how),
+        definition_sha1=host.get_fact(Sha1File, path=plist_path(label, agent), **how),
         record=state["record"],
         inputs_now=state["inputs_now"],
     )
 
 
-def plan(program: Program | None, label: str, record: str, **how) -> Decision:
+def plan(program: Program | None, label: str, record: str, agent: Agent | None = None, **how) -> Decision:
     """The decision for one job, as the operation will take it (for the restart table and the health wait).
 
     `how`: the `_sudo` the operation runs with, so the plan reads what the operation reads."""
     definition = render(program) if program else None
-    _, observed = observe(label, record, program, **how)
+    _, observed = observe(label, record, program, agent, **how)
     return decide(program, label if program is None else program.name, definition, observed, planning=True)
 
 
 @operation()
-def job(program: Program | None, label: str, record: str, timeout: int = 60):
-    """Converge one LaunchDaemon: `program` None removes it (disabled, or no longer declared).
+def job(program: Program | None, label: str, record: str, timeout: int = 60, agent: Agent | None = None):
+    """Converge one LaunchDaemon (or LaunchAgent): `program` None removes it (disabled, or no longer declared).
 
     + program: the supervised program, or None
     + label: its launchd Label
     + record: where the host keeps what its process was started with
     + timeout: seconds to wait for launchd to load the job (a bootout waits the job's own stop time)
+    + agent: a LaunchAgent in this GUI session (the program's own when it has one), not a LaunchDaemon
     """
-    path = plist_path(label)
-    target = f"{DOMAIN}/{label}"
-    status, observed = observe(label, record, program)
+    agent = program.agent if program else agent
+    path = plist_path(label, agent)
+    target = target_of(label, agent)
+    status, observed = observe(label, record, program, agent)
     definition = render(program) if program else None
     name = label if program is None else program.name
     decision = decide(program, name, definition, observed, planning=not host.state.is_executing)
@@ -265,17 +279,18 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
         # Out before the new plist is written: if anything fails in between, the
         # next converge sees "not loaded" and bootstraps. A restart goes the same way.
         commands.append(_bootout(target))
-    # The plist, its owner and mode (root:wheel 0644, or launchd refuses it).
+    # The plist, its owner and mode (root:wheel 0644, or launchd refuses it; an agent's: its user's, 0644).
+    if agent:
+        commands.append(f"install -d -m 755 -o {shlex.quote(agent.user)} {shlex.quote(agent.folder)}")
+    owner = {"user": agent.user} if agent else {"user": "root", "group": "wheel"}
     commands += list(
-        files.put._inner(
-            src=StringIO(definition), dest=path, user="root", group="wheel", mode="644", create_remote_dir=False
-        )
+        files.put._inner(src=StringIO(definition), dest=path, mode="644", create_remote_dir=False, **owner)
     )
     # A disabled override makes bootstrap fail, and keeps the job off after a reboot.
     if status["disabled"]:
         commands.append(f"launchctl enable {shlex.quote(target)}")
     if decision.action in ("install", "start", "reload", "restart"):
-        commands.append(_bootstrap(DOMAIN, path, target, timeout))
+        commands.append(_bootstrap(domain_of(agent), path, target, timeout))
     if decision.changes:
         # After the (re)start, from what the host has now: a failed start is retried next time.
         commands.append(write_record(record, definition, program.inputs))
@@ -313,10 +328,10 @@ def _bootout(target: str) -> str:
     )
 
 
-def restart_command(label: str) -> str:
+def restart_command(label: str, agent: Agent | None = None) -> str:
     """POSIX sh: restart a loaded job as the converge does (bootout, wait, bootstrap its plist)."""
-    target = f"{DOMAIN}/{label}"
-    return f"{{ {_bootout(target)}; }} && {{ {_bootstrap(DOMAIN, plist_path(label), target, 60)}; }}"
+    target, domain, path = target_of(label, agent), domain_of(agent), plist_path(label, agent)
+    return f"{{ {_bootout(target)}; }} && {{ {_bootstrap(domain, path, target, 60)}; }}"
 
 
 def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
@@ -340,7 +355,7 @@ def crash_check(program: Program) -> str:
     nearly all its time there. A job that has not exited yet is still starting;
     SIGTERM is how a bootout ended its predecessor, not a crash.
     """
-    t = shlex.quote(f"{DOMAIN}/{program.label}")
+    t = shlex.quote(target_of(program.label, program.agent))
     return (
         f"out=$(launchctl print {t} 2>&1) || {{ echo launchd: {t} is not loaded; exit 1; }}; "
         'field() { printf \'%s\\n\' "$out" | sed -n "s/^[[:space:]]*$1 = //p" | head -n 1; }; '
@@ -355,18 +370,18 @@ def crash_check(program: Program) -> str:
 
 def rollback(program: Program, decision: Decision, record: str) -> list[str] | None:
     """Commands that put back what the job ran before this converge's (re)start; None: nothing to go back to."""
-    target = f"{DOMAIN}/{program.label}"
+    agent = program.agent
+    target, domain, path = target_of(program.label, agent), domain_of(agent), plist_path(program.label, agent)
     if decision.action == "reload":
-        path = plist_path(program.label)
-        kept, dest = shlex.quote(previous_definition(record)), shlex.quote(plist_path(program.label))
+        kept, dest = shlex.quote(previous_definition(record)), shlex.quote(path)
+        owner = shlex.quote(agent.user) if agent else "root:wheel"
         return [
             _bootout(target),
-            f"mv -f {kept} {dest} && chown root:wheel {dest} && chmod 644 {dest}",
-            _bootstrap(DOMAIN, path, target, 60),
+            f"mv -f {kept} {dest} && chown {owner} {dest} && chmod 644 {dest}",
+            _bootstrap(domain, path, target, 60),
             restore_record(record),
         ]
     if decision.action == "restart" and restore_links(record, program.inputs, decision.changed):
         # As the restart itself: bootout (SIGTERM, its ExitTimeOut), bootstrap; never kickstart -k.
-        path = plist_path(program.label)
-        return [_bootout(target), _bootstrap(DOMAIN, path, target, 60), restore_record(record)]
+        return [_bootout(target), _bootstrap(domain, path, target, 60), restore_record(record)]
     return None

@@ -47,6 +47,26 @@ class Health:
 
 
 @dataclass(frozen=True)
+class Agent:
+    """Run in a user's GUI login session instead of as a system service: a LaunchAgent in
+    `gui/<uid>` (macOS only). That domain exists only while the user is logged in at the
+    Mac's screen (automatic login, FileVault off); the program runs as that user.
+    Its plist lives in the user's ~/Library/LaunchAgents, its record beside the others'."""
+
+    user: str
+    uid: int
+    home: str
+
+    @property
+    def domain(self) -> str:
+        return f"gui/{self.uid}"
+
+    @property
+    def folder(self) -> str:
+        return f"{self.home}/Library/LaunchAgents"
+
+
+@dataclass(frozen=True)
 class Program:
     # For people: "server q4", "images api".
     name: str
@@ -74,6 +94,8 @@ class Program:
     kill_main_only: bool = False
     inputs: tuple[Input, ...] = ()
     health: Health | None = None
+    # launchd: a LaunchAgent in this user's GUI session rather than a LaunchDaemon (kitty_launchd.kind).
+    agent: Agent | None = None
     # For people, in the restart table (not part of the definition): "4096 tokens per request".
     note: str = ""
 

@@ -50,6 +50,8 @@ class Target:
     unit: str
     # The program's stop timeout when declared; None: read from its plist/unit on the host.
     stop_timeout: int | None = None
+    # launchd's domain: `system` (a LaunchDaemon) or a GUI session's `gui/<uid>` (a LaunchAgent).
+    domain: str = DOMAIN
 
 
 @dataclass(frozen=True)
@@ -95,7 +97,7 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     + emergency: SIGKILL now, no stop timeout
     + sudo: run the stop as root (a FunctionCommand is not given the operation's _sudo)
     """
-    service = f"{DOMAIN}/{target.label}"
+    service = f"{target.domain}/{target.label}"
     status = host.get_fact(LaunchdJob, target=service)
     if status["error"]:
         raise OperationError(f"launchctl print {service} failed ({status['error']}): cannot tell if it runs")
