@@ -47,6 +47,13 @@ class ConvergeResult:
     output: str
     calls: list[dict] = field(default_factory=list)
     spawns: list[dict] = field(default_factory=list)
+    # pyinfra's --json results (the harness always asks for them).
+    results: dict | None = None
+
+    def changed(self) -> list[str]:
+        """The operations that changed something on the Mac."""
+        operations = ((self.results or {}).get("results") or {}).get("operations") or []
+        return [op["name"] for op in operations if op.get("success")]
 
     def starts(self) -> dict[str, int]:
         """label -> number of processes launchd spawned for it during this converge."""
@@ -187,7 +194,7 @@ class SimMac:
             "MACSIM_SSH_KNOWN_HOSTS": str(self.target.known_hosts),
         }
         with tempfile.TemporaryDirectory(prefix="macsim-data.") as extra:
-            command = [sys.executable, "-m", "pyinfra", str(INVENTORY), script, "-y"]
+            command = [sys.executable, "-m", "pyinfra", str(INVENTORY), script, "-y", "--json"]
             if sudo_password:
                 command.append("--same-sudo-password")
             command += ["--group-data", str(GROUP_DATA[1])]
@@ -211,9 +218,14 @@ class SimMac:
                 timeout=900,
                 start_new_session=True,
             )
+        try:
+            results = json.loads(p.stdout) if p.stdout.strip().startswith("{") else None
+        except ValueError:
+            results = None
         return ConvergeResult(
             code=p.returncode,
-            output=p.stdout + p.stderr,
+            output=p.stderr + p.stdout,
+            results=results,
             calls=self.launchctl_calls()[calls_before:],
             spawns=self.spawns()[spawns_before:],
         )
