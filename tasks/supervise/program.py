@@ -59,10 +59,12 @@ class Agent:
 
     @property
     def domain(self) -> str:
+        """launchd's domain of the session: what `launchctl bootstrap` and every service target name."""
         return f"gui/{self.uid}"
 
     @property
     def folder(self) -> str:
+        """The user's own LaunchAgents folder (not /Library/LaunchAgents, which every user's session loads)."""
         return f"{self.home}/Library/LaunchAgents"
 
 
