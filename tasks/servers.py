@@ -74,7 +74,7 @@ def gui_agent(plat: Platform, required: bool) -> Agent | None:
             "Groups > Automatically log in, which needs FileVault off), then converge again; or set "
             "kitty_launchd.kind to 'daemon'"
         )
-    return Agent(user=plat.user, uid=found["uid"], home=home)
+    return Agent.of(plat.user, found["uid"], home)
 
 
 def launchd_agent(cfg: KittyConfig, plat: Platform, required: bool = False) -> Agent | None:

@@ -56,16 +56,14 @@ class Agent:
     user: str
     uid: int
     home: str
+    # launchd's domain of the session: what `launchctl bootstrap` and every service target name.
+    domain: str = ""
+    # The user's own LaunchAgents folder (not /Library/LaunchAgents, which every user's session loads).
+    folder: str = ""
 
-    @property
-    def domain(self) -> str:
-        """launchd's domain of the session: what `launchctl bootstrap` and every service target name."""
-        return f"gui/{self.uid}"
-
-    @property
-    def folder(self) -> str:
-        """The user's own LaunchAgents folder (not /Library/LaunchAgents, which every user's session loads)."""
-        return f"{self.home}/Library/LaunchAgents"
+    @classmethod
+    def of(cls, user: str, uid: int, home: str) -> Agent:
+        return cls(user, uid, home, domain=f"gui/{uid}", folder=f"{home}/Library/LaunchAgents")
 
 
 @dataclass(frozen=True)
