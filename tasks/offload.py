@@ -49,9 +49,10 @@ def asks_gpu(server: ModelServer) -> bool:
 
 
 def arguments(server: ModelServer) -> list[str]:
-    """What a server that asks for GPU layers adds to its argv, so its load log says where they went."""
-    said = any(arg in ("-lv", "--verbosity", "--log-verbosity") for arg in server.extra_args)
-    return VERBOSITY if asks_gpu(server) and not said else []
+    """What a server that asks for GPU layers adds to its argv, so its load log says where they went.
+
+    (extra_args may not set the verbosity: server_args.MANAGED_FLAGS.)"""
+    return VERBOSITY if asks_gpu(server) else []
 
 
 @dataclass(frozen=True)

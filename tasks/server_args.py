@@ -48,6 +48,10 @@ MANAGED_FLAGS = {
     "--metrics": "metrics",
     "-kvu": "kv_unified",
     "--kv-unified": "kv_unified",
+    # Trace verbosity, where the server's load says where its GPU layers went (tasks/offload.py).
+    "-lv": "n_gpu_layers",
+    "--verbosity": "n_gpu_layers",
+    "--log-verbosity": "n_gpu_layers",
     "-no-kvu": "kv_unified",
     "--no-kv-unified": "kv_unified",
     "--rpc": "rpc_workers",

@@ -94,7 +94,9 @@ def test_only_servers_that_ask_for_gpu_layers_log_at_trace_verbosity():
     q4 = cfg.servers["q4"]
     assert offload.arguments(q4) == ["--log-verbosity", "4"]
     assert offload.arguments(q4.model_copy(update={"n_gpu_layers": 0})) == []
-    assert offload.arguments(q4.model_copy(update={"extra_args": ["-lv", "3"]})) == []
+    with pytest.raises(config.ConfigError, match="'-lv' is set by the field 'n_gpu_layers'"):
+        config.load({**hosts.DEFAULTS, "kitty_servers": {**hosts.DEFAULTS["kitty_servers"], "q4": {
+            **hosts.DEFAULTS["kitty_servers"]["q4"], "extra_args": ["-lv", "3"]}}})  # fmt: skip
 
 
 def test_the_remedy_on_a_mac_daemon_is_the_gui_sessions_launchagent():
