@@ -15,8 +15,10 @@ common/log.cpp. A server that asks for GPU layers therefore runs with
 `offloaded 31/31 layers to GPU`, the lines the build's smoke test reads
 (templates/llama-smoke.sh). A build with no usable GPU prints no `offloaded` line at
 all (and, at any verbosity, `no usable GPU found, --gpu-layers option will be
-ignored`). The load of the running process is what follows the last `build:` line,
-which llama-server writes at every start. Trace verbosity adds, per request other
+ignored`, while it parses its arguments). The load of the running process is what
+follows the last `srv  llama_server: initializing ...` line, the first line
+llama-server logs at every start (after a timestamp and a level letter, as common_init
+sets its log). Trace verbosity adds, per request other
 than /health and /metrics, a `done request` line, and at start the last four
 characters of a single API key.
 """
@@ -35,13 +37,16 @@ if TYPE_CHECKING:
     from tasks.platform import Platform
 
 VERBOSITY = ["--log-verbosity", "4"]
-# The line llama-server writes first at every start; what follows is the running process's load.
-START = re.compile(r"^build: \d")
+# The line llama-server logs first at every start (tools/server/server.cpp: SRV_INF "initializing ...",
+# after common_init's timestamp and level letter); what follows is the running process's load.
+START = re.compile(r"srv +\S+: initializing \.\.\.")
+# The same, for grep (POSIX BRE).
+START_BRE = "srv  *[^ ]*: initializing [.][.][.]"
 OFFLOADED = re.compile(r"offloaded (\d+)/(\d+) layers to GPU")
 DEVICE = re.compile(r"using device (\S+ \([^)]*\))")
 NO_GPU = "no usable GPU found"
 # Lines of a load that tell where the layers went (for grep -e, and kept in diagnose's bundle).
-PATTERNS = ("^build: [0-9]", "offloaded [0-9]", "using device ", NO_GPU)
+PATTERNS = (START_BRE, "offloaded [0-9]", "using device ", NO_GPU)
 
 
 def asks_gpu(server: ModelServer) -> bool:
@@ -91,10 +96,10 @@ class Placement:
 
 
 def last_load(lines: list[str]) -> list[str] | None:
-    """The lines of the running process's load: from the last `build:` line on (None: no start in them).
+    """The lines of the running process's load: from its last start on (None: no start in them).
 
-    `no usable GPU found` is printed while the arguments are parsed, just before `build:`."""
-    starts = [i for i, line in enumerate(lines) if START.match(line.strip())]
+    `no usable GPU found` is printed while the arguments are parsed, just before the start line."""
+    starts = [i for i, line in enumerate(lines) if START.search(line)]
     if not starts:
         return None
     first = starts[-1]
@@ -120,7 +125,7 @@ def log_command(log: str) -> str:
     quoted = shlex.quote(log)
     patterns = " ".join(f"-e {shlex.quote(p)}" for p in PATTERNS)
     return (
-        f"n=$(grep -n '^build: [0-9]' {quoted} 2>/dev/null | tail -n 1 | cut -d: -f1); "
+        f"n=$(grep -n {shlex.quote(START_BRE)} {quoted} 2>/dev/null | tail -n 1 | cut -d: -f1); "
         f's=$(( ${{n:-1}} - 3 )); [ "$s" -ge 1 ] || s=1; '
         f'[ -n "$n" ] && tail -n +"$s" {quoted} | grep {patterns} | head -n 40; true'
     )

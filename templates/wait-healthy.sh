@@ -10,7 +10,7 @@
 #   EXPECT  llama (default): 200 healthy, 503 loading (the model is still
 #           loading), anything else down.
 #           llama-gpu:N: as llama, and once healthy its load in LOG (what follows
-#           its last `build:` line) must say its N GPU layers are on a GPU
+#           its last `srv  llama_server: initializing ...` line) must say its N GPU layers are on a GPU
 #           (`offloaded A/B layers to GPU`, at --log-verbosity 4); else it is
 #           DEGRADED: serving, but on the CPU (tasks/offload.py reads the same).
 #           http: any 2xx healthy, anything else down.
@@ -104,7 +104,7 @@ probe() { # I SPEC
 placement() { # LOG ASKED
     tries=0
     while :; do
-        n=$(grep -n '^build: [0-9]' "$1" 2>/dev/null | tail -n 1 | cut -d: -f1)
+        n=$(grep -n 'srv  *[^ ]*: initializing [.][.][.]' "$1" 2>/dev/null | tail -n 1 | cut -d: -f1)
         offload=
         device=
         if [ -n "$n" ]; then

@@ -15,27 +15,29 @@ from tasks.platform import Platform
 from tests.plan import hosts
 from tests.unit.test_host_scripts import SHELLS, WAIT, health_server, needs_shells, run, userland  # noqa: F401
 
-BUILD = "build: 11434 (df1938a) with Apple clang version 17.0.0 (clang-1700.0.13.5) for arm64-apple-darwin24.5.0"
+# As common_init() sets llama-server's log: a timestamp and a level letter before each line it logs.
+START = "0.00.000.312 I srv  llama_server: initializing ..."
 METAL = [
-    "ggml_metal_device_init: GPU name:   MTL0 (Apple M3 Ultra)",
-    BUILD,
-    "system_info: n_threads = 20 (n_threads_batch = 20) / 32 | Metal : EMBED_LIBRARY = 1 | CPU : NEON = 1 |",
-    "llama_model_load_from_file_impl: using device MTL0 (Apple M3 Ultra) (unknown id) - 475135 MiB free",
-    "load_tensors: offloading output layer to GPU",
-    "load_tensors: offloading 29 repeating layers to GPU",
-    "load_tensors: offloaded 31/31 layers to GPU",
-    "load_tensors:   Metal_Mapped model buffer size =   100.57 MiB",
-    "main: server is listening on http://127.0.0.1:8083 - starting the main loop",
+    START,
+    "0.00.001.020 I common_params_print_info: build 11434 (df1938a) with Apple clang for arm64-apple-darwin",
+    "0.00.004.871 I ggml_metal_device_init: GPU name:   MTL0 (Apple M3 Ultra)",
+    "0.00.020.117 I llama_model_load_from_file_impl: using device MTL0 (Apple M3 Ultra) (unknown id) - 475135 MiB free",
+    "0.00.201.554 I load_tensors: offloading output layer to GPU",
+    "0.00.201.560 I load_tensors: offloading 29 repeating layers to GPU",
+    "0.00.201.561 I load_tensors: offloaded 31/31 layers to GPU",
+    "0.00.201.900 I load_tensors:   Metal_Mapped model buffer size =   100.57 MiB",
+    "0.00.402.001 I srv  llama_server: listening on http://127.0.0.1:8083",
 ]
+# A build (or a session) without a GPU: common/arg.cpp warns while it parses -ngl, before the start line.
 NO_DEVICE = [
     "warning: no usable GPU found, --gpu-layers option will be ignored",
     "warning: one possible reason is that llama.cpp was compiled without GPU support",
     "warning: consult docs/build.md for compilation instructions",
-    BUILD,
-    "load_tensors:   CPU_Mapped model buffer size =   100.57 MiB",
-    "main: server is listening on http://127.0.0.1:8083 - starting the main loop",
+    START,
+    "0.00.190.004 I load_tensors:   CPU_Mapped model buffer size =   100.57 MiB",
+    "0.00.402.001 I srv  llama_server: listening on http://127.0.0.1:8083",
 ]
-PARTIAL = [BUILD, METAL[3], "load_tensors: offloaded 20/31 layers to GPU", METAL[-1]]
+PARTIAL = [START, METAL[3], "0.00.201.561 I load_tensors: offloaded 20/31 layers to GPU", METAL[-1]]
 
 
 @pytest.mark.parametrize(
