@@ -44,7 +44,7 @@ class FileState(FactBase[dict]):
     def command(self, path: str) -> str:
         quoted = shlex.quote(path)
         return (
-            f': {MARK} {quoted}; scutil --get LocalHostName 2>/dev/null || uname -n; '
+            f": {MARK} {quoted}; scutil --get LocalHostName 2>/dev/null || uname -n; "
             f'f={quoted}; [ -f "$f" ] || exit 0; '
             "st=$(stat -c '%a %U' \"$f\" 2>/dev/null || stat -f '%Lp %Su' \"$f\"); "
             'sum=$( (sha256sum "$f" 2>/dev/null || shasum -a 256 "$f") | cut -d" " -f1); '
