@@ -54,7 +54,8 @@ def mac(simulated_mac):
     for name in NAMES:
         assert f"[health] server {name}: layers on MTL0 (Apple M3 Ultra) (31/31)" in first.output
     # The health table has a column for it.
-    assert "layers on MTL0 (Apple M3 Ultra) (31/31)" in first.output.split("Health table")[-1]
+    rows = [line for line in first.output.splitlines() if "server q4" in line and "  healthy  " in line]
+    assert rows and rows[-1].rstrip().endswith("layers on MTL0 (Apple M3 Ultra) (31/31)"), rows
     return simulated_mac
 
 
