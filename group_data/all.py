@@ -179,10 +179,12 @@ kitty_servers = {
     },
 }
 
-# How the model servers run on macOS (see tasks/launchd.py).
+# How the model servers run on macOS (see tasks/supervise/launchd.py).
 kitty_launchd = {
-    # A LaunchDaemon in the system domain: a headless Mac reached over SSH has
-    # no GUI session, so a LaunchAgent (gui/<uid>) could not be loaded there.
+    # "daemon": a LaunchDaemon in the system domain, which runs on a headless Mac
+    # reached over SSH. "agent": a LaunchAgent in the admin's GUI session (gui/<uid>:
+    # automatic login, FileVault off), where Metal has a device when a daemon's has
+    # none (the health table then says "degraded: on CPU"; see README, Safe changes).
     "kind": "daemon",
     "label_prefix": "com.kitty.llama-server.",
     "throttle_interval": 10,

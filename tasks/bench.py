@@ -24,11 +24,12 @@ from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 
 from tasks import layout, servers
 from tasks.config import KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
+from tasks.supervise import launchd as supervise_launchd
 
 # The manual's "Performance Benchmarks" chapter, per server role: start to healthy (first start,
 # later starts) in seconds, steady-state RAM and VRAM in GB. None: the manual gives no figure.
@@ -180,14 +181,15 @@ def drop_cache_command(plat: Platform) -> str:
 
 def restart_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        return f"launchctl kickstart -k system/{shlex.quote(layout.server_label(cfg, name))}"
+        # As a converge restarts it: SIGTERM and its stop time, never kickstart -k's SIGKILL.
+        return supervise_launchd.restart_command(layout.server_label(cfg, name), servers.launchd_agent(cfg, plat))
     return f"systemctl restart {shlex.quote(layout.server_unit(name))}"
 
 
 def pid_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        label = shlex.quote(layout.server_label(cfg, name))
-        return f"launchctl print system/{label} | sed -n 's/^[[:space:]]*pid = \\([0-9]*\\).*/\\1/p' | head -n1"
+        target = shlex.quote(servers.launchd_target(cfg, plat, name))
+        return f"launchctl print {target} | sed -n 's/^[[:space:]]*pid = \\([0-9]*\\).*/\\1/p' | head -n1"
     return f"systemctl show -p MainPID --value {shlex.quote(layout.server_unit(name))}"
 
 
@@ -236,8 +238,7 @@ def measure(cfg: KittyConfig, plat: Platform):
 def _run(host, command: str, sudo: bool = False, timeout: int = 120) -> tuple[bool, str]:
     """Run through the connector with the operation's own arguments (its sudo password): a FunctionCommand
     is not given them. Output: stdout and stderr, as the host printed them."""
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
-    arguments.update(_sudo=sudo, _timeout=timeout)
+    arguments = connector_arguments(host, _sudo=sudo, _timeout=timeout)
     ok, output = host.run_shell_command(StringCommand(command), **arguments)
     return ok, "\n".join(output.output_lines)
 

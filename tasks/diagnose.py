@@ -25,11 +25,11 @@ from pathlib import Path
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.server import Home
 
-from tasks import api_keys, compose, layout, restic, runtime, secrets
+from tasks import api_keys, compose, layout, offload, restic, runtime, secrets, servers
 from tasks.config import SECRET_NAME, KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
 
 LOG_LINES = 20
@@ -131,6 +131,14 @@ def server_findings(
                 Finding(subject, f"model file {rel} is not verified (no stamp, or it changed since)", REMEDY["model"])
             )
     return found
+
+
+def gpu_findings(name: str, placed: offload.Placement, remedy: str) -> list[Finding]:
+    """A server that asks for GPU layers and computes on the CPU (tasks/offload.py); on a Mac's
+    LaunchDaemon the remedy is the LaunchAgent in the admin's GUI session."""
+    if not placed.degraded:
+        return []
+    return [Finding(f"server {name}", placed.text(), remedy)]
 
 
 def missing_env_names(wanted: list[str], env_names: list[str]) -> list[str]:
@@ -361,8 +369,7 @@ class BundleRefused(Exception):
 
 def _arguments(host, sudo: bool, **more) -> dict:
     # The operation's own connector arguments (its sudo password): a FunctionCommand is not given them.
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
-    return {**arguments, "_sudo": sudo, **more}
+    return connector_arguments(host, _sudo=sudo, **more)
 
 
 def _run(host, command: str, sudo: bool = False) -> str:
@@ -373,7 +380,7 @@ def _run(host, command: str, sudo: bool = False) -> str:
 
 def status_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     if plat.supervisor == "launchd":
-        return f"launchctl print system/{shlex.quote(layout.server_label(cfg, name))} 2>&1"
+        return f"launchctl print {shlex.quote(servers.launchd_target(cfg, plat, name))} 2>&1"
     props = "LoadState,ActiveState,SubState,NRestarts,ExecMainStatus,MainPID"
     return f"systemctl show -p {props} {shlex.quote(layout.server_unit(name))}"
 
@@ -408,12 +415,18 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
         files = {rel: files.get(rel, {"exists": False}) for rel in rels}
         tail = _run(host, f"tail -n {LOG_LINES} {shlex.quote(layout.server_log(cfg, name))}", sudo=plat.sudo)
         found = server_findings(name, srv.port, state, listening.get(srv.port), files, tail)
+        placed = None
+        if offload.asks_gpu(srv) and state["running"]:
+            load = _run(host, offload.log_command(layout.server_log(cfg, name)), sudo=plat.sudo).splitlines()
+            placed = offload.placement(load, srv.n_gpu_layers)
+            found += gpu_findings(name, placed, offload.remedy(cfg, plat))
         findings += found
         facts["servers"][name] = {
             "supervisor": state,
             "port": srv.port,
             "holder": listening.get(srv.port),
             "models": files,
+            "layers": placed.text() if placed else None,
             "log_tail": tail,
         }
     if engine is not None:
@@ -441,6 +454,10 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     )
     facts["memory"], found = memory_findings(plat, memory)
     findings += found
+    # Where each server that asks for GPU layers has them, healthy or not.
+    for name, found in facts["servers"].items():
+        if found.get("layers"):
+            host.log(f"server {name}: {found['layers']}", logger.info)
     for line in report_lines(findings):
         host.log(line, logger.warning if findings else logger.info)
     if bundle_to:

@@ -25,17 +25,18 @@ from pathlib import Path
 
 from pyinfra import logger
 from pyinfra.api import FunctionCommand, StringCommand, operation
-from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.operations import files
 
-from tasks import layout, supervise
+from tasks import layout, offload, supervise
 from tasks.config import KittyConfig
+from tasks.operations import connector_arguments
 from tasks.platform import Platform
 from tasks.supervise import Decision, Program
 from tasks.supervise.decide import restore_links
 
 WAIT_SCRIPT = Path(__file__).resolve().parents[1] / "templates" / "wait-healthy.sh"
 FAILED_LINE = re.compile(r"^\[health\] (.+?): FAILED, (.*?)\. Last lines of ")
+DEGRADED_LINE = re.compile(r"^\[health\] (.+?): DEGRADED, (.*)$")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,8 @@ class Attempt:
     links: tuple[str, ...] = ()
     # Why there is nothing to go back to.
     no_undo: str = ""
+    # What to do when it serves from the CPU although it asks for GPU layers (tasks/offload.py).
+    on_cpu: str = ""
 
     @property
     def argument(self) -> str:
@@ -100,13 +103,18 @@ def attempt(cfg: KittyConfig, plat: Platform, program: Program, decision: Decisi
         undo=tuple(undo) if undo else None,
         links=tuple(links) if undo else (),
         no_undo=no_undo,
+        on_cpu=offload.remedy(cfg, plat) if program.health and program.health.gpu_layers else "",
     )
 
 
 def spec(program: Program) -> str:
-    """`NAME|URL|TIMEOUT_S|LOG|EXPECT`, as wait-healthy.sh reads it (the CHECK follows)."""
+    """`NAME|URL|TIMEOUT_S|LOG|EXPECT`, as wait-healthy.sh reads it (the CHECK follows).
+
+    A llama-server that asks for GPU layers is `llama-gpu:N`: once healthy, its load must
+    have put them on a GPU (tasks/offload.py)."""
     health = program.health
-    return f"{program.name}|{health.url}|{health.timeout}|{program.log}|{health.expect}"
+    expect = f"llama-gpu:{health.gpu_layers}" if health.expect == "llama" and health.gpu_layers else health.expect
+    return f"{program.name}|{health.url}|{health.timeout}|{program.log}|{expect}"
 
 
 @operation()
@@ -117,7 +125,7 @@ def healthy(script: str, attempts: list[Attempt]):
 
 def _wait(state, host, script: str, attempts: list[Attempt]) -> bool:
     # The operation's own connector arguments (_sudo, its password): a FunctionCommand is not given them.
-    arguments = {k: v for k, v in (host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
+    arguments = connector_arguments(host)
 
     def run(command: str):
         # Through the connector with print_output: each change of state shows as it happens.
@@ -126,12 +134,22 @@ def _wait(state, host, script: str, attempts: list[Attempt]) -> bool:
     ok, output = run(shlex.join(["sh", script, *(a.argument for a in attempts)]))
     if ok:
         return True
-    failures = {}
+    failures, degraded = {}, {}
     for line in output.output_lines:
         found = FAILED_LINE.match(line.strip())
         if found:
             failures[found.group(1)] = found.group(2)
+        found = DEGRADED_LINE.match(line.strip())
+        if found:
+            degraded[found.group(1)] = found.group(2)
     failed = [a for a in attempts if a.name in failures]
+    if degraded and not failed:
+        # It serves, from the CPU: nothing to roll back (what ran before was no better placed,
+        # it is this session's GPU that is missing); the converge fails with the remedy.
+        for a in attempts:
+            if a.name in degraded:
+                host.log_styled(f"{a.name}: degraded: {degraded[a.name]}. {a.on_cpu}.", fg="red", log_func=logger.error)
+        return False
     # A shared link goes back for every program that moved with it: they restart on what it points at again.
     back = [a for a in failed if a.undo]
     if any(a.links for a in back):

@@ -35,12 +35,17 @@ def render(template: str, **values) -> str:
 
 class FileState(FactBase[dict]):
     """The host's node name, and `{"sha256": ..., "mode": "644", "user": "root"}` of a regular
-    file (None when there is none): `{"hostname": ..., "file": ...}`."""
+    file (None when there is none): `{"hostname": ..., "file": ...}`.
+
+    The node name of a Mac is its LocalHostName (scutil), which the admin sets: `uname -n`
+    there changes with the network (DHCP, reverse DNS), and a file made from it (the
+    Prometheus targets' host label) would change with every network. Elsewhere `uname -n`."""
 
     def command(self, path: str) -> str:
         quoted = shlex.quote(path)
         return (
-            f': {MARK} {quoted}; uname -n; f={quoted}; [ -f "$f" ] || exit 0; '
+            f": {MARK} {quoted}; scutil --get LocalHostName 2>/dev/null || uname -n; "
+            f'f={quoted}; [ -f "$f" ] || exit 0; '
             "st=$(stat -c '%a %U' \"$f\" 2>/dev/null || stat -f '%Lp %Su' \"$f\"); "
             'sum=$( (sha256sum "$f" 2>/dev/null || shasum -a 256 "$f") | cut -d" " -f1); '
             'echo "$sum $st"'

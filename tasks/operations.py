@@ -7,7 +7,19 @@ import shlex
 
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, OperationError, StringCommand, operation
+from pyinfra.api.arguments import CONNECTOR_ARGUMENT_KEYS
 from pyinfra.facts.files import Directory, File, Sha256File
+
+
+def connector_arguments(on_host, **overrides) -> dict:
+    """The running operation's connector arguments, for a command its FunctionCommand runs itself.
+
+    pyinfra gives a FunctionCommand's function none of them: `host.run_shell_command(cmd, _sudo=True)`
+    alone runs `sudo -n`, without the run's sudo password (--same-sudo-password), its askpass
+    helper, `_sudo_user` or `_env`. Every command an operation's function runs takes them from here.
+    """
+    found = {k: v for k, v in (on_host.current_op_global_arguments or {}).items() if k in CONNECTOR_ARGUMENT_KEYS}
+    return {**found, **overrides}
 
 
 @operation()

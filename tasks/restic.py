@@ -56,7 +56,23 @@ def environment(cfg: KittyConfig) -> dict[str, str]:
         "RESTIC_REPOSITORY": repository(cfg),
         "RESTIC_PASSWORD_FILE": password_file(cfg),
         "RESTIC_CACHE_DIR": f"{folder(cfg)}/cache",
+        "BACKUP_HOST": backup_host(),
     }
+
+
+def backup_host() -> str:
+    """The name this host's snapshots are kept under (restic --host): its inventory name.
+
+    Never `hostname`: a Mac's changes with its network (DHCP, reverse DNS), and then
+    `forget` no longer prunes the older snapshots and restore's `latest` finds none.
+    `@local` names no host: the script takes the Mac's LocalHostName (scutil), which the
+    admin sets and the network does not change, else `hostname` (Linux).
+    """
+    try:
+        name = host.name
+    except AttributeError:  # outside a host's context (a plan's helpers): the script decides
+        return ""
+    return "" if name == "@local" else name
 
 
 def keep_flags(cfg: KittyConfig) -> str:
@@ -157,7 +173,9 @@ def run_script(state, host, name: str, env: dict[str, str], outcome: dict, **arg
     Its `row<TAB>what<TAB>result`, `bad<TAB>why` and `id<TAB>snapshot` lines are collected
     into `outcome` ("rows", "bad", "id") for the table the deploy ends with.
     """
-    ok, output = host.run_shell_command(script_command(env), print_output=True, _stdin=script(name), **arguments)
+    # The operation's connector arguments first (the run's sudo password), then this step's own.
+    arguments = operations.connector_arguments(host, **arguments, _stdin=script(name))
+    ok, output = host.run_shell_command(script_command(env), print_output=True, **arguments)
     for line in output.stdout_lines + output.stderr_lines:
         kind, _, rest = line.partition("\t")
         if kind == "row":

@@ -10,12 +10,14 @@ Every runtime ends the same way: `docker info` must answer before compose runs.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pyinfra import host
 from pyinfra.api import FactBase, StringCommand, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, systemd
 
-from tasks import prerequisites, supervise
+from tasks import host_file, prerequisites, supervise
 from tasks.config import KittyConfig, Stack
 from tasks.layout import COLIMA_LABEL
 from tasks.platform import Platform
@@ -38,7 +40,7 @@ class Engine:
         self.env = dict(plat.env)
         if runtime == "colima":
             # Explicit, so neither the CLI's current context nor a stray DOCKER_HOST decides.
-            self.env["DOCKER_HOST"] = f"unix://{home}/.colima/{cfg.stack.colima.profile}/docker.sock"
+            self.env["DOCKER_HOST"] = f"unix://{colima_socket(home, cfg.stack.colima.profile)}"
         # A Linux admin is not necessarily in the docker group (that needs a new login).
         self.sudo = plat.os == "linux" and plat.sudo
 
@@ -116,6 +118,36 @@ def _engine_name(runtime: str) -> str:
 
 # --- colima ------------------------------------------------------------------------
 
+# Starts colima after removing the stale files an unclean end leaves (templates/colima-start.sh).
+COLIMA_WRAPPER = Path(__file__).resolve().parents[1] / "templates" / "colima-start.sh"
+
+
+def colima_profile(profile: str) -> tuple[str, str]:
+    """(Lima instance, folder under ~/.colima) of a colima profile, as colima computes them.
+
+    colima's config/profile.go (ProfileFromName): "", "default" and "colima" are colima's
+    own profile, Lima instance `colima` in folder `default`; any other N, or "colima-N",
+    is instance `colima-N` in folder N. So `colima` and `colima-x` are not folders of theirs.
+    """
+    if profile in ("", "colima", "default"):
+        return "colima", "default"
+    short = profile.removeprefix("colima-")
+    return f"colima-{short}", short
+
+
+def colima_socket(home: str, profile: str) -> str:
+    """The docker socket colima makes for `profile`: ~/.colima/<folder>/docker.sock."""
+    return f"{home}/.colima/{colima_profile(profile)[1]}/docker.sock"
+
+
+def lima_instance_dir(home: str, profile: str) -> str:
+    """Where Lima keeps the profile's VM and its host agent's ha.pid / ha.sock."""
+    return f"{home}/.colima/_lima/{colima_profile(profile)[0]}"
+
+
+def colima_wrapper(cfg: KittyConfig) -> str:
+    return f"{cfg.paths.opt_dir}/colima-start.sh"
+
 
 def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     """`colima start --foreground` as a LaunchDaemon running as the admin.
@@ -125,7 +157,10 @@ def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     headless Mac reached over SSH never has.
     """
     colima = cfg.stack.colima
-    argv = [f"{plat.brew_prefix}/bin/colima", "start", "--foreground", "--profile", colima.profile]
+    # Through colima-start.sh: after a power cut Lima's stale ha.pid / ha.sock would make every
+    # start fail, and KeepAlive would loop on it forever; the wrapper removes them, then execs colima.
+    argv = ["/bin/sh", colima_wrapper(cfg), lima_instance_dir(home, colima.profile)]
+    argv += [f"{plat.brew_prefix}/bin/colima", "start", "--foreground", "--profile", colima.profile]
     argv += ["--cpu", str(colima.cpu), "--memory", str(colima.memory_gib), "--disk", str(colima.disk_gib)]
     return Program(
         name="colima",
@@ -151,6 +186,14 @@ def _colima(cfg: KittyConfig, plat: Platform, home: str | None):
         )
     if not home:
         raise DeployError(f"{host.name}: cannot tell the home folder of {plat.user!r} (colima keeps its VM there)")
+    host_file.content(
+        name="colima start wrapper (stale Lima files after a power cut)",
+        path=colima_wrapper(cfg),
+        text=COLIMA_WRAPPER.read_text(),
+        mode="755",
+        user="root",
+        _sudo=plat.sudo,
+    )
     (decision,) = supervise.converge(cfg, plat, [Slot(COLIMA_LABEL, "", colima_program(cfg, plat, home))])
     return decision
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING
 
+from tasks import offload
+
 if TYPE_CHECKING:
     from tasks.config import KittyConfig, ModelServer
 
@@ -46,6 +48,10 @@ MANAGED_FLAGS = {
     "--metrics": "metrics",
     "-kvu": "kv_unified",
     "--kv-unified": "kv_unified",
+    # Trace verbosity, where the server's load says where its GPU layers went (tasks/offload.py).
+    "-lv": "n_gpu_layers",
+    "--verbosity": "n_gpu_layers",
+    "--log-verbosity": "n_gpu_layers",
     "-no-kvu": "kv_unified",
     "--no-kv-unified": "kv_unified",
     "--rpc": "rpc_workers",
@@ -114,7 +120,8 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
         args += ["--api-key-file", server.api_key_file]
     if server.rpc_workers:
         args += ["--rpc", ",".join(rpc_endpoints(cfg, name, server))]
-    return args + list(server.extra_args)
+    # Where its layers go is in its load log only at trace verbosity (tasks/offload.py).
+    return args + offload.arguments(server) + list(server.extra_args)
 
 
 def rpc_endpoints(cfg: KittyConfig, name: str, server: ModelServer) -> list[str]:

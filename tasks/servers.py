@@ -18,15 +18,17 @@ import re
 import shlex
 
 from pyinfra import host
-from pyinfra.api import deploy
+from pyinfra.api import FactBase, deploy
 from pyinfra.api.exceptions import DeployError
+from pyinfra.facts.server import Home
 from pyinfra.operations import files, server
 
 from tasks import health, layout, llamacpp, models, rpc_workers, server_args, supervise
 from tasks.config import KittyConfig, ModelServer
 from tasks.facts import LegacyServerPids, ListeningPorts
 from tasks.platform import Platform
-from tasks.supervise import Family, Health, Input, Program, Slot
+from tasks.supervise import Agent, Family, Health, Input, Program, Slot
+from tasks.supervise import launchd as supervise_launchd
 
 # The old start scripts' PID files: .logs/llamacpp-<name>.pid, nothing else.
 LEGACY_PID_FILE = re.compile(r"^llamacpp-[A-Za-z0-9_.-]+\.pid$")
@@ -41,11 +43,64 @@ def health_url(server: ModelServer) -> str:
     return f"http://{address}:{server.port}/health"
 
 
+class GuiSession(FactBase[dict]):
+    """The connecting user's uid, and whether its GUI login session (launchd's gui/<uid>) exists now."""
+
+    def command(self) -> str:
+        return 'u=$(id -u) && echo "$u" && { launchctl print "gui/$u" >/dev/null 2>&1 && echo session || echo none; }'
+
+    def process(self, output) -> dict:
+        lines = [line.strip() for line in output]
+        uid = int(lines[0]) if lines and lines[0].isdigit() else None
+        return {"uid": uid, "session": len(lines) > 1 and lines[1] == "session"}
+
+
+def gui_agent(plat: Platform, required: bool) -> Agent | None:
+    """The admin's GUI session as a home for LaunchAgents (kitty_launchd.kind: agent).
+
+    `required`: the session must exist now (a converge that starts agents); else it is
+    only named, so agents left from an earlier `agent` setting can be found and removed."""
+    found = host.get_fact(GuiSession) or {}
+    home = host.get_fact(Home)
+    if found.get("uid") is None or not home:
+        if required:
+            raise DeployError(f"{host.name}: cannot tell the uid and home of {plat.user!r} for its LaunchAgents")
+        return None
+    if required and not found.get("session"):
+        raise DeployError(
+            f"{host.name}: kitty_launchd.kind is 'agent': the model servers run as LaunchAgents in the GUI "
+            f"session of {plat.user!r} (launchd's gui/{found['uid']}), which does not exist now. Log in as "
+            f"{plat.user!r} at the Mac's screen and keep it so across reboots (System Settings > Users & "
+            "Groups > Automatically log in, which needs FileVault off), then converge again; or set "
+            "kitty_launchd.kind to 'daemon'"
+        )
+    return Agent.of(plat.user, found["uid"], home)
+
+
+def launchd_agent(cfg: KittyConfig, plat: Platform, required: bool = False) -> Agent | None:
+    """The model servers' GUI session when they are LaunchAgents; None: LaunchDaemons (or not launchd)."""
+    if plat.supervisor != "launchd" or cfg.launchd.kind != "agent":
+        return None
+    return gui_agent(plat, required)
+
+
+def launchd_target(cfg: KittyConfig, plat: Platform, name: str) -> str:
+    """`system/<label>`, or `gui/<uid>/<label>` for a LaunchAgent: what launchctl calls server `name`."""
+    return supervise_launchd.target_of(layout.server_label(cfg, name), launchd_agent(cfg, plat))
+
+
 def program(
-    cfg: KittyConfig, plat: Platform, name: str, srv: ModelServer, build_id: str, fetched: set[str] = frozenset()
+    cfg: KittyConfig,
+    plat: Platform,
+    name: str,
+    srv: ModelServer,
+    build_id: str,
+    fetched: set[str] = frozenset(),
+    agent: Agent | None = None,
 ) -> Program:
     """Model server `name` as a supervised program, run by llama.cpp build `build_id` (what `current`
-    points at once this converge ran); `fetched`: model files this converge replaces."""
+    points at once this converge ran); `fetched`: model files this converge replaces; `agent`:
+    a LaunchAgent in that GUI session (it then runs as that session's user)."""
     return Program(
         name=f"server {name}",
         label=layout.server_label(cfg, name),
@@ -62,8 +117,9 @@ def program(
         stop_timeout=30,
         restart_delay=cfg.launchd.throttle_interval,
         inputs=inputs(cfg, srv, build_id, fetched, name),
-        health=Health(health_url(srv), "llama", srv.health_timeout),
+        health=Health(health_url(srv), "llama", srv.health_timeout, gpu_layers=srv.n_gpu_layers),
         note=context_note(srv),
+        agent=agent,
     )
 
 
@@ -90,19 +146,21 @@ def inputs(
     return tuple(found)
 
 
-def programs(cfg: KittyConfig, plat: Platform, build_id: str, fetched: set[str] = frozenset()) -> list[Program]:
-    return [program(cfg, plat, name, srv, build_id, fetched) for name, srv in cfg.enabled_servers().items()]
+def programs(
+    cfg: KittyConfig, plat: Platform, build_id: str, fetched: set[str] = frozenset(), agent: Agent | None = None
+) -> list[Program]:
+    return [program(cfg, plat, name, srv, build_id, fetched, agent) for name, srv in cfg.enabled_servers().items()]
 
 
 @deploy("Model servers")
 def run(cfg: KittyConfig, plat: Platform) -> None:
-    if plat.supervisor == "launchd" and cfg.launchd.kind != "daemon":
-        raise DeployError("kitty_launchd.kind: only 'daemon' is converged so far (agents need a GUI login)")
+    # kitty_launchd.kind 'agent': LaunchAgents in the admin's GUI session (checked to exist now).
+    agent = launchd_agent(cfg, plat, required=True)
     _refuse_foreign_ports(cfg, plat)
     _stop_legacy_servers(cfg, plat)
     # What the model step fetches in this run: a server using such a file restarts on it.
     fetched = models.to_fetch(cfg)
-    running = programs(cfg, plat, llamacpp.resolved_build(cfg, plat).id, fetched)
+    running = programs(cfg, plat, llamacpp.resolved_build(cfg, plat).id, fetched, agent)
     by_name = {p.name: p for p in running}
     slots = [
         Slot(
@@ -112,10 +170,18 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
             f"server {name}",
             # Placed on another inference host (tasks/placement.py): removed here, not "disabled".
             why=f"runs on {', '.join(cfg.elsewhere[name])}" if name in cfg.elsewhere else "disabled",
+            agent=agent,
         )
         for name in cfg.servers
     ]
-    decisions = supervise.converge(cfg, plat, slots, family(cfg))
+    decisions = []
+    if plat.supervisor == "launchd":
+        # The other kind's jobs of this family (kitty_launchd.kind changed): stopped and removed
+        # first, so a LaunchDaemon and a LaunchAgent never hold one port at once.
+        other = None if agent else gui_agent(plat, required=False)
+        if agent or other:
+            decisions += supervise.converge(cfg, plat, [], family(cfg), other)
+    decisions += supervise.converge(cfg, plat, slots, family(cfg), agent)
     health.wait(cfg, plat, running, decisions, "/health of the model servers")
 
 

@@ -130,7 +130,7 @@ def ensure(cfg: KittyConfig, plat: Platform) -> None:
             ensure_home=False,
             _sudo=plat.sudo,
         )
-    group = existing["group"] if existing else name
+    group = logs_group(cfg)
     # Its programs write their logs here; the admin keeps owning both folders.
     files.directory(
         name=f"Logs folder writable by {name}", path=cfg.paths.logs_dir, group=group, mode=775, _sudo=plat.sudo
@@ -138,6 +138,18 @@ def ensure(cfg: KittyConfig, plat: Platform) -> None:
     files.directory(
         name=f"Models folder readable by {name}", path=cfg.paths.models_dir, group=group, mode=755, _sudo=plat.sudo
     )
+
+
+def logs_group(cfg: KittyConfig) -> str | None:
+    """The group of the logs folder that lets the service account write its logs; None without one.
+
+    An account that exists keeps its own primary group; a new one gets a group of its name.
+    """
+    name = cfg.paths.service_user
+    if not name:
+        return None
+    existing = host.get_fact(Account, account=name)
+    return existing["group"] if existing else name
 
 
 def _refuse_closed_paths(cfg: KittyConfig, name: str) -> None:

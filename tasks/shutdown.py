@@ -21,11 +21,11 @@ from pyinfra import host, logger
 from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
-from tasks import compose, layout, llamacpp, rpc_workers, runtime
+from tasks import compose, layout, llamacpp, rpc_workers, runtime, servers, supervise
 from tasks.config import KittyConfig
 from tasks.facts import ListeningPorts
 from tasks.platform import Platform
-from tasks.supervise import Family, Installed
+from tasks.supervise import Agent, Family, Installed
 from tasks.supervise import stop as supervise_stop
 from tasks.supervise.stop import Target
 
@@ -48,18 +48,22 @@ def roles(groups, data) -> set[str]:
     return mine
 
 
-def installed(cfg: KittyConfig, plat: Platform, family: Family) -> list[str]:
-    """Labels (launchd) or units (systemd) of `family` on the host: a plist/unit, or a record of one."""
+def installed(cfg: KittyConfig, plat: Platform, family: Family, agent: Agent | None = None) -> list[str]:
+    """Labels (launchd) or units (systemd) of `family` on the host: a plist/unit, or a record of one.
+
+    `agent`: the family's LaunchAgents in that GUI session rather than its LaunchDaemons."""
     if plat.supervisor == "launchd":
-        where = {"directory": layout.LAUNCH_DAEMONS, "prefix": family.label_prefix, "suffix": ".plist"}
+        folder = agent.folder if agent else layout.LAUNCH_DAEMONS
+        where = {"directory": folder, "prefix": family.label_prefix, "suffix": ".plist"}
     else:
         where = {"directory": layout.SYSTEMD_UNITS, "prefix": family.unit_prefix, "suffix": ""}
-    return host.get_fact(Installed, records=layout.records_dir(cfg), **where) or []
+    return host.get_fact(Installed, records=supervise.records_of(cfg, agent), **where) or []
 
 
-def _targets(plat: Platform, names: list[str], who) -> list[Target]:
+def _targets(plat: Platform, names: list[str], who, agent: Agent | None = None) -> list[Target]:
     if plat.supervisor == "launchd":
-        return [Target(who(name), name, "") for name in names]
+        domain = agent.domain if agent else "system"
+        return [Target(who(name), name, "", domain=domain) for name in names]
     return [Target(who(name), "", name) for name in names]
 
 
@@ -84,8 +88,11 @@ def model_servers(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     def who(name: str) -> str:
         return "server " + name[len(prefix) :].removesuffix(".service")
 
-    found = installed(cfg, plat, family)
-    supervise_stop.stop(plat.supervisor, _targets(plat, found, who), emergency=emergency, sudo=plat.sudo)
+    # LaunchAgents in the admin's GUI session when kitty_launchd.kind is 'agent'.
+    agent = servers.launchd_agent(cfg, plat)
+    found = installed(cfg, plat, family, agent)
+    targets = _targets(plat, found, who, agent)
+    supervise_stop.stop(plat.supervisor, targets, emergency=emergency, sudo=plat.sudo)
 
 
 @deploy("RPC worker")

@@ -49,7 +49,7 @@ from pyinfra.api import FactBase, FunctionCommand, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks import compose as stack_compose
-from tasks import layout, macos, rpc_workers, server_args, servers, supervise
+from tasks import layout, macos, offload, rpc_workers, server_args, servers, supervise
 from tasks import runtime as stack_runtime
 from tasks.config import KittyConfig
 from tasks.platform import Platform
@@ -58,6 +58,8 @@ MARK = "kitty-health"
 PROPS_MARK = "kitty-props"
 # A stack service's health answer, one line: it may say the service is degraded and why.
 BODY_MARK = "kitty-body"
+# A line of a model server's load log that says where its layers are (tasks/offload.py).
+GPU_MARK = "kitty-gpu"
 # What a health answer's `status` says when the service runs but is not well.
 DEGRADED_STATUSES = {"degraded", "down", "error", "unhealthy", "fail", "failed", "failing"}
 # Seconds one HTTP probe may take; a server that needs longer is not healthy.
@@ -93,6 +95,11 @@ class Check:
     declared: Declared | None = None
     # Degraded (the service says so, or names a failing dependency) is reported, not a failure.
     optional: bool = False
+    # Model servers that ask for GPU layers: how many, and the log whose load says where they went.
+    gpu_layers: int = 0
+    log: str = ""
+    # What to do when such a server serves from the CPU.
+    on_cpu: str = ""
 
     @property
     def label(self) -> str:
@@ -106,6 +113,8 @@ class Row:
     latency_ms: int | None
     # The context one request gets, as the server reports it ("" when not a model server).
     context: str = ""
+    # Where a model server's layers are ("layers on MTL0 (Apple M3 Ultra) (31/31)"), when it asks for some.
+    layers: str = ""
 
     @property
     def healthy(self) -> bool:
@@ -126,7 +135,11 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
                 key_file=srv.api_key_file,
             )
             where = server_logs(cfg, plat, name)
-            found.append(Check("server", name, srv.port, "llama", url, where, declared, srv.optional))
+            gpu = {}
+            if offload.asks_gpu(srv):
+                gpu = {"gpu_layers": srv.n_gpu_layers, "log": layout.server_log(cfg, name)}
+                gpu["on_cpu"] = offload.remedy(cfg, plat)
+            found.append(Check("server", name, srv.port, "llama", url, where, declared, srv.optional, **gpu))
         if cfg.rpc_worker is not None:
             # llama.cpp's rpc-server speaks no HTTP: healthy when it accepts a connection.
             worker = cfg.rpc_worker
@@ -148,7 +161,7 @@ def checks(cfg: KittyConfig, plat: Platform, groups, compose: str | None = None)
 def server_logs(cfg: KittyConfig, plat: Platform, name: str) -> str:
     log = layout.server_log(cfg, name)
     if plat.supervisor == "launchd":
-        return f"{log}, sudo launchctl print system/{layout.server_label(cfg, name)}"
+        return f"{log}, sudo launchctl print {servers.launchd_target(cfg, plat, name)}"
     return f"{log}, journalctl -u {layout.server_unit(name)}"
 
 
@@ -217,6 +230,9 @@ def probe_command(checks: list[Check]) -> str:
             else:
                 fetch = f"curl -s --max-time {HTTP_TIMEOUT} {props_url}"
             parts.append(f"p=$({fetch} | tr -d '\\n'); echo \"{PROPS_MARK}|{check.kind}|{check.name}|$p\"")
+        if check.gpu_layers:
+            mark = shlex.quote(f"{GPU_MARK}|{check.kind}|{check.name}|")
+            parts.append(f"{{ {offload.log_command(check.log)}; }} | sed 's/^/'{mark}'/'")
         probes.append("; ".join(parts[parts_before:]))
         del parts[parts_before:]
     if probes:
@@ -240,6 +256,18 @@ def parse(lines) -> dict[str, list[str]]:
         if len(parts) == 4 and parts[0] == MARK:
             results[f"{parts[1]} {parts[2]}"] = parts[3].split()
     return results
+
+
+def parse_gpu(lines) -> dict[str, list[str]]:
+    """`{"server q4": [load log lines]}`: what each GPU server's load said about its layers."""
+    found: dict[str, list[str]] = {}
+    for line in lines:
+        mark, _, rest = line.rstrip("\n").partition("|")
+        kind, _, rest = rest.partition("|")
+        name, _, said = rest.partition("|")
+        if mark == GPU_MARK:
+            found.setdefault(f"{kind} {name}", []).append(said)
+    return found
 
 
 def parse_props(lines, wanted_mark: str = PROPS_MARK) -> dict[str, dict]:
@@ -304,7 +332,17 @@ def degraded_reason(body: dict) -> str | None:
     return f"{word}: {', '.join(failing) or 'no reason given'}"
 
 
-def assess(check: Check, result: list[str] | None, props: dict | None = None) -> Row:
+def assess(check: Check, result: list[str] | None, props: dict | None = None, load: list[str] | None = None) -> Row:
+    row = _assess_props(check, result, props)
+    if not (check.gpu_layers and row.healthy):
+        return row
+    placed = offload.placement(load or [], check.gpu_layers)
+    if placed.degraded:
+        return Row(check, placed.text(), None, row.context)
+    return Row(check, row.state, row.latency_ms, row.context, placed.text())
+
+
+def _assess_props(check: Check, result: list[str] | None, props: dict | None) -> Row:
     row = _assess(check, result)
     if check.kind == "stack" and row.healthy and props is not None:
         # For a stack service, `props` is its health answer.
@@ -353,11 +391,17 @@ def render(rows: list[Row]) -> list[str]:
     for row in rows:
         latency = f"{row.latency_ms} ms" if row.latency_ms is not None else "-"
         table.append((row.check.label, str(row.check.port or "-"), row.state, latency, row.context or "-"))
-    widths = [max(len(line[i]) for line in table) for i in range(4)]
-    return [
+    widths = [max(len(line[i]) for line in table) for i in range(5)]
+    lines = [
         f"{service:<{widths[0]}}  {port:<{widths[1]}}  {state:<{widths[2]}}  {latency:>{widths[3]}}  {ctx}".rstrip()
         for service, port, state, latency, ctx in table
     ]
+    if not any(row.layers for row in rows):
+        return lines
+    # Where each GPU server's layers are, for servers that ask for some.
+    layers = ["layers", *[row.layers or "-" for row in rows]]
+    width = max(len(line) for line in lines)
+    return [f"{line.ljust(width)}  {where}" for line, where in zip(lines, layers, strict=True)]
 
 
 def tolerated(row: Row) -> bool:
@@ -372,6 +416,10 @@ def failure_message(rows: list[Row]) -> str | None:
     lines = [f"{len(bad)} of {len(rows)} not healthy:"]
     for row in bad:
         where = f"port {row.check.port}, " if row.check.port else ""
+        if row.check.on_cpu and row.state.startswith("degraded: ") and "on CPU" in row.state:
+            # It serves, from the CPU: the remedy, not a log to read.
+            lines.append(f"  {row.check.label} ({where}{row.state}): {row.check.on_cpu}")
+            continue
         lines.append(f"  {row.check.label} ({where}{row.state}): look at {row.check.where}")
     return "\n".join(lines)
 
@@ -386,7 +434,8 @@ class ServiceHealth(FactBase[dict]):
 
     def process(self, output) -> dict:
         lines = list(output)
-        return {**parse(lines), "props": parse_props(lines), "bodies": parse_props(lines, BODY_MARK)}
+        found = {**parse(lines), "props": parse_props(lines), "bodies": parse_props(lines, BODY_MARK)}
+        return {**found, "gpu": parse_gpu(lines)}
 
 
 @deploy("Verification")
@@ -427,7 +476,8 @@ def health_table(checks: list[Check], warning: str | None = None):
     # The fact inherits this operation's _sudo/_env/_timeout.
     results = host.get_fact(ServiceHealth, checks=checks)
     props = {**results.get("props", {}), **results.get("bodies", {})}
-    rows = [assess(check, results.get(check.label), props.get(check.label)) for check in checks]
+    loads = results.get("gpu", {})
+    rows = [assess(check, results.get(check.label), props.get(check.label), loads.get(check.label)) for check in checks]
     for line in render(rows):
         host.log(line, logger.info)
     if warning:

@@ -21,6 +21,9 @@ umask 077
 
 row() { printf 'row\t%s\t%s\n' "$1" "$2"; }
 fail() { echo "backup: $*" >&2; exit 1; }
+# The name snapshots are kept under (restic --host): the inventory name (tasks/restic.py
+# backup_host), else the Mac's LocalHostName; never a hostname that moves with the network.
+BACKUP_HOST=${BACKUP_HOST:-$(scutil --get LocalHostName 2>/dev/null || hostname)}
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
 
 # One backup at a time: its PID beside the staging folder (a test kills it by this PID).
@@ -146,11 +149,11 @@ fi
 echo "restic: backup (encrypted)"
 cd "$STAGE"
 # Snapshots name this host: retention below then touches only this host's, in a shared repository.
-restic backup --tag "$TAG" --host "$(hostname)" . || fail "restic backup failed: no snapshot was written"
+restic backup --tag "$TAG" --host "$BACKUP_HOST" . || fail "restic backup failed: no snapshot was written"
 snapshot=$(restic snapshots --tag "$TAG" --latest 1 --json | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
 row snapshot "${snapshot:-?}"
 cd /
 # shellcheck disable=SC2086 # KEEP is a list of flags
-restic forget --tag kitty-ops --host "$(hostname)" --prune $KEEP >/dev/null || fail "restic forget --prune failed (the snapshot is kept)"
+restic forget --tag kitty-ops --host "$BACKUP_HOST" --prune $KEEP >/dev/null || fail "restic forget --prune failed (the snapshot is kept)"
 row retention "restic forget --prune $KEEP"
 }

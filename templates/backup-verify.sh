@@ -18,6 +18,9 @@ umask 077
 
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
 refuse() { printf 'bad\t%s\n' "$1"; exit 3; }
+# The name snapshots are kept under (restic --host): the inventory name (tasks/restic.py
+# backup_host), else the Mac's LocalHostName; never a hostname that moves with the network.
+BACKUP_HOST=${BACKUP_HOST:-$(scutil --get LocalHostName 2>/dev/null || hostname)}
 
 # rm -rf removes a link itself, never what it points to; mkdir without -p fails on anything
 # that appeared since: the folder is this run's own.
@@ -34,7 +37,7 @@ restic cat config >/dev/null 2>&1 || refuse "no restic repository at $RESTIC_REP
 id=$(restic snapshots --tag kitty-ops --json "$SNAPSHOT" 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
 if [ "$SNAPSHOT" = latest ]; then
     # The newest backup.py snapshot (tags kitty-ops and backup), never a restore's safety snapshot.
-    id=$(restic snapshots --tag kitty-ops,backup --host "$(hostname)" --latest 1 --json 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
+    id=$(restic snapshots --tag kitty-ops,backup --host "$BACKUP_HOST" --latest 1 --json 2>/dev/null | tr ',' '\n' | sed -n 's/.*"short_id":"\([0-9a-f]*\)".*/\1/p' | tail -n 1)
 fi
 [ -n "$id" ] || refuse "no kitty-ops snapshot $SNAPSHOT in the repository"
 echo "restic: check of the repository"

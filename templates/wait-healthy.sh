@@ -9,6 +9,10 @@
 #
 #   EXPECT  llama (default): 200 healthy, 503 loading (the model is still
 #           loading), anything else down.
+#           llama-gpu:N: as llama, and once healthy its load in LOG (what follows
+#           its last `srv  llama_server: initializing ...` line) must say its N GPU layers are on a GPU
+#           (`offloaded A/B layers to GPU`, at --log-verbosity 4); else it is
+#           DEGRADED: serving, but on the CPU (tasks/offload.py reads the same).
 #           http: any 2xx healthy, anything else down.
 #           tcp: URL is telnet://HOST:PORT; healthy once something accepts a
 #           connection there (llama.cpp's rpc-server, which speaks no HTTP).
@@ -21,7 +25,10 @@
 # Every server is probed once a second. State changes are printed as
 # `[health] NAME: STATE (URL)`. A server not healthy by its own deadline (or
 # whose CHECK failed) is printed as FAILED with the last 30 lines of LOG.
-# Exit 0 when all are healthy, 1 when any failed, 2 for a malformed SPEC.
+# Where a llama-gpu server's layers are: `[health] NAME: layers on DEVICE (A/B)`,
+# or `[health] NAME: DEGRADED, on CPU (asked for N GPU layers)`.
+# Exit 0 when all are healthy, 1 when any failed, 2 for a malformed SPEC,
+# 3 when all serve but one is DEGRADED.
 set -eu
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kitty-health.XXXXXX")
@@ -60,9 +67,14 @@ for spec in "$@"; do
         ;;
     esac
     case $expect in
-    llama | http | tcp) ;;
+    llama | http | tcp | llama-gpu:[1-9]*) ;;
     *)
-        echo "[health] malformed spec (EXPECT must be llama, http or tcp): $spec" >&2
+        echo "[health] malformed spec (EXPECT must be llama, llama-gpu:N, http or tcp): $spec" >&2
+        exit 2
+        ;;
+    esac
+    case $expect in llama-gpu:*[!0-9]*)
+        echo "[health] malformed spec (llama-gpu:N takes a number of layers): $spec" >&2
         exit 2
         ;;
     esac
@@ -87,6 +99,41 @@ probe() { # I SPEC
     fi
 }
 
+# Where the running server's layers went, from its load log: 0 and "layers on DEVICE (A/B)",
+# or 1 and "on CPU (...)". The load may reach the log a moment after /health says 200.
+placement() { # LOG ASKED
+    tries=0
+    while :; do
+        n=$(grep -n 'srv  *[^ ]*: initializing [.][.][.]' "$1" 2>/dev/null | tail -n 1 | cut -d: -f1)
+        offload=
+        device=
+        if [ -n "$n" ]; then
+            offload=$(tail -n +"$n" "$1" | sed -n 's/.*offloaded \([0-9][0-9]*\/[0-9][0-9]*\) layers to GPU.*/\1/p' | tail -n 1)
+            device=$(tail -n +"$n" "$1" | sed -n 's/.*using device \([^ ]* ([^)]*)\).*/\1/p' | head -n 1)
+        fi
+        [ -n "$offload" ] || [ "$tries" -ge 3 ] && break
+        tries=$((tries + 1))
+        sleep 1
+    done
+    if [ -z "$n" ]; then
+        echo "layers: unknown (no load of the running server in $1)"
+        return 0
+    fi
+    got=${offload%/*}
+    total=${offload#*/}
+    wanted=$2
+    [ -n "$offload" ] && [ "$wanted" -gt "$total" ] && wanted=$total
+    if [ -z "$offload" ] || [ "$got" = 0 ]; then
+        echo "on CPU (asked for $2 GPU layers)"
+        return 1
+    fi
+    if [ "$got" -lt "$wanted" ]; then
+        echo "partly on CPU ($offload layers on ${device:-the GPU}, asked for $2 GPU layers)"
+        return 1
+    fi
+    echo "layers on ${device:-the GPU} ($offload)"
+}
+
 report_failure() { # I REASON
     echo "[health] $name: FAILED, $2. Last lines of $log:"
     tail -n 30 "$log" 2>/dev/null | sed 's/^/[health]   /' || true
@@ -95,6 +142,7 @@ report_failure() { # I REASON
 }
 
 failed=
+degraded=
 pending=$#
 while [ "$pending" -gt 0 ]; do
     # Probes of all pending servers and the one-second tick run side by side:
@@ -114,9 +162,9 @@ while [ "$pending" -gt 0 ]; do
         case $state in healthy | failed) continue ;; esac
         parse "$spec"
         code=$(cat "$tmp/$i.code" 2>/dev/null || echo 000)
-        case $expect:$code in
-        llama:200 | http:2?? | tcp:200) new=healthy ;;
-        llama:503) new=loading ;;
+        case ${expect%%:*}:$code in
+        llama:200 | llama-gpu:200 | http:2?? | tcp:200) new=healthy ;;
+        llama:503 | llama-gpu:503) new=loading ;;
         *) new=down ;;
         esac
         if [ "$new" != "$state" ]; then
@@ -125,6 +173,15 @@ while [ "$pending" -gt 0 ]; do
         fi
         if [ "$new" = healthy ]; then
             pending=$((pending - 1))
+            case $expect in llama-gpu:*)
+                if where=$(placement "$log" "${expect#llama-gpu:}"); then
+                    echo "[health] $name: $where"
+                else
+                    echo "[health] $name: DEGRADED, $where"
+                    degraded="$degraded $name"
+                fi
+                ;;
+            esac
         elif [ "$(cat "$tmp/$i.check" 2>/dev/null || echo alive)" = dead ]; then
             why=$(tr '\n' ' ' <"$tmp/$i.why" 2>/dev/null | sed 's/ *$//') || why=
             report_failure "$i" "exited while starting (${why:-its supervisor reports it stopped or crash-looping})"
@@ -138,4 +195,8 @@ done
 if [ -n "$failed" ]; then
     echo "[health] not healthy:$failed"
     exit 1
+fi
+if [ -n "$degraded" ]; then
+    echo "[health] serving, but degraded:$degraded"
+    exit 3
 fi

@@ -9,12 +9,16 @@ start the shims that make it answer like a Mac (launchctl, sysctl, pmset, BSD st
 date, uname Darwin arm64, Homebrew at /opt/homebrew, `hf`, lsof) and removes GNU-only
 tools. The container has its own network namespace: its servers listen on its own
 loopback; only SSH is published, on 127.0.0.1:<ssh port> of this machine.
+The admin's login shell is zsh (its Debian packages are fetched once into
+.sandbox/cache/macsim-debs and installed at start), and sudo asks for the admin's
+password (ADMIN_PASSWORD): a run needs `--same-sudo-password`, as on a fresh Mac.
 Key, known_hosts and port are written to .sandbox/macsim/<name>/.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -29,6 +33,11 @@ LABEL = "kitty-ops.macsim"
 DEFAULT_NAME = "kitty-macsim"
 # Clear of the sandboxes' 2222/2223 and of the test services' 8000-8300.
 DEFAULT_PORT = 2230
+# The admin's password on the simulated Mac: sudo asks for it (no NOPASSWD), as on a fresh Mac.
+ADMIN_PASSWORD = "kitty-macsim-admin"
+# The admin's login shell on macOS 10.15+; Debian packages it as zsh + zsh-common.
+DEBS = STATE.parent / "cache" / "macsim-debs"
+ZSH_PACKAGES = ("zsh", "zsh-common")
 
 
 class Fail(Exception):
@@ -64,6 +73,25 @@ def docker_answers() -> bool:
     return run("docker", "version", "--format", "{{.Server.Version}}", check=False, timeout=20).returncode == 0
 
 
+def zsh_debs() -> Path:
+    """A folder with zsh's Debian packages (downloaded once with apt; the sim Mac installs them at start)."""
+    with_debs = DEBS / "zsh"
+    if all(list(with_debs.glob(f"{name}_*.deb")) for name in ZSH_PACKAGES):
+        return with_debs
+    tmp = DEBS / f".zsh.{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    p = subprocess.run(["apt-get", "download", *ZSH_PACKAGES], cwd=tmp, text=True, capture_output=True, timeout=300)
+    if p.returncode != 0:
+        run("apt-get", "update", "-qq", timeout=600)
+        p = subprocess.run(["apt-get", "download", *ZSH_PACKAGES], cwd=tmp, text=True, capture_output=True, timeout=300)
+    if p.returncode != 0:
+        raise Fail(f"apt-get download {' '.join(ZSH_PACKAGES)} failed:\n{p.stderr.strip()}")
+    shutil.rmtree(with_debs, ignore_errors=True)
+    tmp.rename(with_debs)
+    return with_debs
+
+
 def remove(name: str) -> None:
     p = run("docker", "container", "inspect", "-f", f'{{{{index .Config.Labels "{LABEL}"}}}}', name, check=False)
     if p.returncode != 0:
@@ -88,6 +116,8 @@ def start(name: str = DEFAULT_NAME, ssh_port: int = DEFAULT_PORT, timeout: float
         "--hostname", "kitty-studio",
         "-p", f"127.0.0.1:{ssh_port}:22",
         "-v", f"{HERE}:/macsim:ro",
+        "-v", f"{zsh_debs()}:/macsim-debs:ro",
+        "-e", f"MACSIM_ADMIN_PASSWORD={ADMIN_PASSWORD}",
         "--stop-signal", "SIGTERM",
         "--entrypoint", "/bin/sh",
         image(),

@@ -27,6 +27,12 @@ if [ ! -e /var/db/macsim/.installed ]; then
     ln -s "$lib/lsof" /usr/sbin/lsof
     # pf's control program (/sbin is /usr/sbin here): the firewall's anchor, never enforced.
     ln -s "$lib/pfctl" /usr/sbin/pfctl
+    ln -s "$lib/newsyslog" /usr/sbin/newsyslog
+    ln -s "$lib/scutil" /usr/sbin/scutil
+    # hostname(1) answers the name the network gave the Mac, which the harness changes (merged /usr: one file).
+    rm -f /usr/bin/hostname /bin/hostname
+    ln -s "$lib/hostname" /bin/hostname
+    echo kitty-studio.local >/var/db/macsim/hostname
     # GNU/Linux-only commands a Mac does not have.
     for tool in timeout systemctl ss apt-get apt apt-cache dpkg-query sha1sum sha224sum sha256sum sha384sum \
         sha512sum md5sum b2sum nproc tac free ip; do
@@ -42,6 +48,23 @@ if [ ! -e /var/db/macsim/.installed ]; then
     done
     # A Mac has /Users/Shared, writable by all (sticky).
     install -d -m 1777 /Users /Users/Shared
+    # launchd's folders for LaunchAgents; the admin is logged in at the GUI (automatic login),
+    # so its gui/<uid> domain exists. Its own ~/Library/LaunchAgents, as on any Mac.
+    install -d -m 755 -o root -g wheel /Library/LaunchAgents
+    install -d -m 700 -o admin -g admin /home/admin/Library
+    install -d -m 755 -o admin -g admin /home/admin/Library/LaunchAgents
+    id -u admin >/var/db/macsim/gui-sessions
+    # colima's VM takes a while to stop after SIGTERM.
+    echo 3 >/var/db/macsim/colima-stop-seconds
+
+    # The admin's login shell is zsh (macOS 10.15+), so every SSH command runs under zsh -c.
+    dpkg -i /macsim-debs/*.deb >/dev/null
+    chsh -s /bin/zsh admin
+    # A fresh Mac's admin gives sudo its password: no NOPASSWD, so a run must bring it
+    # (pyinfra --same-sudo-password and its askpass helper). No cached credentials between sessions.
+    echo "admin:${MACSIM_ADMIN_PASSWORD:?}" | chpasswd
+    printf '%s\n' 'Defaults timestamp_timeout=0' 'admin ALL=(ALL) ALL' >/etc/sudoers.d/admin
+    chmod 0440 /etc/sudoers.d/admin
 
     # Machine facts the harness may change: 256 GiB M3 Ultra, macOS 15, wired limit at its default.
     cat >/var/db/macsim/sysctl.json <<'JSON'
@@ -57,7 +80,7 @@ JSON
 JSON
     echo off >/var/db/macsim/filevault
     echo '{}' >/var/db/macsim/hf.json
-    chmod 644 /var/db/macsim/*.json
+    chmod 644 /var/db/macsim/*.json /var/db/macsim/hostname /var/db/macsim/gui-sessions /var/db/macsim/colima-stop-seconds
 
     # Homebrew, installed by the admin as its installer does, with kitty-ops' formulae poured.
     install -d -m 755 -o admin /opt/homebrew /opt/homebrew/bin /opt/homebrew/sbin /opt/homebrew/var

@@ -27,9 +27,10 @@ from tasks.config import KittyConfig
 from tasks.platform import Platform
 from tasks.supervise import changes, launchd, systemd
 from tasks.supervise.decide import Decision
-from tasks.supervise.program import Family, Health, Input, Program
+from tasks.supervise.program import Agent, Family, Health, Input, Program
 
 __all__ = [
+    "Agent",
     "Decision",
     "Family",
     "Health",
@@ -54,26 +55,43 @@ class Slot:
     name: str | None = None
     # Why a slot without a program is removed, for the operation's name and the table.
     why: str = "disabled"
+    # launchd: a LaunchAgent in this GUI session, not a LaunchDaemon (the program's own, when it has one).
+    agent: Agent | None = None
 
 
-def converge(cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family | None = None) -> list[Decision]:
-    """Converge every slot, then remove what of `family` is on the host but not declared."""
+def converge(
+    cfg: KittyConfig, plat: Platform, slots: list[Slot], family: Family | None = None, agent: Agent | None = None
+) -> list[Decision]:
+    """Converge every slot, then remove what of `family` is on the host but not declared.
+
+    `agent`: the family's LaunchAgents in that GUI session rather than its LaunchDaemons."""
     decisions = [_one(cfg, plat, slot, slot.why) for slot in slots]
     if family:
         declared = {slot.label if plat.supervisor == "launchd" else slot.unit for slot in slots}
-        for found in host.get_fact(Installed, **_where(cfg, plat, family)) or []:
+        for found in host.get_fact(Installed, **_where(cfg, plat, family, agent)) or []:
             if found not in declared:
                 label, unit = (found, "") if plat.supervisor == "launchd" else ("", found)
-                decisions.append(_one(cfg, plat, Slot(label, unit, None), why="no longer declared"))
+                decisions.append(_one(cfg, plat, Slot(label, unit, None, agent=agent), why="no longer declared"))
     return decisions
+
+
+def records_of(cfg: KittyConfig, agent: Agent | None) -> str:
+    """Where the records of LaunchDaemons (and systemd units), or of one GUI session's LaunchAgents, are."""
+    return f"{layout.records_dir(cfg)}/gui-{agent.uid}" if agent else layout.records_dir(cfg)
 
 
 def _one(cfg: KittyConfig, plat: Platform, slot: Slot, why: str = "disabled") -> Decision:
     if plat.supervisor == "launchd":
-        record = f"{layout.records_dir(cfg)}/{slot.label}.started"
-        decision = launchd.plan(slot.program, slot.label, record, _sudo=plat.sudo)
+        agent = slot.program.agent if slot.program else slot.agent
+        record = f"{records_of(cfg, agent)}/{slot.label}.started"
+        decision = launchd.plan(slot.program, slot.label, record, agent, _sudo=plat.sudo)
         launchd.job(
-            name=_title(slot, decision, why), program=slot.program, label=slot.label, record=record, _sudo=plat.sudo
+            name=_title(slot, decision, why),
+            program=slot.program,
+            label=slot.label,
+            record=record,
+            agent=agent,
+            _sudo=plat.sudo,
         )
     else:
         record = f"{layout.records_dir(cfg)}/{slot.unit}.started"
@@ -103,7 +121,8 @@ def _explained(decision: Decision, program: Program | None, plat: Platform, why:
     if decision.action != "reload" or program is None:
         return decision
     if plat.supervisor == "launchd":
-        path, parse, new = launchd.plist_path(program.label), changes.parse_plist, launchd.render(program)
+        path = launchd.plist_path(program.label, program.agent)
+        parse, new = changes.parse_plist, launchd.render(program)
     else:
         path, parse, new = systemd.unit_path(program.unit), changes.parse_unit, systemd.render(program)
     installed = host.get_fact(FileContents, path=path)
@@ -171,7 +190,7 @@ def crash_check(plat: Platform, program: Program) -> str:
 
 def record_of(cfg: KittyConfig, plat: Platform, program: Program) -> str:
     name = program.label if plat.supervisor == "launchd" else program.unit
-    return f"{layout.records_dir(cfg)}/{name}.started"
+    return f"{records_of(cfg, program.agent)}/{name}.started"
 
 
 def rollback(cfg: KittyConfig, plat: Platform, program: Program, decision: Decision) -> list[str] | None:
@@ -180,13 +199,13 @@ def rollback(cfg: KittyConfig, plat: Platform, program: Program, decision: Decis
     return backend.rollback(program, decision, record_of(cfg, plat, program))
 
 
-def _where(cfg: KittyConfig, plat: Platform, family: Family) -> dict:
+def _where(cfg: KittyConfig, plat: Platform, family: Family, agent: Agent | None = None) -> dict:
     if plat.supervisor == "launchd":
         return {
-            "directory": layout.LAUNCH_DAEMONS,
+            "directory": agent.folder if agent else layout.LAUNCH_DAEMONS,
             "prefix": family.label_prefix,
             "suffix": ".plist",
-            "records": layout.records_dir(cfg),
+            "records": records_of(cfg, agent),
         }
     return {
         "directory": layout.SYSTEMD_UNITS,

@@ -9,8 +9,13 @@ follows; here it becomes launchctl verbs:
 
     install / start  write plist, enable (a disabled override blocks bootstrap), bootstrap
     reload           bootout (wait until gone), write plist, bootstrap
-    restart          kickstart -k            (same plist, new build or model)
+    restart          bootout (wait until gone), bootstrap   (same plist, new build or model)
     remove           bootout, delete plist and record
+
+A restart is never `kickstart -k`: that kills with SIGKILL (in-flight requests and an
+image being generated die), and newer macOS has been reported to refuse a rebuilt
+binary restarted that way (launch constraints). bootout sends SIGTERM and launchd
+waits the job's ExitTimeOut, as a reload does.
 
 `bootstrap` with RunAtLoad starts the process: no kickstart on top of it, and
 never a kickstart of a job that is not loaded (launchctl answers 113).
@@ -21,7 +26,8 @@ record; `rollback` puts them back when the new process does not serve, and
 
 launchctl quirks handled (launchctl(1), ../shared/notes/macos-facts.md):
 - `bootout` returns before the job is gone (exit 0, or 36 "Operation now in
-  progress" while it stops): wait until `launchctl print` no longer finds it.
+  progress" while it stops): wait until `launchctl print` no longer finds it, for
+  the job's own `exit timeout` (launchd's SIGKILL comes then) plus a margin.
 - `bootstrap` fails with 5 "Input/output error" (or 37) while a booted-out
   job still settles, and can exit non-zero although the job did load: retry,
   and believe `launchctl print`.
@@ -55,18 +61,33 @@ from tasks.supervise.decide import (
     where,
     write_record,
 )
-from tasks.supervise.program import Program
+from tasks.supervise.program import Agent, Program
 
 DOMAIN = "system"
 # `launchctl print` exits 113 for a job the domain does not have.
 NOT_FOUND = 113
+# Seconds a booted-out job may stay listed beyond its exit timeout (launchd's SIGKILL, the
+# process's exit, launchd letting it go).
+BOOTOUT_MARGIN = 15
+# launchd's own ExitTimeOut when `launchctl print` shows none.
+DEFAULT_EXIT_TIMEOUT = 20
 EXIT_MARKER = "kitty-launchctl-exit="
 # Characters XML 1.0 cannot carry at all, escaped or not.
 XML_INVALID = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
-def plist_path(label: str) -> str:
-    return f"{LAUNCH_DAEMONS}/{label}.plist"
+def plist_path(label: str, agent: Agent | None = None) -> str:
+    """A LaunchDaemon's plist, or a LaunchAgent's in its user's ~/Library/LaunchAgents."""
+    return f"{agent.folder if agent else LAUNCH_DAEMONS}/{label}.plist"
+
+
+def domain_of(agent: Agent | None) -> str:
+    """`system`, or the GUI session's `gui/<uid>` of a LaunchAgent."""
+    return agent.domain if agent else DOMAIN
+
+
+def target_of(label: str, agent: Agent | None = None) -> str:
+    return f"{domain_of(agent)}/{label}"
 
 
 def render(program: Program) -> str:
@@ -83,8 +104,9 @@ def render(program: Program) -> str:
         working_directory=program.working_directory,
         log_path=program.log,
         environment=program.env,
-        user=program.user,
-        group=program.group,
+        # A LaunchAgent runs as its session's user: no UserName.
+        user=None if program.agent else program.user,
+        group=None if program.agent else program.group,
         keep_alive=program.keep_alive,
         restart_delay=program.restart_delay,
         stop_timeout=program.stop_timeout,
@@ -194,51 +216,54 @@ def parse_print(lines: list[str], disabled: bool = False) -> dict[str, Any]:
 # --- The operation -------------------------------------------------------
 
 
-def observe(label: str, record: str, program: Program | None, **how) -> tuple[dict, Observed]:
+def observe(
+    label: str, record: str, program: Program | None, agent: Agent | None = None, **how
+) -> tuple[dict, Observed]:
     """What the host has; `how`: the operation's `_sudo`, when read outside it (plan)."""
-    status = host.get_fact(LaunchdJob, target=f"{DOMAIN}/{label}", **how)
+    target = target_of(label, agent)
+    status = host.get_fact(LaunchdJob, target=target, **how)
     if status["error"]:
-        raise OperationError(
-            f"launchctl print {DOMAIN}/{label} failed ({status['error']}): cannot tell if it is loaded"
-        )
+        raise OperationError(f"launchctl print {target} failed ({status['error']}): cannot tell if it is loaded")
     state = host.get_fact(ProgramRecord, record=record, inputs=where(program.inputs) if program else [], **how)
     return status, Observed(
         # Loaded is what counts: launchd itself keeps a loaded KeepAlive job running.
         running=status["loaded"],
-        definition_sha1=host.get_fact(Sha1File, path=plist_path(label), **how),
+        definition_sha1=host.get_fact(Sha1File, path=plist_path(label, agent), **how),
         record=state["record"],
         inputs_now=state["inputs_now"],
     )
 
 
-def plan(program: Program | None, label: str, record: str, **how) -> Decision:
+def plan(program: Program | None, label: str, record: str, agent: Agent | None = None, **how) -> Decision:
     """The decision for one job, as the operation will take it (for the restart table and the health wait).
 
     `how`: the `_sudo` the operation runs with, so the plan reads what the operation reads."""
     definition = render(program) if program else None
-    _, observed = observe(label, record, program, **how)
+    _, observed = observe(label, record, program, agent, **how)
     return decide(program, label if program is None else program.name, definition, observed, planning=True)
 
 
 @operation()
-def job(program: Program | None, label: str, record: str, timeout: int = 60):
-    """Converge one LaunchDaemon: `program` None removes it (disabled, or no longer declared).
+def job(program: Program | None, label: str, record: str, timeout: int = 60, agent: Agent | None = None):
+    """Converge one LaunchDaemon (or LaunchAgent): `program` None removes it (disabled, or no longer declared).
 
     + program: the supervised program, or None
     + label: its launchd Label
     + record: where the host keeps what its process was started with
-    + timeout: seconds to wait for launchd to drop or load the job
+    + timeout: seconds to wait for launchd to load the job (a bootout waits the job's own stop time)
+    + agent: a LaunchAgent in this GUI session (the program's own when it has one), not a LaunchDaemon
     """
-    path = plist_path(label)
-    target = f"{DOMAIN}/{label}"
-    status, observed = observe(label, record, program)
+    agent = program.agent if program else agent
+    path = plist_path(label, agent)
+    target = target_of(label, agent)
+    status, observed = observe(label, record, program, agent)
     definition = render(program) if program else None
     name = label if program is None else program.name
     decision = decide(program, name, definition, observed, planning=not host.state.is_executing)
 
     if decision.action == "remove":
         if status["loaded"]:
-            yield _bootout(target, timeout)
+            yield _bootout(target)
         yield from files.file._inner(path=path, present=False)
         yield from files.file._inner(path=record, present=False)
         for kept in forget_previous(record):
@@ -250,23 +275,22 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
 
     # What runs now, for the health wait to put back if the new process does not serve.
     commands = [keep_previous(record, path)] if decision.starts else []
-    if decision.action == "reload":
+    if decision.action in ("reload", "restart"):
         # Out before the new plist is written: if anything fails in between, the
-        # next converge sees "not loaded" and bootstraps.
-        commands.append(_bootout(target, timeout))
-    # The plist, its owner and mode (root:wheel 0644, or launchd refuses it).
+        # next converge sees "not loaded" and bootstraps. A restart goes the same way.
+        commands.append(_bootout(target))
+    # The plist, its owner and mode (root:wheel 0644, or launchd refuses it; an agent's: its user's, 0644).
+    if agent:
+        commands.append(f"install -d -m 755 -o {shlex.quote(agent.user)} {shlex.quote(agent.folder)}")
+    owner = {"user": agent.user} if agent else {"user": "root", "group": "wheel"}
     commands += list(
-        files.put._inner(
-            src=StringIO(definition), dest=path, user="root", group="wheel", mode="644", create_remote_dir=False
-        )
+        files.put._inner(src=StringIO(definition), dest=path, mode="644", create_remote_dir=False, **owner)
     )
     # A disabled override makes bootstrap fail, and keeps the job off after a reboot.
     if status["disabled"]:
         commands.append(f"launchctl enable {shlex.quote(target)}")
-    if decision.action in ("install", "start", "reload"):
-        commands.append(_bootstrap(DOMAIN, path, target, timeout))
-    elif decision.action == "restart":
-        commands.append(f"launchctl kickstart -k {shlex.quote(target)}")
+    if decision.action in ("install", "start", "reload", "restart"):
+        commands.append(_bootstrap(domain_of(agent), path, target, timeout))
     if decision.changes:
         # After the (re)start, from what the host has now: a failed start is retried next time.
         commands.append(write_record(record, definition, program.inputs))
@@ -275,17 +299,39 @@ def job(program: Program | None, label: str, record: str, timeout: int = 60):
     yield from commands
 
 
-def _bootout(target: str, timeout: int) -> str:
-    # bootout's exit status is no answer (0 or 36 while the job still stops,
-    # 3 or 113 when it was already gone): the job is out when print says so.
+def exit_timeout_command(target: str) -> str:
+    """POSIX sh printing the job's exit timeout as launchd has it (`launchctl print`), or the default."""
     t = shlex.quote(target)
     return (
+        f"launchctl print {t} 2>/dev/null | sed -n 's/^[[:space:]]*exit timeout = \\([0-9][0-9]*\\).*/\\1/p' "
+        f"| head -n 1 | grep . || echo {DEFAULT_EXIT_TIMEOUT}"
+    )
+
+
+def _bootout(target: str) -> str:
+    """bootout, then wait until `print` no longer finds the job: up to its own exit timeout + a margin.
+
+    bootout's exit status is no answer (0 or 36 while the job still stops, 3 or 113 when
+    it was already gone): the job is out when print says so. launchd waits the job's
+    ExitTimeOut after SIGTERM before its SIGKILL (colima 120 s, the images worker 90 s),
+    so a fixed wait fails a stop that is going normally: the limit is read from launchd.
+    """
+    t = shlex.quote(target)
+    return (
+        f"limit=$(( $({exit_timeout_command(target)}) + {BOOTOUT_MARGIN} )); "
         f"out=$(launchctl bootout {t} 2>&1); rc=$?; i=0; "
         f"while launchctl print {t} >/dev/null 2>&1; do "
-        f'if [ "$i" -ge {int(timeout)} ]; then '
-        f'echo "{target} is still loaded {int(timeout)}s after launchctl bootout (exit $rc: $out)" >&2; exit 1; fi; '
+        'if [ "$i" -ge "$limit" ]; then '
+        f'echo "{target} is still loaded ${{limit}}s after launchctl bootout '
+        f'(its exit timeout + {BOOTOUT_MARGIN}s; exit $rc: $out)" >&2; exit 1; fi; '
         f"i=$((i + 1)); sleep 1; done"
     )
+
+
+def restart_command(label: str, agent: Agent | None = None) -> str:
+    """POSIX sh: restart a loaded job as the converge does (bootout, wait, bootstrap its plist)."""
+    target, domain, path = target_of(label, agent), domain_of(agent), plist_path(label, agent)
+    return f"{{ {_bootout(target)}; }} && {{ {_bootstrap(domain, path, target, 60)}; }}"
 
 
 def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:
@@ -307,9 +353,9 @@ def crash_check(program: Program) -> str:
     Between a crash and the next spawn (ThrottleInterval) `launchctl print` says
     `state = not running` with the exit code or signal: a crash-looping job spends
     nearly all its time there. A job that has not exited yet is still starting;
-    SIGTERM is how `kickstart -k` ended its predecessor, not a crash.
+    SIGTERM is how a bootout ended its predecessor, not a crash.
     """
-    t = shlex.quote(f"{DOMAIN}/{program.label}")
+    t = shlex.quote(target_of(program.label, program.agent))
     return (
         f"out=$(launchctl print {t} 2>&1) || {{ echo launchd: {t} is not loaded; exit 1; }}; "
         'field() { printf \'%s\\n\' "$out" | sed -n "s/^[[:space:]]*$1 = //p" | head -n 1; }; '
@@ -324,16 +370,18 @@ def crash_check(program: Program) -> str:
 
 def rollback(program: Program, decision: Decision, record: str) -> list[str] | None:
     """Commands that put back what the job ran before this converge's (re)start; None: nothing to go back to."""
-    target = f"{DOMAIN}/{program.label}"
+    agent = program.agent
+    target, domain, path = target_of(program.label, agent), domain_of(agent), plist_path(program.label, agent)
     if decision.action == "reload":
-        path = plist_path(program.label)
-        kept, dest = shlex.quote(previous_definition(record)), shlex.quote(plist_path(program.label))
+        kept, dest = shlex.quote(previous_definition(record)), shlex.quote(path)
+        owner = shlex.quote(agent.user) if agent else "root:wheel"
         return [
-            _bootout(target, 60),
-            f"mv -f {kept} {dest} && chown root:wheel {dest} && chmod 644 {dest}",
-            _bootstrap(DOMAIN, path, target, 60),
+            _bootout(target),
+            f"mv -f {kept} {dest} && chown {owner} {dest} && chmod 644 {dest}",
+            _bootstrap(domain, path, target, 60),
             restore_record(record),
         ]
     if decision.action == "restart" and restore_links(record, program.inputs, decision.changed):
-        return [f"launchctl kickstart -k {shlex.quote(target)}", restore_record(record)]
+        # As the restart itself: bootout (SIGTERM, its ExitTimeOut), bootstrap; never kickstart -k.
+        return [_bootout(target), _bootstrap(domain, path, target, 60), restore_record(record)]
     return None

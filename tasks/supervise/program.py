@@ -41,6 +41,29 @@ class Health:
     url: str
     expect: Literal["llama", "http", "tcp"]
     timeout: int
+    # llama: the GPU layers it asks for; once healthy its load log must say they are on a GPU
+    # (tasks/offload.py), or it is degraded (on the CPU) and the converge fails.
+    gpu_layers: int = 0
+
+
+@dataclass(frozen=True)
+class Agent:
+    """Run in a user's GUI login session instead of as a system service: a LaunchAgent in
+    `gui/<uid>` (macOS only). That domain exists only while the user is logged in at the
+    Mac's screen (automatic login, FileVault off); the program runs as that user.
+    Its plist lives in the user's ~/Library/LaunchAgents, its record beside the others'."""
+
+    user: str
+    uid: int
+    home: str
+    # launchd's domain of the session: what `launchctl bootstrap` and every service target name.
+    domain: str = ""
+    # The user's own LaunchAgents folder (not /Library/LaunchAgents, which every user's session loads).
+    folder: str = ""
+
+    @classmethod
+    def of(cls, user: str, uid: int, home: str) -> Agent:
+        return cls(user, uid, home, domain=f"gui/{uid}", folder=f"{home}/Library/LaunchAgents")
 
 
 @dataclass(frozen=True)
@@ -71,6 +94,8 @@ class Program:
     kill_main_only: bool = False
     inputs: tuple[Input, ...] = ()
     health: Health | None = None
+    # launchd: a LaunchAgent in this user's GUI session rather than a LaunchDaemon (kitty_launchd.kind).
+    agent: Agent | None = None
     # For people, in the restart table (not part of the definition): "4096 tokens per request".
     note: str = ""
 

@@ -2,7 +2,8 @@
 
     launchd   disable system/<label> (nothing loads it at boot), bootout: launchd sends
               SIGTERM, waits the plist's ExitTimeOut, then SIGKILL
-              emergency: disable, kill SIGKILL system/<label>, bootout
+              emergency: disable, bootout (launchd lets go of it: no KeepAlive respawn),
+              then SIGKILL to what is left, by the PID the job had
     systemd   disable --now: SIGTERM, TimeoutStopSec, then SIGKILL
               emergency: disable, kill -s SIGKILL, stop
 
@@ -28,11 +29,14 @@ from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
-from tasks.supervise.launchd import DOMAIN, LaunchdJob, plist_path
+from tasks.operations import connector_arguments
+from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
 
 MARK = "kitty-stop"
 # Seconds to wait, beyond the program's own stop timeout, for the supervisor to let it go.
 GRACE = 15
+# The job's PID in `launchctl print`, for sed -n.
+PID_LINE = r"s/^[[:space:]]*pid = \([0-9][0-9]*\).*/\1/p"
 # What the stops of this run found, per host: {host name: [Outcome, ...]}.
 OUTCOMES: dict[str, list[Outcome]] = {}
 
@@ -46,6 +50,8 @@ class Target:
     unit: str
     # The program's stop timeout when declared; None: read from its plist/unit on the host.
     stop_timeout: int | None = None
+    # launchd's domain: `system` (a LaunchDaemon) or a GUI session's `gui/<uid>` (a LaunchAgent).
+    domain: str = DOMAIN
 
 
 @dataclass(frozen=True)
@@ -91,7 +97,7 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     + emergency: SIGKILL now, no stop timeout
     + sudo: run the stop as root (a FunctionCommand is not given the operation's _sudo)
     """
-    service = f"{DOMAIN}/{target.label}"
+    service = f"{target.domain}/{target.label}"
     status = host.get_fact(LaunchdJob, target=service)
     if status["error"]:
         raise OperationError(f"launchctl print {service} failed ({status['error']}): cannot tell if it runs")
@@ -102,9 +108,6 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     quoted = shlex.quote(service)
     steps = [f"launchctl disable {quoted}"]
     if status["loaded"]:
-        if emergency:
-            # A KeepAlive job is not respawned once disabled and booted out.
-            steps.append(f"launchctl kill SIGKILL {quoted} 2>/dev/null || true")
         steps.append(_bootout_timed(service, target, emergency))
     yield FunctionCommand(_run_stop, (target.name, _chain(steps), status["loaded"], emergency, sudo), {})
 
@@ -114,22 +117,26 @@ def _bootout_timed(service: str, target: Target, emergency: bool) -> str:
 
     launchd itself sends SIGKILL at the plist's ExitTimeOut: a stop that lasted
     that long was a kill. bootout returns before the job is gone (exit 0 or 36).
+    Emergency: bootout first (launchd drops the job, so KeepAlive cannot respawn it),
+    then SIGKILL what is left, by the PID the job had: never a kill while it is loaded.
     """
     t = shlex.quote(service)
-    timeout = (
-        str(int(target.stop_timeout))
-        if target.stop_timeout is not None
-        else f"$(/usr/libexec/PlistBuddy -c 'Print :ExitTimeOut' {shlex.quote(plist_path(target.label))} "
-        "2>/dev/null || echo 20)"
-    )
-    limit = "0" if emergency else "$timeout"
-    return (
-        f"timeout={timeout}; start=$(date +%s); launchctl bootout {t} >/dev/null 2>&1; i=0; "
+    declared = target.stop_timeout
+    timeout = str(int(declared)) if declared is not None else f"$({exit_timeout_command(service)})"
+    steps = [f"timeout={timeout}", "start=$(date +%s)"]
+    if emergency:
+        steps.append(f"pid=$(launchctl print {t} 2>/dev/null | sed -n {shlex.quote(PID_LINE)} | head -n 1)")
+    steps.append(f"launchctl bootout {t} >/dev/null 2>&1")
+    if emergency:
+        steps.append('if [ -n "$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi')
+    steps += [
+        "i=0",
         f"while launchctl print {t} >/dev/null 2>&1; do "
         f'if [ "$i" -ge $(($timeout + {GRACE})) ]; then echo "{service} still loaded after bootout" >&2; exit 1; fi; '
-        "i=$((i + 1)); sleep 1; done; "
-        f'echo "{MARK} $(($(date +%s) - start)) {limit}"'
-    )
+        "i=$((i + 1)); sleep 1; done",
+        f'echo "{MARK} $(($(date +%s) - start)) {"0" if emergency else "$timeout"}"',
+    ]
+    return "; ".join(steps)
 
 
 @operation()
@@ -171,7 +178,8 @@ def _chain(steps: list[str]) -> str:
 
 def _run_stop(state, host, name: str, command: str, was_running: bool, emergency: bool, sudo: bool) -> bool:
     """Run the stop on the host and keep what it found for the table (FunctionCommand target)."""
-    ok, output = host.run_shell_command(command, _sudo=sudo)
+    # With the operation's own connector arguments: its sudo password, as every command of the run.
+    ok, output = host.run_shell_command(command, **connector_arguments(host, _sudo=sudo))
     if not ok:
         for line in output.stderr_lines[-5:]:
             host.log_styled(line, fg="red", log_func=logger.error)

@@ -109,3 +109,21 @@ def test_a_port_held_by_a_foreign_process_is_an_error_and_the_process_survives(s
         assert ssh(sandbox, f"kill -0 {started}", check=False).returncode == 0
     finally:
         ssh(sandbox, f"kill {started}", check=False)
+
+
+def test_a_cpu_build_asked_for_gpu_layers_is_reported_on_cpu_and_fails(sandbox, first_converge, tmp_path):
+    """Issue 25: the sandbox's build is for the CPU; asked for 99 GPU layers a server serves, healthy,
+    from the CPU: the health wait and the health table say so, and the converge fails with the remedy.
+    (The sandbox's own servers ask for 0 layers: they are not checked, and log at the default verbosity.)"""
+    result = converge(sandbox, tmp_path, overrides=servers_with(summary__n_gpu_layers=99))
+    assert result.code != 0
+    assert "[health] server summary: DEGRADED, on CPU (asked for 99 GPU layers)" in result.output, result.output[-3000:]
+    assert "server summary: degraded: on CPU (asked for 99 GPU layers)." in result.output
+    assert "kitty_llamacpp.backend: cpu" in result.output
+    # It serves (from the CPU): nothing was rolled back, and it answers.
+    assert "Rolled back" not in result.output
+    args = ssh(sandbox, "ps -o args= -C llama-server").stdout
+    assert "--n-gpu-layers 99 " in args and "--log-verbosity 4" in args
+    back = converge(sandbox, tmp_path, overrides=servers_with(summary__n_gpu_layers=0))
+    assert back.code == 0, back.output[-3000:]
+    assert converge(sandbox).changed == []

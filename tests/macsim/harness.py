@@ -8,6 +8,11 @@
 
 The sim Mac's launchctl logs every call and every process it spawns
 (/var/log/macsim/*.jsonl); a ConvergeResult holds those of its own converge only.
+
+As on a fresh Mac, sudo asks for the admin's password: every run is given it as an
+operator gives it, `--same-sudo-password` answered on the terminal (here: stdin, with no
+controlling terminal), so each sudo goes through pyinfra's askpass helper. And the Mac's
+`hostname` changes before every run, as a Mac's does when its network changes.
 """
 
 from __future__ import annotations
@@ -42,6 +47,13 @@ class ConvergeResult:
     output: str
     calls: list[dict] = field(default_factory=list)
     spawns: list[dict] = field(default_factory=list)
+    # pyinfra's --json results (the harness always asks for them).
+    results: dict | None = None
+
+    def changed(self) -> list[str]:
+        """The operations that changed something on the Mac."""
+        operations = ((self.results or {}).get("results") or {}).get("operations") or []
+        return [op["name"] for op in operations if op.get("success")]
 
     def starts(self) -> dict[str, int]:
         """label -> number of processes launchd spawned for it during this converge."""
@@ -156,10 +168,22 @@ class SimMac:
 
     # --- the converge -------------------------------------------------------------
 
+    def new_network(self) -> str:
+        """The Mac joined another network: hostname(1) and `uname -n` answer another name."""
+        self._networks = getattr(self, "_networks", 0) + 1
+        name = f"kitty-studio-{self._networks}.dhcp.example"
+        self.check("cat > /var/db/macsim/hostname", input=name + "\n")
+        return name
+
     def converge(self, data: dict | None = None, groups=("inference",), extra_args=()) -> ConvergeResult:
         """Run `pyinfra tests/macsim/inventory.py deploy.py -y` against the sim Mac, as admin over SSH."""
         if tuple(groups) != ("inference",):
             raise ValueError("the sim Mac converges the inference role only (tests/macsim/inventory.py)")
+        return self.run("deploy.py", data, extra_args)
+
+    def run(self, script: str, data: dict | None = None, extra_args=(), sudo_password: bool = True) -> ConvergeResult:
+        """Run `pyinfra tests/macsim/inventory.py SCRIPT -y` against the sim Mac (deploy.py, stop.py, ...)."""
+        self.new_network()
         calls_before = len(self.launchctl_calls())
         spawns_before = len(self.spawns())
         env = {
@@ -170,7 +194,9 @@ class SimMac:
             "MACSIM_SSH_KNOWN_HOSTS": str(self.target.known_hosts),
         }
         with tempfile.TemporaryDirectory(prefix="macsim-data.") as extra:
-            command = [sys.executable, "-m", "pyinfra", str(INVENTORY), "deploy.py", "-y"]
+            command = [sys.executable, "-m", "pyinfra", str(INVENTORY), script, "-y", "--json"]
+            if sudo_password:
+                command.append("--same-sudo-password")
             command += ["--group-data", str(GROUP_DATA[1])]
             if data:
                 # Whole top-level keys, as JSON: the last group data folder wins.
@@ -181,10 +207,25 @@ class SimMac:
                 )
                 command += ["--group-data", extra]
             command += list(extra_args)
-            p = subprocess.run(command, cwd=ROOT, env=env, text=True, capture_output=True, timeout=900)
+            # No controlling terminal: pyinfra's getpass reads the password from stdin, as typed.
+            p = subprocess.run(
+                command,
+                cwd=ROOT,
+                env=env,
+                text=True,
+                input=f"{macsim.ADMIN_PASSWORD}\n" if sudo_password else "",
+                capture_output=True,
+                timeout=900,
+                start_new_session=True,
+            )
+        try:
+            results = json.loads(p.stdout) if p.stdout.strip().startswith("{") else None
+        except ValueError:
+            results = None
         return ConvergeResult(
             code=p.returncode,
-            output=p.stdout + p.stderr,
+            output=p.stderr + p.stdout,
+            results=results,
             calls=self.launchctl_calls()[calls_before:],
             spawns=self.spawns()[spawns_before:],
         )

@@ -35,8 +35,23 @@ def test_servers_answer_on_the_macs_loopback(simulated_mac, first):
 
 
 def test_second_converge_restarts_nothing(simulated_mac, first):
+    """Changes nothing at all, although the Mac's hostname changed since (a new network, issue 25)."""
     again = simulated_mac.converge()
     assert again.code == 0, again.output[-4000:]
+    assert again.changed() == [], again.changed()
     assert again.starts() == {}
     assert again.rejected() == []
     assert not [c for c in again.calls if c["argv"][1] in ("bootstrap", "bootout", "kickstart")]
+
+
+def test_a_rotated_log_is_writable_by_the_server_at_its_next_start(simulated_mac, first):
+    """newsyslog's new log is the admin's, not root:wheel (issue 25, defect 4): launchd opens it as the job's user."""
+    log = "/Users/Shared/Coding/KITT/.logs/llamacpp-summary.log"
+    simulated_mac.check("newsyslog -F")
+    assert simulated_mac.check(f"stat -f '%Su' {log}").strip() == "admin"
+    assert simulated_mac.check(f"wc -c < {log}").strip() == "0"
+    data = {"kitty_servers": {**group_data()["kitty_servers"]}}
+    data["kitty_servers"]["summary"] = {**data["kitty_servers"]["summary"], "ctx_size": 512}
+    restarted = simulated_mac.converge(data)
+    assert restarted.code == 0, restarted.output[-4000:]
+    assert "starting the main loop" in simulated_mac.check(f"cat {log}")

@@ -73,12 +73,19 @@ def plan(
 
 
 @contextmanager
-def prepared(responses: dict, data: dict | None = None, groups=("inference", "application"), deploy_file="deploy.py"):
+def prepared(
+    responses: dict,
+    data: dict | None = None,
+    groups=("inference", "application"),
+    deploy_file="deploy.py",
+    config: Config | None = None,
+):
     """The state after pyinfra prepared `deploy_file` for one fake host, inside its context.
 
     Yields (state, host, calls): `calls` lists every command the host was
     asked, with its connector arguments, and keeps growing if the caller goes
-    on to execute the operations (`run_ops(state)`).
+    on to execute the operations (`run_ops(state)`). `config`: pyinfra's run settings
+    (`Config(SUDO_PASSWORD=...)` is what `--same-sudo-password` gives a run).
     """
     host_data = {
         "fake_responses": responses,
@@ -94,7 +101,7 @@ def prepared(responses: dict, data: dict | None = None, groups=("inference", "ap
         **{group: ([HOST], {}) for group in groups},
     )
     state = State(check_for_changes=True)
-    state.init(inventory, Config())
+    state.init(inventory, config or Config())
     old_cwd = os.getcwd()
     os.chdir(ROOT)
     try:

@@ -14,7 +14,7 @@ from tasks import config, layout, runtime, secrets
 from tasks.compose import ARCH, COMPOSE_PLUGIN
 from tasks.platform import Platform
 from tasks.supervise import launchd as supervise_launchd
-from tests.plan import launchd_facts, supervise_facts
+from tests.plan import launchd_facts, observability_facts, supervise_facts
 from tests.plan.harness import simulated_platform
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -76,8 +76,10 @@ def colima_plist(cfg: config.KittyConfig, plat: Platform) -> str:
 
 
 def colima(cfg: config.KittyConfig, plat: Platform, *, loaded: bool = True, plist: str | None = "same") -> dict:
-    """colima's LaunchDaemon as kitty-ops left it: loaded, its plist as rendered, a record of its start."""
-    return supervise_facts.program(
+    """colima's LaunchDaemon as kitty-ops left it: loaded, its plist as rendered, a record of its start,
+    and its start wrapper (templates/colima-start.sh)."""
+    wrapper = observability_facts.file_state(runtime.colima_wrapper(cfg), runtime.COLIMA_WRAPPER.read_text(), "755")
+    return wrapper | supervise_facts.program(
         colima_program(cfg, plat),
         os="macos",
         records_dir=layout.records_dir(cfg),

@@ -180,3 +180,24 @@ def test_a_repository_off_the_host_refuses_the_shared_password(monkeypatch):
     monkeypatch.setenv("KITTY_BACKUP_PASSWORD_FAKE_KITTY", "own-password-canary")
     result = plan(linux(), data={**remote, **no_file}, deploy_file="backup.py")
     assert "own-password-canary" not in everything(result) and PASSWORD not in everything(result)
+
+
+def test_snapshots_are_kept_under_the_inventory_name_not_hostname():
+    """A Mac's `hostname` changes with its network: forget and `latest` would lose the older snapshots
+    (issue 25, defect 7). The scripts get the inventory name; they never ask `hostname` for it."""
+    result = plan(linux(), deploy_file="backup.py")
+    backup = result.op("Backup into the restic repository")
+    assert "'BACKUP_HOST': '@fake/kitty'" in " ".join(backup.commands)
+    for script in ("backup-take.sh", "backup-verify.sh"):
+        text = (restic.TEMPLATES / script).read_text()
+        assert '--host "$(hostname)"' not in text
+        assert text.count('--host "$BACKUP_HOST"') >= 1
+
+
+def test_local_runs_key_backups_on_the_macs_local_host_name(monkeypatch):
+    class Local:
+        name = "@local"
+
+    monkeypatch.setattr(restic, "host", Local())
+    assert restic.backup_host() == ""
+    assert "scutil --get LocalHostName" in (restic.TEMPLATES / "backup-take.sh").read_text()

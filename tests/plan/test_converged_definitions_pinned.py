@@ -9,7 +9,9 @@ host restarts its servers. The build id is pinned the same way
 (tests/unit/test_build_id_pinned.py), the record's text by
 tests/unit/test_record_round_trip.py.
 
-Computed from the code at a97ba8a.
+Computed from the code at a97ba8a; again when the servers that ask for GPU layers started
+logging at --log-verbosity 4 (issue 25: where their layers are is read from their load log), a
+change that restarts every such server once.
 """
 
 from __future__ import annotations
@@ -23,14 +25,14 @@ from tests.plan import hosts
 from tests.plan.harness import simulated_platform
 
 PINNED = {
-    ("linux", "server q4"): "0ac07e6c35b0f89098d8a894e15eb08516ab939a",
-    ("linux", "server f16"): "6a019cfd89a2e4628684425aaf76fd6e162d7d35",
-    ("linux", "server summary"): "649829e5bba634599a9099f7be7913d653efc2e6",
-    ("linux", "server vision"): "594ec57ccf98db49db424294c911a14a84f40f1a",
-    ("macos", "server q4"): "6d4468e288862bbd493c361dca7109df56a78b33",
-    ("macos", "server f16"): "05dd1be59229a5406d76b56f6dde8c1071f91b6a",
-    ("macos", "server summary"): "3cb498333cb4d273b6c862050c14001faa96c6be",
-    ("macos", "server vision"): "d371889febc79de02e76cb3ddfd05b4be0c06759",
+    ("linux", "server q4"): "6d114a22e42c884668b4eda41e782cef37d34320",
+    ("linux", "server f16"): "ef515ca000341ffcff3e28c8d5a35111323647bf",
+    ("linux", "server summary"): "ffaed87bb97a9ddc1869279a2ca3341ea1fbd0f2",
+    ("linux", "server vision"): "b50f1ce95c0e4835fb8a615d5d65b5989e3e2bde",
+    ("macos", "server q4"): "5d96a294bf9f1304a07d32634682a5fe75dd302d",
+    ("macos", "server f16"): "236bc61755a56f6ec9206a61d9ef941d60b4db64",
+    ("macos", "server summary"): "cfdd8ef003c1057d23607953ee34b8b842fd2afb",
+    ("macos", "server vision"): "5ed96d0a6d007bd00069f3a484431688ad802579",
 }
 
 

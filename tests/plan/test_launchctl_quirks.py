@@ -29,7 +29,11 @@ print)
         n=$(cat "$LC/linger")
         if [ "$n" -le 0 ]; then rm -f "$LC/loaded" "$LC/linger"; else echo $((n - 1)) > "$LC/linger"; fi
     fi
-    if [ -f "$LC/loaded" ]; then echo "$2 = {"; echo "	state = running"; echo "}"; exit 0; fi
+    if [ -f "$LC/loaded" ]; then
+        echo "$2 = {"; echo "	state = running"
+        [ -n "${EXIT_TIMEOUT:-}" ] && echo "	exit timeout = $EXIT_TIMEOUT"
+        echo "}"; exit 0
+    fi
     echo "Could not find service \"x\" in domain for system"; exit 113 ;;
 bootout)
     echo "${LINGER:-0}" > "$LC/linger"
@@ -68,16 +72,29 @@ def launchctl(tmp_path):
 
 
 def test_bootout_36_waits_until_print_no_longer_finds_the_job(launchctl):
-    rc, err, calls, loaded = launchctl(launchd._bootout(TARGET, 5), loaded=True, BOOTOUT_RC="36", LINGER="2")
+    rc, err, calls, loaded = launchctl(launchd._bootout(TARGET), loaded=True, BOOTOUT_RC="36", LINGER="2")
     assert (rc, loaded) == (0, False), err
-    assert calls == ["bootout", "print", "print", "print"]
+    # The first print reads the job's exit timeout, before the bootout.
+    assert calls == ["print", "bootout", "print", "print", "print"]
 
 
 def test_a_job_that_never_leaves_fails_with_bootouts_own_words(launchctl):
-    rc, err, calls, loaded = launchctl(launchd._bootout(TARGET, 3), loaded=True, BOOTOUT_RC="36", LINGER="99")
+    command = launchd._bootout(TARGET)
+    rc, err, calls, loaded = launchctl(command, loaded=True, BOOTOUT_RC="36", LINGER="99", EXIT_TIMEOUT="3")
     assert rc == 1 and loaded
-    assert f"{TARGET} is still loaded 3s after launchctl bootout (exit 36: Boot-out failed: 36" in err
-    assert calls.count("print") == 4
+    expected = f"{TARGET} is still loaded 18s after launchctl bootout (its exit timeout + 15s; exit 36: Boot-out"
+    assert expected in err
+    assert calls.count("print") == 1 + 19
+
+
+def test_bootout_waits_for_the_jobs_own_exit_timeout_not_a_fixed_minute(launchctl):
+    """colima's ExitTimeOut is 120 s: a stop that takes 90 s is going normally (issue 25, defect 2)."""
+    command = launchd._bootout(TARGET)
+    rc, err, calls, loaded = launchctl(command, loaded=True, LINGER="90", EXIT_TIMEOUT="120")
+    assert (rc, loaded) == (0, False), err
+    # Without an exit timeout in launchd's view: launchd's default, plus the margin.
+    rc, err, calls, loaded = launchctl(command, loaded=True, LINGER="99")
+    assert rc == 1 and f"still loaded {launchd.DEFAULT_EXIT_TIMEOUT + launchd.BOOTOUT_MARGIN}s" in err
 
 
 def test_bootstrap_that_fails_but_loads_is_a_success(launchctl):

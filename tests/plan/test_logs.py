@@ -29,10 +29,19 @@ def test_logrotate_copies_then_truncates_by_size_and_never_signals():
 def test_newsyslog_line_has_size_in_kilobytes_count_and_no_signal_nor_compression():
     text = logs.render(config.load(small()), MAC)
     (line,) = [line for line in text.splitlines() if line and not line.startswith("#")]
-    name, mode, count, size, when, flags = line.split()
+    name, owner, mode, count, size, when, flags = line.split()
     assert (name, mode, count, size, when) == (f"{CFG.paths.logs_dir}/*.log", "644", "3", "10240", "*")
     # G: a pattern; N: signal no one. No J/Z/X: a job keeps writing to the rotated file.
     assert sorted(flags) == ["G", "N"]
+    # The new log is the admin's, not root:wheel: launchd opens it as the job's user (issue 25, defect 4).
+    assert owner == "admin:"
+
+
+def test_newsyslog_lets_the_service_account_write_the_new_log_through_its_group():
+    data = {**small(), "kitty_paths": {**hosts.DEFAULTS["kitty_paths"], "service_user": "kitty"}}
+    text = logs.render(config.load(data), MAC, group="kitty")
+    (line,) = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert line.split()[1:3] == ["admin:kitty", "664"]
 
 
 @pytest.mark.parametrize("os", ["macos", "linux"])

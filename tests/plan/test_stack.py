@@ -421,3 +421,36 @@ def test_a_link_in_place_of_the_env_file_is_replaced_not_refused():
 def test_the_http_health_path_is_quoted_for_the_shell():
     probe = compose._probe("docker compose", "brain", 8000, "/health?x=1&y=2")
     assert probe.endswith("curl -fsS -o /dev/null --max-time 5 'http://127.0.0.1:8000/health?x=1&y=2'")
+
+
+@pytest.mark.parametrize(
+    ("profile", "folder", "instance"),
+    [
+        ("default", "default", "colima"),
+        ("colima", "default", "colima"),
+        ("", "default", "colima"),
+        ("kitty", "kitty", "colima-kitty"),
+        ("colima-kitty", "kitty", "colima-kitty"),
+    ],
+)
+def test_colimas_socket_and_lima_folder_are_computed_as_colima_does(profile, folder, instance):
+    """colima's config/profile.go: `colima` is the default profile and `colima-x` is `x` (issue 25, defect 8)."""
+    assert runtime.colima_socket("/Users/admin", profile) == f"/Users/admin/.colima/{folder}/docker.sock"
+    assert runtime.lima_instance_dir("/Users/admin", profile) == f"/Users/admin/.colima/_lima/{instance}"
+
+
+def test_colima_starts_through_the_wrapper_that_clears_a_power_cuts_stale_files():
+    """Issue 25, defect 5: stale ha.pid/ha.sock make every `colima start` fail; the wrapper removes them."""
+    program = runtime.colima_program(CFG, MAC, "/Users/admin")
+    assert program.argv[:3] == ["/bin/sh", runtime.colima_wrapper(CFG), "/Users/admin/.colima/_lima/colima"]
+    assert program.argv[3:6] == ["/opt/homebrew/bin/colima", "start", "--foreground"]
+    result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
+    wrapper = " ".join(result.op("colima start wrapper (stale Lima files after a power cut)").commands)
+    assert runtime.colima_wrapper(CFG) in wrapper
+
+
+@pytest.mark.parametrize(("profile", "folder"), [("colima", "default"), ("colima-kitty", "kitty"), ("kitty", "kitty")])
+def test_the_engine_is_reached_at_the_socket_colima_makes_for_the_profile(profile, folder):
+    data = stack_data(colima={"cpu": 4, "memory_gib": 8, "disk_gib": 60, "profile": profile})
+    engine = runtime.Engine(config.load({**hosts.DEFAULTS, **data}), MAC, "colima", "/Users/admin")
+    assert engine.env["DOCKER_HOST"] == f"unix:///Users/admin/.colima/{folder}/docker.sock"

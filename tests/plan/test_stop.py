@@ -130,7 +130,7 @@ def test_mac_disables_then_boots_out_and_waits_for_launchd():
     label = layout.server_label(CFG, "q4")
     q4 = " ".join(result.op(f"server q4: stop and keep off at boot ({label})").commands)
     assert q4.index(f"launchctl disable system/{label}") < q4.index(f"launchctl bootout system/{label}")
-    assert "ExitTimeOut" in q4 and "SIGKILL" not in q4
+    assert "exit timeout = " in q4 and "-KILL" not in q4
     assert "stop 2>&1" in " ".join(result.commands)
 
 
@@ -138,8 +138,11 @@ def test_mac_emergency_kills_through_launchd():
     result = stop_plan(mac(), data={"emergency": "true"})
     label = layout.server_label(CFG, "q4")
     q4 = " ".join(result.op(f"server q4: kill and keep off at boot ({label})").commands)
-    assert f"launchctl kill SIGKILL system/{label}" in q4
-    assert q4.index("launchctl disable") < q4.index("launchctl kill") < q4.index("launchctl bootout")
+    # Bootout first (no KeepAlive respawn once launchd let go of it), then SIGKILL what is left by
+    # the PID the job had: never `launchctl kill` while it is loaded (issue 25, defect 6).
+    assert "launchctl kill" not in q4
+    assert q4.index("launchctl disable") < q4.index(f"launchctl print system/{label} 2>/dev/null | sed")
+    assert q4.index("pid = ") < q4.index(f"launchctl bootout system/{label}") < q4.index('kill -KILL "$pid"')
 
 
 def test_mac_stopped_and_disabled_plans_nothing():

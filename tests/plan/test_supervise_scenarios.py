@@ -101,9 +101,14 @@ def test_a_new_llamacpp_ref_restarts_every_server_once(os):
     result = plan(converged(os), data=data, groups=INFERENCE)
     assert actions(result) == dict.fromkeys(ENABLED, "restart")
     if os == "macos":
-        restarts = [c for c in supervisor_commands(result) if "kickstart" in c]
-        assert restarts == [f"launchctl kickstart -k system/com.kitty.llama-server.{n}" for n in ENABLED]
-        assert not [c for c in supervisor_commands(result) if "bootstrap" in c or "bootout" in c]
+        # bootout (SIGTERM, the job's ExitTimeOut), then bootstrap: never kickstart -k's SIGKILL.
+        assert not [c for c in supervisor_commands(result) if "kickstart" in c]
+        outs = [c for c in supervisor_commands(result) if "launchctl bootout" in c]
+        ins = [c for c in supervisor_commands(result) if "launchctl bootstrap" in c]
+        assert [c.split("bootout ")[1].split()[0] for c in outs] == [
+            f"system/com.kitty.llama-server.{n}" for n in ENABLED
+        ]
+        assert len(ins) == len(ENABLED)
     else:
         assert [c for c in supervisor_commands(result) if "restart" in c] == [
             f"systemctl restart kitty-llama-{n}.service" for n in ENABLED
@@ -302,7 +307,8 @@ def test_the_wait_reads_launchd_and_a_new_build_rolls_current_back():
     command = wait_attempts(plan(converged("macos"), data=data, groups=INFERENCE))
     assert "launchctl print system/com.kitty.llama-server.q4" in command
     assert 'ln -sfn "$was" /opt/kitty/llama.cpp/current' in command
-    assert "launchctl kickstart -k system/com.kitty.llama-server.q4" in command
+    # The rollback restarts as the converge does: bootout, bootstrap; no kickstart -k.
+    assert "launchctl bootout system/com.kitty.llama-server.q4" in command and "kickstart" not in command
 
 
 def test_a_first_install_says_it_has_nothing_to_roll_back_to():

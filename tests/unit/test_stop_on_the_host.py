@@ -38,7 +38,9 @@ print)
     left=$(cat "$FAKE/left")
     [ "$left" -gt 0 ] || exit 113
     echo $((left - 1)) > "$FAKE/left"
-    echo "$2 = {"; echo "	state = running"; echo "}"
+    echo "$2 = {"; echo "	state = running"
+    [ ! -f "$FAKE/timeout" ] || echo "	exit timeout = $(cat "$FAKE/timeout")"
+    echo "}"
     exit 0 ;;
 esac
 exit 64
@@ -131,8 +133,10 @@ def fake_launchd(tmp_path, shell):
     state = tmp_path / "launchd"
     state.mkdir()
 
-    def go(command: str, left: int) -> tuple[subprocess.CompletedProcess, list[str]]:
+    def go(command: str, left: int, exit_timeout: int | None = None) -> tuple[subprocess.CompletedProcess, list[str]]:
         (state / "left").write_text(f"{left}\n")
+        if exit_timeout is not None:
+            (state / "timeout").write_text(f"{exit_timeout}\n")
         done = run(name, command, f"{bin_dir}:{path}", env={"FAKE": str(state)})
         calls = (state / "calls").read_text().splitlines()
         (state / "calls").unlink()
@@ -142,17 +146,21 @@ def fake_launchd(tmp_path, shell):
 
 
 def test_the_converges_bootout_waits_until_print_no_longer_finds_the_job(fake_launchd):
-    done, calls = fake_launchd(launchd._bootout(SERVICE, 10), left=1)
+    done, calls = fake_launchd(launchd._bootout(SERVICE), left=2, exit_timeout=10)
     assert done.returncode == 0, done.stderr
-    # bootout, then print until it fails: once still loaded, then gone.
-    assert calls == [f"bootout {SERVICE}", f"print {SERVICE}", f"print {SERVICE}"]
+    # The job's exit timeout read first; bootout, then print until it fails: once still loaded, then gone.
+    assert calls == [f"print {SERVICE}", f"bootout {SERVICE}", f"print {SERVICE}", f"print {SERVICE}"]
 
 
-def test_the_converges_bootout_fails_naming_the_job_when_it_never_goes(fake_launchd):
-    done, calls = fake_launchd(launchd._bootout(SERVICE, 1), left=100)
+def test_the_converges_bootout_fails_naming_the_job_when_it_never_goes(fake_launchd, monkeypatch):
+    monkeypatch.setattr(launchd, "BOOTOUT_MARGIN", 1)
+    done, calls = fake_launchd(launchd._bootout(SERVICE), left=100, exit_timeout=0)
     assert done.returncode == 1
-    assert f"{SERVICE} is still loaded 1s after launchctl bootout (exit 36: Boot-out failed" in done.stderr
-    assert calls[0] == f"bootout {SERVICE}" and calls.count(f"print {SERVICE}") == 2
+    assert (
+        f"{SERVICE} is still loaded 1s after launchctl bootout (its exit timeout + 1s; exit 36: Boot-out failed"
+        in done.stderr
+    )
+    assert calls[1] == f"bootout {SERVICE}" and calls.count(f"print {SERVICE}") == 3
 
 
 def test_stops_bootout_waits_and_reports_how_long_the_stop_took(fake_launchd):
