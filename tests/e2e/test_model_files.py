@@ -165,7 +165,9 @@ def test_the_disk_preflight_fails_early_with_the_numbers(sandbox, first_converge
         "revision": sandbox_config().models["sharded-test"].commit,
         "dir": "huge",
         "prefetch": True,
-        "files": [{"name": "sharded-test-00001-of-00003.gguf", "size": 10**15}],
+        # Pinned in content too (a hash nobody will reach): an unhashed file is refused before the
+        # disk is even looked at, and this test is about the disk.
+        "files": [{"name": "sharded-test-00001-of-00003.gguf", "size": 10**15, "sha256": "0" * 64}],
     }
     before = mirror_requests()
     result = converge(sandbox, tmp_path, overrides={"kitty_models": models})
