@@ -9,7 +9,9 @@ The restic password comes like the other secrets (environment or secrets_file).
 
 from pyinfra import host
 
-from tasks import backup, host_config, platform
+from tasks.config import host_config
+from tasks.host import platform
+from tasks.runbook import backup
 
 # Bad host data, or no restic password, fails here, before anything runs.
 cfg = host_config.load(host)

@@ -9,7 +9,9 @@ supervisor, one at a time and each waited for, to time start to healthy (cold, t
 
 from pyinfra import host
 
-from tasks import bench, host_config, platform
+from tasks.config import host_config
+from tasks.host import platform
+from tasks.runbook import bench
 
 # What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
 cfg = host_config.load(host)

@@ -5,29 +5,15 @@ pyinfra inventory.py deploy.py [--dry]
 
 from pyinfra import host
 
-from tasks import (
-    api_keys,
-    firewall,
-    host_config,
-    images,
-    llamacpp,
-    logs,
-    macos,
-    memory_budget,
-    metrics,
-    models,
-    parent_folders,
-    platform,
-    prerequisites,
-    rpc_workers,
-    servers,
-    service_account,
-    stack,
-    verify,
-)
-from tasks.facts import install_fact_cache
+from tasks.app import images, stack
+from tasks.config import host_config
+from tasks.engine.fact_cache import install_fact_cache
+from tasks.host import parent_folders, platform
+from tasks.inference import api_keys, llamacpp, metrics, models, rpc_workers, servers
+from tasks.runbook import verify
+from tasks.system import firewall, logs, macos, memory_budget, prerequisites, service_account
 
-# Each fact is read from the host once while nothing has changed there (tasks/facts.py):
+# Each fact is read from the host once while nothing has changed there (tasks/engine/fact_cache.py):
 # pyinfra 3.10 reads it again for every operation that asks, and again when it executes.
 install_fact_cache()
 

@@ -9,7 +9,9 @@ writes a support bundle on the controller: the findings and log tails, every sec
 
 from pyinfra import host
 
-from tasks import diagnose, host_config, platform
+from tasks.config import host_config
+from tasks.host import platform
+from tasks.runbook import diagnose
 
 # What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
 cfg = host_config.load(host)

@@ -10,7 +10,7 @@ or KITTY_APP_HOSTS (container runtime and application stack), same syntax;
 when set, they replace KITTY_HOSTS for that role. KITTY_SSH_KEY and
 KITTY_SSH_KNOWN_HOSTS name the key and known_hosts file to use.
 
-Several inference hosts, each running some of the servers (tasks/placement.py):
+Several inference hosts, each running some of the servers (tasks/config/placement.py):
 `user@host[:port]=server+server` sets the host's kitty_serves, e.g.
 
     KITTY_APP_HOSTS=admin@studio.local \
@@ -85,7 +85,7 @@ def _target(spec):
     if port:
         data["ssh_port"] = int(port)
     if has_servers:
-        # Validated with the whole inventory (tasks/placement.py): names, one host per server.
+        # Validated with the whole inventory (tasks/config/placement.py): names, one host per server.
         data["kitty_serves"] = [name for name in servers.split("+") if name]
     if hostname in _addresses():
         data["kitty_address"] = _addresses()[hostname]

@@ -30,8 +30,7 @@ os.environ.setdefault("HF_HUB_DISABLE_UPDATE_CHECK", "1")
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from tasks import hub, model_lock  # noqa: E402
-from tasks.config import Model, read_group_data  # noqa: E402
+from tasks.config import Model, hub, model_lock, read_group_data  # noqa: E402  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -9,7 +9,9 @@ that keeps it, and the stack is started and waited for.
 
 from pyinfra import host
 
-from tasks import backup, host_config, platform, restore
+from tasks.config import host_config
+from tasks.host import platform
+from tasks.runbook import backup, restore
 
 # Bad host data, a missing snapshot id or no restic password fails here, before anything runs.
 cfg = host_config.load(host)

@@ -10,7 +10,9 @@ programs stay stopped across a reboot until the next deploy.py, which starts the
 
 from pyinfra import host
 
-from tasks import host_config, platform, shutdown
+from tasks.config import host_config
+from tasks.host import platform
+from tasks.runbook import shutdown
 
 # Bad host data fails here, before anything is stopped.
 cfg = host_config.load(host)

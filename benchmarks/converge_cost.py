@@ -21,7 +21,7 @@ its sandbox in KITTY_SANDBOX_PORT_OFFSET (as sandbox/converge.py needs it):
 The no-op cases run `--runs` timed converges, plain as an operator runs them, then one more
 with `--debug` that counts the SSH sessions opened (`round_trips`: one "Waiting for exit
 status" per command run in a session of its own, plus the fact shell's one session), the
-commands sent over the fact shell (`fact_shell_commands`, tasks/fact_shell.py) and uploads
+commands sent over the fact shell (`fact_shell_commands`, tasks/engine/fact_shell.py) and uploads
 ("Attempting upload"). A timed run that changed
 something (an image rebuilt meanwhile by another sandbox on the same engine) is listed but
 left out of `wall_s_median_unchanged`. The phases of a run come from when its output lines

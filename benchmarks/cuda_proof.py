@@ -7,7 +7,7 @@
 
 .device/ gets the sandbox's llama.cpp mirror (sandbox/make-llama-mirror.sh), the build id and CMake
 arguments the deploy computes for `backend: cuda` on Linux (tasks/llamacpp.wanted_build), the tiny model
-(tasks/smoke_model.py) and benchmarks/cuda-proof.sh, which builds with templates/llama-build.sh and proves
+(tasks/inference/smoke_model.py) and benchmarks/cuda-proof.sh, which builds with templates/llama-build.sh and proves
 the build with templates/llama-smoke.sh (all layers on the GPU, then the GPU hidden: refused).
 """
 
@@ -22,7 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tasks import config, llamacpp, platform, smoke_model  # noqa: E402
+from tasks import config  # noqa: E402
+from tasks.host import platform  # noqa: E402
+from tasks.inference import llamacpp, smoke_model  # noqa: E402
 
 B11434 = "df1938a8801b302befed6c8854aca45fe547ed08"
 

@@ -6,8 +6,8 @@
 
 What it mutates (AREAS): the supervisor's decision table and the record it is
 decided against (tasks/supervise/decide.py), model file verification
-(models.is_verified / expected_sha256), placement (tasks/placement.py),
-diagnose's redaction, and the fact shell's framing (tasks/fact_shell.py).
+(models.is_verified / expected_sha256), placement (tasks/config/placement.py),
+diagnose's redaction, and the fact shell's framing (tasks/engine/fact_shell.py).
 mutmut (requirements.txt) changes one thing at a time (an operator, a
 constant, a condition, an argument) and runs the unit and plan tests that
 reach that function; a mutant no test fails on "survived".
@@ -54,17 +54,17 @@ MUTMUT = Path(sys.executable).parent / "mutmut"
 AREAS = {
     "decide": ("tasks/supervise/decide.py", None, ["tests/plan"]),
     "models verification": (
-        "tasks/models.py",
+        "tasks/inference/models.py",
         ["x_is_verified", "x_expected_sha256"],
         ["tests/plan/test_models.py", "tests/plan/test_model_stamp_pins.py"],
     ),
-    "placement": ("tasks/placement.py", None, ["tests/plan/test_placement.py"]),
+    "placement": ("tasks/config/placement.py", None, ["tests/plan/test_placement.py"]),
     "diagnose redaction": (
-        "tasks/diagnose.py",
+        "tasks/runbook/diagnose.py",
         ["x_redact", "x_known_secrets", "x__redact_tree"],
         ["tests/plan/test_bench_diagnose.py"],
     ),
-    "fact shell framing": ("tasks/fact_shell.py", None, []),
+    "fact shell framing": ("tasks/engine/fact_shell.py", None, []),
 }
 # Top-level files and folders the tests read besides tasks/ and tests/ (mutmut copies those itself).
 ALSO_COPY = [

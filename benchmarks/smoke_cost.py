@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from sandbox import converge as sandbox  # noqa: E402
-from tasks import config, llamacpp, smoke_model  # noqa: E402
+from tasks import config  # noqa: E402
+from tasks.inference import llamacpp, smoke_model  # noqa: E402
 
 
 def ssh(name: str, command: str) -> subprocess.CompletedProcess:

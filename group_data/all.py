@@ -34,9 +34,9 @@ kitty_packages = {
         "python3-venv",
         "curl",
         "ca-certificates",
-        # Rotates the KITTY logs (tasks/logs.py); minimal Debian images lack it.
+        # Rotates the KITTY logs (tasks/system/logs.py); minimal Debian images lack it.
         "logrotate",
-        # backup.py / restore.py's encrypted repository (tasks/restic.py).
+        # backup.py / restore.py's encrypted repository (tasks/runbook/restic.py).
         "restic",
         # backup.py / restore.py's copy of the S3 store's buckets (kitty_backup.s3_service).
         "rclone",
@@ -190,7 +190,7 @@ kitty_launchd = {
     "throttle_interval": 10,
 }
 
-# A fresh Mac made server-ready (tasks/macos.py) and its GPU memory budget (tasks/memory_budget.py).
+# A fresh Mac made server-ready (tasks/system/macos.py) and its GPU memory budget (tasks/system/memory_budget.py).
 kitty_macos = {
     # Missing Xcode Command Line Tools: "install" (unattended, via softwareupdate) or "stop".
     "command_line_tools": "install",
@@ -258,7 +258,7 @@ kitty_stack = {
     ],
 }
 
-# The manual's optional Stable Diffusion service (phase 5, tasks/images.py): an RQ
+# The manual's optional Stable Diffusion service (phase 5, tasks/app/images.py): an RQ
 # worker and a uvicorn API, each supervised (systemd or a LaunchDaemon), after Redis.
 kitty_images = {
     "enabled": False,
@@ -283,7 +283,7 @@ kitty_verify = {
     "query_timeout": 60,
 }
 
-# backup.py / restore.py (tasks/backup.py, tasks/restore.py): a restic repository of the
+# backup.py / restore.py (tasks/runbook/backup.py, tasks/runbook/restore.py): a restic repository of the
 # stack's data. The restic password is the secret KITTY_BACKUP_PASSWORD (environment or
 # kitty_stack.secrets_file), never here.
 kitty_backup = {

@@ -1,6 +1,6 @@
 #!/bin/sh
 # Put verified parts ($WORK/parts, from backup-verify.sh) back on a KITTY host, in the order
-# that keeps them (tasks/restore.py runs it on stdin, after a safety backup). POSIX sh.
+# that keeps them (tasks/runbook/restore.py runs it on stdin, after a safety backup). POSIX sh.
 #   writers stopped (every stack service but the datastores) -> Postgres into a clean database
 #   -> Redis: container stopped, its RDB replaced in the volume, started (copying the file into
 #   a running Redis loses it: Redis saves its memory over it when it stops); with AOF on, the
@@ -22,7 +22,7 @@ fail() { echo "restore: $*" >&2; exit 1; }
 trap 'rm -rf "$WORK"' EXIT
 trap 'exit 1' HUP INT TERM
 
-# shellcheck disable=SC2086 # COMPOSE is a command line of quote-free words (tasks/compose.py)
+# shellcheck disable=SC2086 # COMPOSE is a command line of quote-free words (tasks/app/compose.py)
 compose() { $COMPOSE "$@"; }
 
 # A .env that is a link is refused before anything on the host changes.
@@ -146,7 +146,7 @@ fi
 
 if [ -f "$parts/app.env" ]; then
     env_not_a_link
-    # Written by its owner (as_env_owner), as the deploy writes it (tasks/operations.py,
+    # Written by its owner (as_env_owner), as the deploy writes it (tasks/engine/operations.py,
     # secret_file): into a new 0600 file beside it, renamed over it. Root never chmods or
     # chowns a name in that folder (its owner could swap it for a link to /etc/passwd between
     # two steps); rename replaces a link rather than following it.

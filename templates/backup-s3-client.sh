@@ -1,6 +1,6 @@
 #!/bin/sh
 # Put ahead of backup-take.sh and backup-restore.sh when they are sent to the host
-# (tasks/restic.py: script()): what both use to reach the app's .env and the S3 store. POSIX sh.
+# (tasks/runbook/restic.py: script()): what both use to reach the app's .env and the S3 store. POSIX sh.
 
 # "$@" run as ENV_OWNER, the account the app's checkout and .env belong to. The scripts run
 # as root, and that account controls the .env's folder: it can swap any name there for a
@@ -15,7 +15,7 @@ as_env_owner() {
     fi
 }
 
-# The .env must be a file: a link there was planted (the deploy writes a file, tasks/secrets.py).
+# The .env must be a file: a link there was planted (the deploy writes a file, tasks/app/secrets.py).
 env_not_a_link() {
     if [ -L "$ENV_FILE" ]; then
         fail "$ENV_FILE is a symbolic link, not the file the deploy writes: refused (remove it and converge)"

@@ -1,5 +1,5 @@
 #!/bin/sh
-# One backup of a KITTY host into its restic repository (tasks/backup.py runs it on stdin).
+# One backup of a KITTY host into its restic repository (tasks/runbook/backup.py runs it on stdin).
 # POSIX sh: macOS /bin/sh, dash, busybox. Every part is staged in $STAGE (0700, removed
 # on exit whatever happens: it holds the .env in clear), listed in manifest.tsv with its
 # size and sha256, then stored by `restic backup`, which writes its snapshot last: a
@@ -21,7 +21,7 @@ umask 077
 
 row() { printf 'row\t%s\t%s\n' "$1" "$2"; }
 fail() { echo "backup: $*" >&2; exit 1; }
-# The name snapshots are kept under (restic --host): the inventory name (tasks/restic.py
+# The name snapshots are kept under (restic --host): the inventory name (tasks/runbook/restic.py
 # backup_host), else the Mac's LocalHostName; never a hostname that moves with the network.
 BACKUP_HOST=${BACKUP_HOST:-$(scutil --get LocalHostName 2>/dev/null || hostname)}
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
@@ -37,7 +37,7 @@ mkdir -p "$STAGE"
 trap 'rm -rf "$STAGE" "$STAGE.s3" "$STAGE.manifest" "$STAGE.pid"' EXIT
 trap 'exit 1' HUP INT TERM
 
-# shellcheck disable=SC2086 # COMPOSE is a command line of quoted-free words (tasks/compose.py)
+# shellcheck disable=SC2086 # COMPOSE is a command line of quoted-free words (tasks/app/compose.py)
 compose() { $COMPOSE "$@"; }
 
 # A safety backup (restore.py) saves what there is: a datastore that does not run (its volume

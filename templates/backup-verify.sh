@@ -1,6 +1,6 @@
 #!/bin/sh
 # Verify one snapshot of the KITTY restic repository into $WORK, touching nothing else
-# (tasks/restore.py runs it on stdin before anything on the host changes). POSIX sh.
+# (tasks/runbook/restore.py runs it on stdin before anything on the host changes). POSIX sh.
 #   1. `restic check`: the repository's structure;
 #   2. `restic restore --verify`: every file of the snapshot read back, its blobs' hashes checked;
 #   3. manifest.tsv: every part listed is there, with its size and sha256, and nothing else is;
@@ -9,7 +9,7 @@
 #      manifest copies), a folder, a device or a name with "/" or ".." is refused, never
 #      followed: root later chmods each part and copies it into a container.
 # The snapshot is restored into a fresh folder of its own (0700, made here, never one that
-# was there before), inside the backup folder (0700, tasks/restic.py).
+# was there before), inside the backup folder (0700, tasks/runbook/restic.py).
 # Environment: SNAPSHOT WORK REQUIRED (parts that must be present) STAGE (backup-take.sh's)
 #   RESTIC_REPOSITORY RESTIC_PASSWORD_FILE RESTIC_CACHE_DIR
 # Output: `bad<TAB>reason` lines and exit 3 when the snapshot is refused; `row<TAB>...` lines.
@@ -18,7 +18,7 @@ umask 077
 
 sha256() { if command -v sha256sum >/dev/null 2>&1; then sha256sum "$1" | cut -d ' ' -f 1; else shasum -a 256 "$1" | cut -d ' ' -f 1; fi; }
 refuse() { printf 'bad\t%s\n' "$1"; exit 3; }
-# The name snapshots are kept under (restic --host): the inventory name (tasks/restic.py
+# The name snapshots are kept under (restic --host): the inventory name (tasks/runbook/restic.py
 # backup_host), else the Mac's LocalHostName; never a hostname that moves with the network.
 BACKUP_HOST=${BACKUP_HOST:-$(scutil --get LocalHostName 2>/dev/null || hostname)}
 

@@ -1,6 +1,6 @@
 #!/bin/sh
 # The fact shell: runs the read-only commands of pyinfra's facts one after another,
-# all of a converge's over one SSH session (tasks/fact_shell.py), instead of opening
+# all of a converge's over one SSH session (tasks/engine/fact_shell.py), instead of opening
 # a session for each. Sent by kitty-ops on the session's command line, never
 # installed; nothing secret is on that command line. POSIX sh: macOS runs it with
 # /bin/sh (bash 3.2); tested under dash, busybox sh and bash.

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Build one llama.cpp ref into its own prefix. Installed by kitty-ops (tasks/llamacpp.py)
+# Build one llama.cpp ref into its own prefix. Installed by kitty-ops (tasks/inference/llamacpp.py)
 # as <opt_dir>/llama.cpp/build.sh; the exact command it ran is in the build log.
 #
 #   build.sh ROOT GIT_URL LOGS_DIR JOBS TARGETS BUILD_ID REF COMMIT [CMAKE_ARG...]

@@ -1,12 +1,12 @@
 #!/bin/sh
 # Prove that a new llama.cpp build computes on this host before any server runs on it.
-# Installed by kitty-ops (tasks/llamacpp.py) as <opt_dir>/llama.cpp/smoke.sh.
+# Installed by kitty-ops (tasks/inference/llamacpp.py) as <opt_dir>/llama.cpp/smoke.sh.
 #
 #   smoke.sh BUILD_DIR MODEL LOG GPU_LAYERS BACKEND CPU TIMEOUT [NAME=VALUE...]
 #
 # Starts BUILD_DIR/bin/llama-server on a free loopback port (--port 0: the
 # kernel picks one, the server names it) with MODEL (a tiny model the deploy
-# made: tasks/smoke_model.py), asks for GPU_LAYERS layers on the GPU, waits for
+# made: tasks/inference/smoke_model.py), asks for GPU_LAYERS layers on the GPU, waits for
 # it to load, asks for one completion, checks that the layers went to the GPU
 # when BACKEND has one, and stops it. NAME=VALUE: the servers' environment.
 # Success writes BUILD_DIR/smoke.json; the deploy moves `current` only to a build

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Make one model file present and verified. Installed by kitty-ops (tasks/models.py).
+# Make one model file present and verified. Installed by kitty-ops (tasks/inference/models.py).
 #
 #   model-fetch.sh MODELS_DIR DIR FILE SHA256|- SIZE|- curl URL
 #   model-fetch.sh MODELS_DIR DIR FILE SHA256|- SIZE|- hf HF REPO REVISION
@@ -46,7 +46,7 @@ sha256_of() {
     echo "${out%% *}"
 }
 # Size and mtime in seconds: GNU/busybox `stat -c`, else BSD `stat -f`.
-# The ModelFileStates fact (tasks/facts.py) reads them the same way.
+# The ModelFileStates fact (tasks/inference/model_facts.py) reads them the same way.
 stat_of() { stat -c '%s %Y' "$1" 2>/dev/null || stat -f '%z %m' "$1"; }
 size_of() { if [ -f "$1" ]; then set -- "$(stat_of "$1")" && echo "${1%% *}"; else echo 0; fi; }
 write_stamp() {

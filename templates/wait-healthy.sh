@@ -12,7 +12,7 @@
 #           llama-gpu:N: as llama, and once healthy its load in LOG (what follows
 #           its last `srv  llama_server: initializing ...` line) must say its N GPU layers are on a GPU
 #           (`offloaded A/B layers to GPU`, at --log-verbosity 4); else it is
-#           DEGRADED: serving, but on the CPU (tasks/offload.py reads the same).
+#           DEGRADED: serving, but on the CPU (tasks/supervise/offload.py reads the same).
 #           http: any 2xx healthy, anything else down.
 #           tcp: URL is telnet://HOST:PORT; healthy once something accepts a
 #           connection there (llama.cpp's rpc-server, which speaks no HTTP).

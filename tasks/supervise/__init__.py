@@ -22,9 +22,9 @@ from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.facts.files import FileContents
 
-from tasks import layout
 from tasks.config import KittyConfig
-from tasks.platform import Platform
+from tasks.host import layout
+from tasks.host.platform import Platform
 from tasks.supervise import changes, launchd, systemd
 from tasks.supervise.decide import Decision
 from tasks.supervise.program import Agent, Family, Health, Input, Program

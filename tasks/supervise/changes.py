@@ -1,9 +1,9 @@
 """Why a program's definition changed, in its own words: `ctx_size 2048 → 4096`, not "the unit differs".
 
-The installed plist or unit (world-readable, no secrets: tasks/config.py keeps
+The installed plist or unit (world-readable, no secrets: tasks/config/schema.py keeps
 keys out of them) is read back into its arguments, environment names and
 other settings, and compared with the one this converge renders. A flag that
-a ModelServer field sets is named by that field (server_args.MANAGED_FLAGS);
+a ModelServer field sets is named by that field (tasks/config/flags.py);
 any other flag by itself.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import plistlib
 import re
 
-from tasks.server_args import MANAGED_FLAGS, flag_name
+from tasks.config.flags import MANAGED_FLAGS, flag_name
 
 # A systemd argument as program.service.j2 quotes it: "..." with \\ and \" escaped.
 QUOTED = re.compile(r'"((?:[^"\\]|\\.)*)"')

@@ -188,7 +188,7 @@ class ProgramRecord(FactBase):
 #
 # Before each (re)start the operation keeps the record and the definition file
 # the program ran with, next to the record. When the program does not become
-# healthy, the health wait puts them back (tasks/health.py), so the host is
+# healthy, the health wait puts them back (tasks/supervise/health.py), so the host is
 # left as it was: definition, links and record, and a converge with the
 # previous configuration finds nothing to do.
 

@@ -46,8 +46,8 @@ from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.files import Sha1File
 from pyinfra.operations import files
 
-from tasks import host_file
-from tasks.layout import LAUNCH_DAEMONS
+from tasks.engine import host_file
+from tasks.host.layout import LAUNCH_DAEMONS
 from tasks.supervise.decide import (
     Decision,
     Observed,

@@ -42,7 +42,7 @@ class Health:
     expect: Literal["llama", "http", "tcp"]
     timeout: int
     # llama: the GPU layers it asks for; once healthy its load log must say they are on a GPU
-    # (tasks/offload.py), or it is degraded (on the CPU) and the converge fails.
+    # (tasks/supervise/offload.py), or it is degraded (on the CPU) and the converge fails.
     gpu_layers: int = 0
 
 

@@ -29,7 +29,7 @@ from pyinfra.api import FunctionCommand, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
-from tasks.operations import connector_arguments
+from tasks.engine.operations import connector_arguments
 from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
 
 MARK = "kitty-stop"

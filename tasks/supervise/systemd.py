@@ -26,8 +26,8 @@ from pyinfra.facts.files import Sha1File
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 from pyinfra.operations import files
 
-from tasks import host_file
-from tasks.layout import SYSTEMD_UNITS
+from tasks.engine import host_file
+from tasks.host.layout import SYSTEMD_UNITS
 from tasks.supervise.decide import (
     Decision,
     Observed,
@@ -86,7 +86,7 @@ def plan(program: Program | None, unit: str, record: str, **how) -> Decision:
     """The decision for one unit, as the operation will take it (for the restart table and the health wait).
 
     `how`: the `_sudo` the operation runs with, so the plan reads what the operation reads
-    (and the operation finds those facts already read: tasks/facts.py)."""
+    (and the operation finds those facts already read: tasks/engine/fact_cache.py)."""
     definition = render(program) if program else None
     name = unit if program is None else program.name
     return decide(program, name, definition, observe(unit, record, program, **how), planning=True)

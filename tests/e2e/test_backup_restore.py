@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tasks import restic, secrets
+from tasks.app import secrets
+from tasks.runbook import restic
 from tests.e2e.conftest import Converge, sandbox_config, ssh
 
 pytestmark = pytest.mark.e2e

@@ -21,7 +21,9 @@ from pathlib import Path
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tasks import bench, diagnose, layout, secrets
+from tasks.app import secrets
+from tasks.host import layout
+from tasks.runbook import bench, diagnose
 from tests.e2e.conftest import Converge, converge, sandbox_config, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e

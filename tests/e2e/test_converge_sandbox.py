@@ -33,7 +33,7 @@ def test_host_suite_passes_over_ssh(sandbox, first_converge, tmp_path):
 
 
 def test_a_no_op_reads_its_facts_over_one_session(sandbox, first_converge):
-    """Facts go over the host's fact shell (tasks/fact_shell.py), and answer as a session per fact would:
+    """Facts go over the host's fact shell (tasks/engine/fact_shell.py), and answer as a session per fact would:
     the same no-op, operation for operation, with the fact shell turned off."""
     over_fact_shell = converge(sandbox, args=("--debug",))
     session_each = converge(sandbox, args=("--debug",), env={"KITTY_FACT_SHELL": "0"})

@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tasks import model_lock
+from tasks.config import model_lock
 from tests.e2e.conftest import ROOT, converge, sandbox_config, sandbox_data, ssh
 
 pytestmark = pytest.mark.e2e

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import model_lock
+from tasks.config import model_lock
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]

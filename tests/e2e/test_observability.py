@@ -18,7 +18,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tasks import layout, metrics
+from tasks.host import layout
+from tasks.inference import metrics
 from tests.e2e.conftest import converge, sandbox_config, sandbox_data, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import restic
+from tasks.runbook import restic
 
 pytestmark = pytest.mark.e2e
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import layout, llamacpp
+from tasks.host import layout
+from tasks.inference import llamacpp
 from tests.e2e.conftest import converge, sandbox_config, sandbox_data, ssh
 
 pytestmark = pytest.mark.e2e

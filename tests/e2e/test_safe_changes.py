@@ -16,8 +16,10 @@ import time
 
 import pytest
 
-from tasks import layout, llamacpp, verify
-from tasks.platform import Platform
+from tasks.host import layout
+from tasks.host.platform import Platform
+from tasks.inference import llamacpp
+from tasks.runbook import verify
 from tests.e2e.conftest import converge, sandbox_config, sandbox_data, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e

@@ -16,7 +16,7 @@ import pytest
 
 from sandbox import converge as sandbox_converge
 from sandbox.converge import SANDBOX
-from tasks import llamacpp
+from tasks.inference import llamacpp
 from tests.e2e.conftest import Converge, converge, sandbox_config, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e

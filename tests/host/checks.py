@@ -14,11 +14,11 @@ import json
 import re
 import shlex
 
-from tasks import compose as stack_compose
-from tasks import layout
-from tasks import runtime as stack_runtime
+from tasks.app import compose as stack_compose
+from tasks.app import runtime as stack_runtime
 from tasks.config import KittyConfig
-from tasks.platform import BREW_PREFIX, Platform
+from tasks.host import layout
+from tasks.host.platform import BREW_PREFIX, Platform
 from tasks.supervise import launchd
 
 # A job that restarted itself and has been up for less than this is crash-looping:

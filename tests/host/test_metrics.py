@@ -6,8 +6,8 @@ import shlex
 
 import pytest
 
-from tasks import metrics
-from tasks import servers as server_tasks
+from tasks.inference import metrics
+from tasks.inference import servers as server_tasks
 from tests.host import checks
 
 pytestmark = pytest.mark.inference

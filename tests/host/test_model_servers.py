@@ -7,7 +7,7 @@ crash loop.
 
 import pytest
 
-from tasks import servers as server_tasks
+from tasks.inference import servers as server_tasks
 from tests.host import checks
 
 pytestmark = pytest.mark.inference

@@ -29,8 +29,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sandbox.macsim import macsim
-from tasks import config, llamacpp
-from tasks.platform import BREW_PREFIX, Platform
+from tasks import config
+from tasks.host.platform import BREW_PREFIX, Platform
+from tasks.inference import llamacpp
 
 ROOT = Path(__file__).resolve().parents[2]
 INVENTORY = ROOT / "tests" / "macsim" / "inventory.py"
@@ -149,7 +150,7 @@ class SimMac:
     def seed_build(self, ref: str, data: dict | None = None, commit: str | None = None) -> str:
         """Put a stub llama-server where the deploy looks for the build of `ref`, so it needs no compile.
 
-        Returns the build id (the one tasks.llamacpp.wanted_build computes for a Mac).
+        Returns the build id (the one tasks.inference.llamacpp.wanted_build computes for a Mac).
         """
         overrides = dict(data or {})
         llama = {**group_data(overrides)["kitty_llamacpp"], "ref": ref}

@@ -1,4 +1,4 @@
-"""The firewall's pf side (tasks/firewall.py, issue 26 item 8), converged for real on a simulated Mac.
+"""The firewall's pf side (tasks/system/firewall.py, issue 26 item 8), converged for real on a simulated Mac.
 
 The sim Mac's pfctl (sandbox/macsim/shims/pfctl) keeps anchors and pf's status and refuses lines
 outside the grammar kitty-ops writes; it filters nothing (no pf in a Linux container): what this
@@ -14,7 +14,7 @@ import os
 
 import pytest
 
-from tasks import firewall
+from tasks.system import firewall
 from tests.macsim.harness import group_data
 
 pytestmark = pytest.mark.e2e

@@ -15,7 +15,9 @@ import time
 
 import pytest
 
-from tasks import config, layout, llamacpp
+from tasks import config
+from tasks.host import layout
+from tasks.inference import llamacpp
 from tests.macsim.harness import group_data
 
 pytestmark = pytest.mark.e2e

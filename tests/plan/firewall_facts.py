@@ -1,9 +1,11 @@
-"""Scripted facts of the firewall (tasks/firewall.py) for @fake hosts: what a host has once its
+"""Scripted facts of the firewall (tasks/system/firewall.py) for @fake hosts: what a host has once its
 ruleset is written, loaded and kept at boot."""
 
 from __future__ import annotations
 
-from tasks import config, firewall, layout
+from tasks import config
+from tasks.host import layout
+from tasks.system import firewall
 from tests.plan import launchd_facts, supervise_facts
 from tests.plan.harness import group_data
 

@@ -21,7 +21,7 @@ from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 from pyinfra_cli.util import load_deploy_file
 
-from tasks.platform import BREW_PREFIX, Platform
+from tasks.host.platform import BREW_PREFIX, Platform
 
 ROOT = Path(__file__).resolve().parents[2]
 HOST = "@fake/kitty"
@@ -151,6 +151,6 @@ def _text(command) -> str:
 
 
 def simulated_platform(os: str, user: str, arch: str) -> Platform:
-    """The Platform tasks.platform.detect() would give a simulated host with these facts."""
+    """The Platform tasks.host.platform.detect() would give a simulated host with these facts."""
     prefix = BREW_PREFIX.get(arch) if os == "macos" else None
     return Platform(os=os, arch=arch, user=user, sudo=user != "root", brew_prefix=prefix)

@@ -6,8 +6,10 @@ wins), so more specific keys go first. Later steps add their facts here.
 
 from __future__ import annotations
 
-from tasks import config, layout, memory_budget
-from tasks import macos as mac
+from tasks import config
+from tasks.host import layout
+from tasks.system import macos as mac
+from tasks.system import memory_budget
 from tests.plan import inference_facts, launchd_facts, llamacpp_facts, observability_facts, supervise_facts
 from tests.plan.harness import group_data
 
@@ -50,7 +52,7 @@ def macos(
         "echo ~": f"/Users/{user}",
         "xcode-select -p": mac.CLT_DIR if bootstrapped else "",
         "sudo -n -l mkdir": "yes",
-        # tasks.macos.SudoAsRoot: a command through pyinfra's sudo runs as root.
+        # tasks.system.macos.SudoAsRoot: a command through pyinfra's sudo runs as root.
         "/usr/bin/id -u": "0",
         "fdesetup status": "FileVault is On." if filevault else "FileVault is Off.",
         "pmset -g custom": ["AC Power:", " Sleep On Power Button 1", " disksleep            10"]
@@ -105,7 +107,7 @@ def linux_converged(**kwargs) -> dict:
         **observability_facts.converged(DEFAULTS, os="linux", user=kwargs.get("user", "admin")),
         **hf_venv(user=kwargs.get("user", "admin")),
         **stack_converged(os="linux", user=kwargs.get("user", "admin")),
-        # docker.io: the Linux engine of the application stack (tasks/stack.py).
+        # docker.io: the Linux engine of the application stack (tasks/app/stack.py).
         **linux(installed=[*APT_PACKAGES, "docker.io"], **kwargs),
     }
 

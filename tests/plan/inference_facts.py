@@ -7,8 +7,11 @@ plists as rendered, servers running and listening.
 
 from __future__ import annotations
 
-from tasks import config, health, layout, llamacpp, models, servers
-from tasks.platform import Platform
+from tasks import config
+from tasks.host import layout
+from tasks.host.platform import Platform
+from tasks.inference import llamacpp, models, servers
+from tasks.supervise import health
 from tests.plan import launchd_facts, llamacpp_facts, supervise_facts
 from tests.plan.harness import simulated_platform
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 from pathlib import Path
 
-from tasks import config, llamacpp
+from tasks import config
+from tasks.inference import llamacpp
 from tests.plan import launchd_facts
 from tests.plan.harness import simulated_platform
 

@@ -1,6 +1,6 @@
 """Plan the real deploy.py for several simulated hosts at once, as one `pyinfra inventory deploy.py --dry`.
 
-tests/plan/harness.py plans one host; placement (tasks/placement.py) is a property of
+tests/plan/harness.py plans one host; placement (tasks/config/placement.py) is a property of
 the whole inventory, so these plans put every host in one pyinfra Inventory and State.
 """
 

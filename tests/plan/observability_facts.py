@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import hashlib
 
-from tasks import config, host_file, layout, logs, metrics
+from tasks import config
+from tasks.engine import host_file
+from tasks.host import layout
+from tasks.inference import metrics
+from tasks.system import logs
 from tests.plan.harness import simulated_platform
 
 # `uname -n` of the simulated hosts.

@@ -25,7 +25,7 @@ def _simulated(group):
     found = []
     for name, data in _EXAMPLE[group]:
         kept = {key: value for key, value in data.items() if not key.startswith("ssh_")}
-        # An @fake name is no address: the example's host name is (tasks/placement.py).
+        # An @fake name is no address: the example's host name is (tasks/config/placement.py).
         kept.setdefault("kitty_address", name)
         found.append((f"@fake/{name}", {**kept, **_FAKE}))
     return found

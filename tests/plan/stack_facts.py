@@ -1,4 +1,4 @@
-"""Scripted facts of a host whose application stack is converged (tasks/stack.py and its parts), or parts of it.
+"""Scripted facts of a host whose application stack is converged (tasks/app/stack.py and its parts), or parts of it.
 
 Returns dicts to merge into a host's responses (tests/plan/hosts.py) before the
 generic keys, since the first match wins.
@@ -10,9 +10,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from tasks import config, layout, runtime, secrets
-from tasks.compose import ARCH, COMPOSE_PLUGIN
-from tasks.platform import Platform
+from tasks import config
+from tasks.app import runtime, secrets
+from tasks.app.compose import ARCH, COMPOSE_PLUGIN
+from tasks.host import layout
+from tasks.host.platform import Platform
 from tasks.supervise import launchd as supervise_launchd
 from tests.plan import launchd_facts, observability_facts, supervise_facts
 from tests.plan.harness import simulated_platform

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import config, restic
+from tasks import config
+from tasks.runbook import restic
 from tests.plan import hosts, stack_facts
 from tests.plan.harness import plan, simulated_platform
 
@@ -52,7 +53,7 @@ def test_the_restic_password_is_never_on_a_command_line_or_in_output():
 
 
 def test_the_script_is_told_the_compose_project_the_datastores_and_the_keep_rules():
-    from tasks import backup
+    from tasks.runbook import backup
     from tests.plan.harness import simulated_platform
 
     env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
@@ -94,7 +95,7 @@ def test_restore_verifies_then_takes_a_safety_backup_then_restores():
 
 
 def test_the_s3_store_is_reached_on_loopback_with_keys_named_not_given():
-    from tasks import backup, restore
+    from tasks.runbook import backup, restore
 
     env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
     port = CFG.stack.services["minio"].port
@@ -111,7 +112,7 @@ def test_the_s3_keys_never_reach_a_command_line(monkeypatch):
     monkeypatch.setenv("MINIO_ROOT_PASSWORD", "minio-canary-pass-9d0e")
     for deploy_file, data in (("backup.py", {}), ("restore.py", {"backup": "latest"})):
         assert "minio-canary" not in everything(plan(linux(), data=data, deploy_file=deploy_file))
-    from tasks import backup
+    from tasks.runbook import backup
 
     # The script's own command line: where it reaches the S3 store, and how the keys are named.
     env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
@@ -120,7 +121,7 @@ def test_the_s3_keys_never_reach_a_command_line(monkeypatch):
 
 
 def test_an_s3_endpoint_and_a_bandwidth_limit_are_passed_as_set():
-    from tasks import backup
+    from tasks.runbook import backup
 
     data = {**hosts.DEFAULTS["kitty_backup"], "s3_endpoint": "http://10.0.0.5:9000", "s3_bwlimit": "20M"}
     env = backup.s3_env(config.load({**hosts.DEFAULTS, "kitty_backup": data}))
@@ -189,7 +190,7 @@ def test_snapshots_are_kept_under_the_inventory_name_not_hostname():
     backup = result.op("Backup into the restic repository")
     assert "'BACKUP_HOST': '@fake/kitty'" in " ".join(backup.commands)
     for script in ("backup-take.sh", "backup-verify.sh"):
-        text = (restic.TEMPLATES / script).read_text()
+        text = restic.templates.path(script).read_text()
         assert '--host "$(hostname)"' not in text
         assert text.count('--host "$BACKUP_HOST"') >= 1
 
@@ -200,4 +201,4 @@ def test_local_runs_key_backups_on_the_macs_local_host_name(monkeypatch):
 
     monkeypatch.setattr(restic, "host", Local())
     assert restic.backup_host() == ""
-    assert "scutil --get LocalHostName" in (restic.TEMPLATES / "backup-take.sh").read_text()
+    assert "scutil --get LocalHostName" in restic.templates.path("backup-take.sh").read_text()

@@ -11,7 +11,9 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 
-from tasks import config, diagnose, layout
+from tasks import config
+from tasks.host import layout
+from tasks.runbook import diagnose
 from tests.plan import hosts, launchd_facts, stack_facts
 from tests.plan.harness import plan, prepared
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import config, servers
+from tasks import config
+from tasks.inference import servers
 from tasks.supervise import launchd, systemd
 from tasks.supervise.decide import sha1_of
 from tests.plan import hosts

@@ -13,7 +13,7 @@ import re
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import firewall
+from tasks.system import firewall
 from tests.plan import firewall_facts, hosts, launchd_facts
 from tests.plan.harness import plan
 
@@ -57,7 +57,7 @@ def test_a_key_in_a_folder_that_does_not_exist_is_refused_naming_it():
         plan(hosts.linux_converged(), data=keyed_q4("/etc/kitty-keys/q4.key"))
 
 
-# --- the folders above the models and the app (tasks/parent_folders.py) ------------------------
+# --- the folders above the models and the app (tasks/host/parent_folders.py) ------------------------
 
 
 def chains(coding_owner: int, coding_mode: str = "drwxr-xr-x") -> dict:
@@ -95,7 +95,7 @@ def test_a_folder_the_admin_left_open_to_others_is_refused():
         plan({**hosts.macos_converged(), **chains(501, "drwxrwxrwx")})
 
 
-# --- the firewall of servers beyond loopback (tasks/firewall.py) --------------------------------
+# --- the firewall of servers beyond loopback (tasks/system/firewall.py) --------------------------------
 
 
 def wide_q4(**more) -> dict:

@@ -8,7 +8,8 @@ import pytest
 import yaml
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import compose, config
+from tasks import config
+from tasks.app import compose
 from tests.plan import hosts
 from tests.plan.harness import plan
 from tests.plan.test_stack import STACK_OPS, names, stack_data, uploaded

@@ -1,4 +1,4 @@
-"""The optional images service (tasks/images.py) planned, and executed, for simulated Linux hosts and Macs."""
+"""The optional images service (tasks/app/images.py) planned, and executed, for simulated Linux hosts and Macs."""
 
 from __future__ import annotations
 
@@ -11,7 +11,9 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 
-from tasks import config, images, layout
+from tasks import config
+from tasks.app import images
+from tasks.host import layout
 from tasks.supervise import launchd as supervise_launchd
 from tasks.supervise import systemd as supervise_systemd
 from tests.plan import hosts, launchd_facts, stack_facts, supervise_facts

@@ -10,7 +10,8 @@ import logging
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import config, llamacpp
+from tasks import config
+from tasks.inference import llamacpp
 from tests.plan import hosts, inference_facts, llamacpp_facts, observability_facts
 from tests.plan.harness import plan as plan_deploy
 from tests.plan.harness import simulated_platform

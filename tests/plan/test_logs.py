@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import config, host_file, logs
+from tasks import config
+from tasks.engine import host_file
+from tasks.system import logs
 from tests.plan import hosts
 from tests.plan.harness import plan, simulated_platform
 

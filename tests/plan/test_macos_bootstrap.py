@@ -13,7 +13,8 @@ from pyinfra.api.exceptions import PyinfraError
 from pyinfra.connectors.util import ASKPASS_COMMAND, SUDO_ASKPASS_ENV_VAR
 from pyinfra.context import ctx_host
 
-from tasks import config, macos
+from tasks import config
+from tasks.system import macos
 from tests.plan import harness, hosts
 from tests.plan.harness import plan
 

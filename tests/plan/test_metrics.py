@@ -7,7 +7,9 @@ import json
 
 import pytest
 
-from tasks import config, host_file, llamacpp, metrics, server_args
+from tasks import config
+from tasks.engine import host_file
+from tasks.inference import llamacpp, metrics, server_args
 from tests.plan import hosts, observability_facts
 from tests.plan.harness import plan
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import copy
 
-from tasks import config, models
+from tasks import config
+from tasks.inference import models
 from tests.plan import hosts, inference_facts
 from tests.plan.harness import plan
 from tests.plan.test_models import CFG, HERMES, STATES_KEY, _lock_with_hermes, fetches

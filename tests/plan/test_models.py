@@ -13,7 +13,9 @@ import logging
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import config, model_lock, models
+from tasks import config
+from tasks.config import model_lock
+from tasks.inference import models
 from tests.plan import hosts, inference_facts
 from tests.plan.harness import plan
 

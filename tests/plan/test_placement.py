@@ -19,8 +19,11 @@ import sys
 
 import pytest
 
-from tasks import api_keys, config, firewall, logs, memory_budget, metrics, placement, secrets
-from tasks.config import ConfigError
+from tasks import config
+from tasks.app import secrets
+from tasks.config import ConfigError, placement
+from tasks.inference import api_keys, metrics
+from tasks.system import firewall, logs, memory_budget
 from tests.plan import (
     firewall_facts,
     hosts,
@@ -78,7 +81,7 @@ def bootstrapped_mac() -> dict:
 
 
 def firewall_rules(hosts_: dict, name: str) -> list[firewall.Rule]:
-    """The firewall of host `name` as this placement wants it (tasks/firewall.py)."""
+    """The firewall of host `name` as this placement wants it (tasks/system/firewall.py)."""
     views = {
         host: placement.HostView(
             host, groups, config.load(hosts.DEFAULTS), data.get("kitty_serves"), data.get("kitty_address")
@@ -118,7 +121,7 @@ def key_file(path: str, name: str) -> dict:
     return {
         f"sha256sum {path} ": f"{hashlib.sha256(content.encode()).hexdigest()}  {path}",
         **launchd_facts.file(path, content, user="admin", group="staff", mode="rw-------"),
-        # The key's folder: 0700, the servers' account's (tasks/api_keys.py).
+        # The key's folder: 0700, the servers' account's (tasks/inference/api_keys.py).
         f"test -L {path.rpartition('/')[0]} )": (
             f"user=admin group=staff mode=drwx------ atime=0 mtime=0 ctime=0 size=64 '{path.rpartition('/')[0]}'"
         ),

@@ -3,7 +3,9 @@
 import pytest
 from pyinfra.context import ctx_host
 
-from tasks import config, llamacpp, placement, rpc_workers, servers
+from tasks import config
+from tasks.config import placement, rpc_placement
+from tasks.inference import llamacpp, servers
 from tests.plan import hosts
 from tests.plan.harness import HOST, group_data, plan, prepared, simulated_platform
 
@@ -45,7 +47,7 @@ def test_a_worker_host_builds_rpc_and_starts_its_worker_before_the_servers(os):
 def test_the_split_server_gets_rpc_and_the_workers_record_as_an_input(os):
     with prepared(HOSTS[os](), data=with_worker()) as (_state, host, _calls):
         with ctx_host.use(host):
-            cfg = rpc_workers.placed(placement.host_config(host), host)
+            cfg = rpc_placement.placed(placement.host_config(host), host)
     plat = simulated_platform(os, "admin", "arm64" if os == "macos" else "x86_64")
     build = llamacpp.wanted_build(cfg, plat).id
     prog = servers.program(cfg, plat, "summary", cfg.servers["summary"], build)

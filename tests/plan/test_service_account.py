@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from pyinfra.api.exceptions import PyinfraError
 
-from tasks import service_account
+from tasks.system import service_account
 from tests.plan import hosts
 from tests.plan.harness import plan
 

@@ -8,7 +8,9 @@ from pyinfra.api import FileUploadCommand
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.context import ctx_host
 
-from tasks import compose, config, operations, runtime, secrets
+from tasks import config
+from tasks.app import compose, runtime, secrets
+from tasks.engine import operations
 from tests.plan import hosts, stack_facts
 from tests.plan.harness import plan, prepared, simulated_platform
 
@@ -185,7 +187,7 @@ def test_a_cli_config_holding_registry_credentials_is_never_read_nor_written(cap
 def test_the_credentials_check_matches_inline_auth_only(tmp_path):
     import subprocess
 
-    from tasks.compose import CREDENTIALS
+    from tasks.app.compose import CREDENTIALS
 
     def holds_credentials(config: dict) -> bool:
         path = tmp_path / "config.json"
@@ -203,7 +205,7 @@ def test_the_cli_config_fact_reads_real_files_under_posix_shells(tmp_path, shell
     import shutil
     import subprocess
 
-    from tasks.compose import DockerCliConfig
+    from tasks.app.compose import DockerCliConfig
 
     if not shutil.which(shell):
         pytest.skip(f"no {shell}")

@@ -15,7 +15,9 @@ import re
 
 import pytest
 
-from tasks import config, layout, llamacpp, servers
+from tasks import config
+from tasks.host import layout
+from tasks.inference import llamacpp, servers
 from tests.plan import hosts, inference_facts, supervise_facts
 from tests.plan.harness import group_data, plan, simulated_platform
 

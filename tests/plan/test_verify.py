@@ -15,7 +15,8 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 from pyinfra_cli.prints import build_results_json
 
-from tasks import config, verify
+from tasks import config
+from tasks.runbook import verify
 from tests.plan import hosts
 from tests.plan.harness import plan, prepared
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import restic
+from tasks.runbook import restic
 
 SHELLS = ["dash", "busybox", "bash"]
 OWNER = "nobody"
@@ -97,7 +97,7 @@ def tools(tmp_path_factory) -> dict[str, Path]:
 
 
 def run_script(shell: str, tools: dict, name: str, env: dict, first: Path | None = None):
-    """templates/<name> as tasks/restic.py sends it (`sh -s`, the script on stdin), as root.
+    """templates/<name> as tasks/runbook/restic.py sends it (`sh -s`, the script on stdin), as root.
 
     `first`: a folder put ahead of everything on PATH (a stand-in that plays the attacker)."""
     path = str(tools["busybox"]) if shell == "busybox" else f"{tools['shims']}:/usr/local/bin:/usr/bin:/bin"

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from tasks import bench
+from tasks.runbook import bench
 
 METAL_LOAD = [
     "llama_model_loader: loaded meta data with 33 key-value pairs",

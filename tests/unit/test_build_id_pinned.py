@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import config, llamacpp
+from tasks import config
+from tasks.inference import llamacpp
 from tests.plan.harness import simulated_platform
 from tests.unit.data import host_data
 

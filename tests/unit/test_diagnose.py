@@ -7,7 +7,8 @@ import tarfile
 
 import pytest
 
-from tasks import config, diagnose
+from tasks import config
+from tasks.runbook import diagnose
 from tests.plan.harness import group_data, simulated_platform
 
 LINUX = simulated_platform("linux", "admin", "x86_64")

@@ -5,7 +5,8 @@ import copy
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from tasks import compose, config, secrets
+from tasks import config
+from tasks.app import compose, secrets
 from tests.plan.harness import group_data
 
 DEFAULTS = group_data()

@@ -1,4 +1,4 @@
-"""The per-converge fact cache (tasks/facts.py), against pyinfra's real @local connector.
+"""The per-converge fact cache (tasks/engine/fact_cache.py), against pyinfra's real @local connector.
 
 Each read of the fact below runs a real command that appends to a file and prints how
 many times it ran, so a test sees exactly how often the host was asked.
@@ -14,7 +14,8 @@ from pyinfra.api.connect import connect_all
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_host, ctx_state
 
-from tasks.facts import has_pinned_distribution, install_fact_cache
+from tasks.engine.fact_cache import install_fact_cache
+from tasks.system.prerequisites_facts import has_pinned_distribution
 
 
 class Reads(FactBase):

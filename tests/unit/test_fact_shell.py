@@ -1,4 +1,4 @@
-"""The fact shell (templates/fact-shell.sh driven by tasks/fact_shell.py), run for real under
+"""The fact shell (templates/fact-shell.sh driven by tasks/engine/fact_shell.py), run for real under
 dash, busybox sh and bash: each command must answer exactly what sshd's way of running it
 (`$SHELL -c COMMAND`, a session of its own) answers, no output of one command can change
 another's answer, and no nonce is ever on a command line. The SSH side is proven by every e2e
@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tasks import fact_shell
-from tasks.fact_shell import _DRIVER, FactShell, FactShellBroken, _lines
+from tasks.engine import fact_shell
+from tasks.engine.fact_shell import _DRIVER, FactShell, FactShellBroken, _lines
 from tests.unit.test_fact_cache import Reads, local  # noqa: F401 (a fixture)
 
 SHELLS = [name for name in ("dash", "busybox", "bash", "zsh") if shutil.which(name)]

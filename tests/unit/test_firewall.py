@@ -1,4 +1,4 @@
-"""The firewall of ports beyond loopback (tasks/firewall.py): who may connect, from the placement,
+"""The firewall of ports beyond loopback (tasks/system/firewall.py): who may connect, from the placement,
 and the rulesets as nft and pf read them (issue 26, item 8).
 
 Pure: HostView as tasks/placement.views_of reads it. The plans are in
@@ -13,9 +13,11 @@ import subprocess
 import pytest
 from pyinfra.api.exceptions import DeployError
 
-from tasks import config, firewall, placement
-from tasks.firewall import Rule
-from tasks.placement import HostView
+from tasks import config
+from tasks.config import placement
+from tasks.config.placement import HostView
+from tasks.system import firewall
+from tasks.system.firewall import Rule
 from tests.unit.test_rpc_workers import load as cfg
 
 BOTH = ("inference", "application")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import gguf
+from tasks.config import gguf
 
 ROOT = Path(__file__).resolve().parents[2]
 # The real tiny model the sandbox's Hub mirror serves (sandbox/hf-mirror.py prepares it).

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from tasks.facts import LegacyServerPids
-from tasks.operations import replace_from_stdin
+from tasks.engine.operations import replace_from_stdin
+from tasks.inference.server_facts import LegacyServerPids
 
 SHELLS = [shell for shell in (["dash"], ["busybox", "sh"], ["bash", "--posix"]) if shutil.which(shell[0])]
 

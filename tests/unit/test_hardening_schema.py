@@ -24,7 +24,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import BaseModel
 
-from tasks import config, secrets, servers
+from tasks import config
+from tasks.app import secrets
+from tasks.config import schema
+from tasks.inference import servers
 from tasks.supervise import Program, launchd, systemd
 from tests.plan.harness import group_data, simulated_platform
 
@@ -67,7 +70,7 @@ def _unchecked_strings(annotation, where: str) -> list[str]:
     if origin is typing.Annotated:
         base, *metadata = args
         if base is str:
-            checked = any(getattr(m, "func", None) is config._one_line for m in metadata)
+            checked = any(getattr(m, "func", None) is schema._one_line for m in metadata)
             return [] if checked else [where]
         return _unchecked_strings(base, where)
     if isinstance(annotation, type) and issubclass(annotation, BaseModel):

@@ -1,6 +1,6 @@
 """Health that means health: a service that answers but says it is degraded is not healthy.
 
-The probe command (tasks/verify.py) really runs here under sh, dash and busybox
+The probe command (tasks/runbook/verify.py) really runs here under sh, dash and busybox
 sh against HTTP servers on this machine's loopback: a brain that answers 200
 with `"status": "degraded"`, one that is well, and a /props that answers only
 with the API key (as llama-server does with --api-key-file).
@@ -17,7 +17,10 @@ import threading
 
 import pytest
 
-from tasks import api_keys, config, secrets, verify
+from tasks import config
+from tasks.app import secrets
+from tasks.inference import api_keys
+from tasks.runbook import verify
 from tests.plan import hosts
 
 KEY = "sandbox-test-key-0123456789"

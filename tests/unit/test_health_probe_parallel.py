@@ -1,4 +1,4 @@
-"""The health table's probe runs its checks at once (tasks/verify.py), under every shell a host may have."""
+"""The health table's probe runs its checks at once (tasks/runbook/verify.py), under every shell a host may have."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from tasks import verify
+from tasks.runbook import verify
 
 SHELLS = [s for s in (["sh"], ["dash"], ["bash"], ["busybox", "sh"]) if shutil.which(s[0])]
 

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks import config, models
-from tasks.facts import GitRemoteRef, LlamaCppBuilds, ModelFileStates
+from tasks import config
+from tasks.inference import models
+from tasks.inference.llamacpp_facts import GitRemoteRef, LlamaCppBuilds
+from tasks.inference.model_facts import ModelFileStates
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "templates"
 HOST_SCRIPTS = sorted(TEMPLATES.glob("*.sh"))

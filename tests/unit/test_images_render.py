@@ -9,8 +9,9 @@ import subprocess
 
 import pytest
 
-from tasks import config, images
-from tasks.platform import Platform
+from tasks import config
+from tasks.app import images
+from tasks.host.platform import Platform
 from tasks.supervise import launchd, systemd
 from tests.unit.data import host_data
 

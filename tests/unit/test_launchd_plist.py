@@ -6,8 +6,9 @@ import plistlib
 
 import pytest
 
-from tasks import config, server_args, servers
-from tasks.platform import Platform
+from tasks import config
+from tasks.host.platform import Platform
+from tasks.inference import server_args, servers
 from tasks.supervise import launchd
 from tasks.supervise.program import Program
 from tests.unit.data import DEFAULTS

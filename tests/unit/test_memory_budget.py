@@ -2,8 +2,9 @@
 
 import pytest
 
-from tasks import config, model_lock
-from tasks.memory_budget import (
+from tasks import config
+from tasks.config import model_lock
+from tasks.system.memory_budget import (
     GIB,
     MIB,
     BudgetError,

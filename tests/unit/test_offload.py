@@ -1,4 +1,5 @@
-"""Where a model server's layers are (issue 25): the health wait's sh and tasks/offload.py read a load log alike.
+"""Where a model server's layers are (issue 25): the health wait's sh and tasks/supervise/offload.py
+read a load log alike.
 
 The logs are llama-server b11434's own lines at --log-verbosity 4 (src/llama.cpp,
 src/llama-model.cpp, common/arg.cpp, ggml-metal): a Metal load that put every layer on
@@ -10,8 +11,9 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import config, offload
-from tasks.platform import Platform
+from tasks import config
+from tasks.host.platform import Platform
+from tasks.supervise import offload
 from tests.plan import hosts
 from tests.unit.test_host_scripts import SHELLS, WAIT, health_server, needs_shells, run, userland  # noqa: F401
 
@@ -110,7 +112,7 @@ def test_the_remedy_on_a_mac_daemon_is_the_gui_sessions_launchagent():
 
 
 def test_the_health_table_names_where_the_layers_are_and_fails_a_cpu_fallback_with_the_remedy():
-    from tasks import verify
+    from tasks.runbook import verify
 
     cfg = config.load(hosts.DEFAULTS)
     mac = Platform(os="macos", arch="arm64", user="admin", sudo=True, brew_prefix="/opt/homebrew")
@@ -133,7 +135,7 @@ def test_the_health_table_names_where_the_layers_are_and_fails_a_cpu_fallback_wi
 
 
 def test_diagnose_names_a_cpu_fallback_with_the_launchagent_remedy():
-    from tasks import diagnose
+    from tasks.runbook import diagnose
 
     cfg = config.load(hosts.DEFAULTS)
     mac = Platform(os="macos", arch="arm64", user="admin", sudo=True, brew_prefix="/opt/homebrew")

@@ -1,4 +1,4 @@
-"""The folders above the models and the app (tasks/parent_folders.py): the fact's shell run for real
+"""The folders above the models and the app (tasks/host/parent_folders.py): the fact's shell run for real
 under dash, busybox sh and bash on folders made here, and the rule it feeds (issue 26, item 9)."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.parent_folders import Folder, ParentChains, findings, problem
+from tasks.host.parent_folders import Folder, ParentChains, findings, problem
 
 SHELLS = [["dash"], ["busybox", "sh"], ["bash", "--posix"]]
 

@@ -1,4 +1,4 @@
-"""Placement of the model servers over the inventory's hosts (tasks/placement.py): every rule, every error.
+"""Placement of the model servers over the inventory's hosts (tasks/config/placement.py): every rule, every error.
 
 Pure: HostView is what tasks/placement.views_of reads from pyinfra's inventory.
 The plan tests (tests/plan/test_placement.py) run the same through deploy.py.
@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import api_keys, config, memory_budget, secrets
+from tasks import config
+from tasks.app import secrets
 from tasks.config import ConfigError
-from tasks.placement import HostView, compute, local_config
+from tasks.config.placement import HostView, compute, local_config
+from tasks.inference import api_keys
+from tasks.system import memory_budget
 from tests.unit.data import host_data
 
 CFG = config.load(host_data())

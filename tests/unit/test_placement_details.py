@@ -13,7 +13,7 @@ import pytest
 
 from tasks import config
 from tasks.config import ConfigError
-from tasks.placement import Site, compute, default_address, host_config, local_config, url_host, views_of
+from tasks.config.placement import Site, compute, default_address, host_config, local_config, url_host, views_of
 from tests.unit.data import host_data
 from tests.unit.test_placement import APP, BOTH, CFG, INF, MANUAL, refused, two_macs, view
 

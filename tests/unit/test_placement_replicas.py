@@ -2,7 +2,7 @@
 
 Each host's data is its own: a server that one host's data marks as a
 replica and another's does not would run on both, twice, without the second
-host having asked for it. tasks/placement.py refuses that, naming both hosts.
+host having asked for it. tasks/config/placement.py refuses that, naming both hosts.
 """
 
 from __future__ import annotations

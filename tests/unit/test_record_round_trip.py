@@ -22,7 +22,9 @@ from pathlib import Path
 import pytest
 from pyinfra.facts.files import Sha1File
 
-from tasks import config, layout, servers
+from tasks import config
+from tasks.host import layout
+from tasks.inference import servers
 from tasks.supervise import decide as table
 from tasks.supervise import systemd
 from tasks.supervise.program import Program

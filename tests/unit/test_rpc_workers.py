@@ -6,9 +6,11 @@ import time
 
 import pytest
 
-from tasks import config, llamacpp, memory_budget, placement, rpc_workers, server_args
-from tasks.config import ConfigError, RpcUse
-from tasks.placement import HostView
+from tasks import config
+from tasks.config import ConfigError, RpcUse, placement, rpc_placement
+from tasks.config.placement import HostView
+from tasks.inference import llamacpp, rpc_workers, server_args
+from tasks.system import memory_budget
 from tests.plan.harness import simulated_platform
 from tests.unit.data import host_data
 from tests.unit.test_host_scripts import SHELLS, WAIT, needs_shells, run, server_log, userland  # noqa: F401
@@ -84,7 +86,7 @@ def view(name, groups=("inference",), worker=None, serves=None, address=None, **
 
 
 def resolve(*views):
-    return rpc_workers.compute(views, placement.compute(views))
+    return rpc_placement.compute(views, placement.compute(views))
 
 
 SPLIT_F16 = {"f16": {"rpc_workers": ["studio2.local"]}}

@@ -1,4 +1,4 @@
-"""run_with_progress (tasks/operations.py) runs its command with the operation's connector
+"""run_with_progress (tasks/engine/operations.py) runs its command with the operation's connector
 arguments, as a shell command of the operation would: pyinfra gives a FunctionCommand none
 of them. Against pyinfra's real @local connector."""
 
@@ -11,7 +11,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
 from pyinfra.context import ctx_state
 
-from tasks.operations import run_with_progress
+from tasks.engine.operations import run_with_progress
 
 
 def test_the_operations_chdir_and_env_reach_the_command(tmp_path):

@@ -4,7 +4,9 @@ import copy
 
 import pytest
 
-from tasks import config, server_args
+from tasks import config
+from tasks.config import flags
+from tasks.inference import server_args
 from tests.unit.data import DEFAULTS
 
 BINARY = "/opt/kitty/current/bin/llama-server"
@@ -55,7 +57,7 @@ def test_q4_runs_with_every_flag_of_the_manual():
         "on",
         "--metrics",
         "--jinja",
-        # It asks for GPU layers: its load log must say where they went (tasks/offload.py).
+        # It asks for GPU layers: its load log must say where they went (tasks/supervise/offload.py).
         "--log-verbosity",
         "4",
     ]
@@ -115,7 +117,7 @@ def test_extra_args_come_last_as_given():
 def test_every_flag_a_field_sets_is_guarded_against_repetition_in_extra_args():
     cfg = load(q4={"api_key_file": "/k"}, vision={"flash_attn": "auto", "batch_size": 8, "ubatch_size": 8})
     emitted = {arg for name in cfg.servers for arg in argv(cfg, name) if arg.startswith("-")}
-    assert emitted <= set(server_args.MANAGED_FLAGS)
+    assert emitted <= set(flags.MANAGED_FLAGS)
 
 
 # --- Validation rules added for the command line ---------------------------
@@ -130,7 +132,7 @@ def error_of(**server_changes) -> str:
 @pytest.mark.parametrize("arg", ["--port", "-np", "--n_gpu_layers", "--model=/x.gguf", "--no-jinja"])
 def test_extra_args_may_not_repeat_a_field(arg):
     message = error_of(q4={"extra_args": [arg, "1"]})
-    field = server_args.MANAGED_FLAGS[server_args.flag_name(arg)]
+    field = flags.MANAGED_FLAGS[flags.flag_name(arg)]
     assert f"kitty_servers.q4.extra_args: {arg!r} is set by the field {field!r}" in message
 
 

@@ -1,8 +1,10 @@
-"""The tiny model that proves new llama.cpp builds (tasks/smoke_model.py): the same bytes everywhere, a real GGUF."""
+"""The tiny model that proves new llama.cpp builds (tasks/inference/smoke_model.py): the same bytes
+everywhere, a real GGUF."""
 
 import hashlib
 
-from tasks import gguf, smoke_model
+from tasks.config import gguf
+from tasks.inference import smoke_model
 
 
 def test_the_model_is_the_same_bytes_on_every_machine():

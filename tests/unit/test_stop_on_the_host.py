@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.shutdown import KittyProcesses
+from tasks.runbook.shutdown import KittyProcesses
 from tasks.supervise import launchd
 from tasks.supervise import stop as supervise_stop
 from tests.tools import busybox_path, executable, require

@@ -1,4 +1,4 @@
-"""The health table (tasks/verify.py) and the host suite's checks (tests/host/checks.py), without a host.
+"""The health table (tasks/runbook/verify.py) and the host suite's checks (tests/host/checks.py), without a host.
 
 The probe command really runs here, under `sh`, against HTTP servers on this
 machine's loopback; the macOS checks get simulated `host.run` outputs
@@ -17,8 +17,10 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks import compose, config, verify
-from tasks.platform import Platform
+from tasks import config
+from tasks.app import compose
+from tasks.host.platform import Platform
+from tasks.runbook import verify
 from tests.host import checks as host_checks
 from tests.plan import hosts
 from tests.unit.test_launchd_fact import CRASHED, RUNNING

@@ -2,7 +2,7 @@
 
 import plistlib
 
-from tasks import macos
+from tasks.system import macos
 
 
 def daemon(limit_mb=172032) -> dict:

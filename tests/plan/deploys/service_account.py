@@ -2,6 +2,8 @@
 
 from pyinfra import host
 
-from tasks import config, platform, service_account
+from tasks import config
+from tasks.host import platform
+from tasks.system import service_account
 
 service_account.ensure(config.load(host.data), platform.detect())
