@@ -9,13 +9,11 @@ The restic password comes like the other secrets (environment or secrets_file).
 
 from pyinfra import host
 
-from tasks.config import host_config
-from tasks.host import platform
+from tasks.host import entry
 from tasks.runbook import backup
 
 # Bad host data, or no restic password, fails here, before anything runs.
-cfg = host_config.load(host)
-plat = platform.detect()
+cfg, plat = entry.begin()
 
 if "application" in host.groups and cfg.stack.enabled:
     # Every part staged, listed with its sha256 in a manifest, stored by restic; then retention.

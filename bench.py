@@ -9,13 +9,11 @@ supervisor, one at a time and each waited for, to time start to healthy (cold, t
 
 from pyinfra import host
 
-from tasks.config import host_config
-from tasks.host import platform
+from tasks.host import entry
 from tasks.runbook import bench
 
 # What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
-cfg = host_config.load(host)
-plat = platform.detect()
+cfg, plat = entry.begin()
 
 if "inference" in host.groups:
     bench.run(cfg, plat)

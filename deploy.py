@@ -6,21 +6,14 @@ pyinfra inventory.py deploy.py [--dry]
 from pyinfra import host
 
 from tasks.app import images, stack
-from tasks.config import host_config
-from tasks.engine.fact_cache import install_fact_cache
-from tasks.host import parent_folders, platform
+from tasks.host import entry, parent_folders
 from tasks.inference import api_keys, llamacpp, metrics, models, rpc_workers, servers
 from tasks.runbook import verify
 from tasks.system import firewall, logs, macos, memory_budget, prerequisites, service_account
 
-# Each fact is read from the host once while nothing has changed there (tasks/engine/fact_cache.py):
-# pyinfra 3.10 reads it again for every operation that asks, and again when it executes.
-install_fact_cache()
-
-# Bad host data fails here, before a single operation is planned; so does a bad placement
-# of the servers over the inventory's hosts (which servers and RPC workers run here).
-cfg = host_config.load(host)
-plat = platform.detect()
+# Facts read once, over one SSH session. Bad host data fails here, before a single operation is
+# planned; so does a bad placement of the servers over the inventory's hosts.
+cfg, plat = entry.begin()
 
 # The models and the app live where nobody but root and the admin can swap what is in the folders above.
 parent_folders.check(cfg, plat, host.groups)

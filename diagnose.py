@@ -9,12 +9,10 @@ writes a support bundle on the controller: the findings and log tails, every sec
 
 from pyinfra import host
 
-from tasks.config import host_config
-from tasks.host import platform
+from tasks.host import entry
 from tasks.runbook import diagnose
 
 # What this host runs, as deploy.py sees it: a server placed on another host is not enabled here.
-cfg = host_config.load(host)
-plat = platform.detect()
+cfg, plat = entry.begin()
 
 diagnose.run(cfg, plat, bundle_to=host.data.get("diagnose_bundle"))

@@ -9,13 +9,11 @@ that keeps it, and the stack is started and waited for.
 
 from pyinfra import host
 
-from tasks.config import host_config
-from tasks.host import platform
+from tasks.host import entry
 from tasks.runbook import backup, restore
 
 # Bad host data, a missing snapshot id or no restic password fails here, before anything runs.
-cfg = host_config.load(host)
-plat = platform.detect()
+cfg, plat = entry.begin()
 snapshot = restore.snapshot_id(host.data)
 
 if "application" in host.groups and cfg.stack.enabled:

@@ -10,13 +10,11 @@ programs stay stopped across a reboot until the next deploy.py, which starts the
 
 from pyinfra import host
 
-from tasks.config import host_config
-from tasks.host import platform
+from tasks.host import entry
 from tasks.runbook import shutdown
 
 # Bad host data fails here, before anything is stopped.
-cfg = host_config.load(host)
-plat = platform.detect()
+cfg, plat = entry.begin()
 emergency = shutdown.emergency(host.data)
 roles = shutdown.roles(host.groups, host.data)
 
