@@ -6,6 +6,7 @@
 Against a running, converged sandbox host (sandbox/converge.py; KITTY_SANDBOX_PORT_OFFSET as
 it needs), each read-only chapter `--runs` times as an operator runs it, then once with
 `--debug` to count the SSH sessions opened (as benchmarks/converge_cost.py counts them):
+  deploy.py            the no-op converge (the comparison: it had the fact shell already)
   diagnose.py          the whole diagnosis
   stop.py --dry        the stop planned (not done: it would stop the stack)
   bench.py --dry       the bench planned
@@ -28,7 +29,12 @@ sys.path.insert(0, str(ROOT))
 from benchmarks import converge_cost as cost  # noqa: E402
 from sandbox import converge as sandbox  # noqa: E402
 
-CHAPTERS = {"diagnose": ["diagnose.py"], "stop --dry": ["stop.py", "--dry"], "bench --dry": ["bench.py", "--dry"]}
+CHAPTERS = {
+    "converge (no-op)": ["deploy.py"],
+    "diagnose": ["diagnose.py"],
+    "stop --dry": ["stop.py", "--dry"],
+    "bench --dry": ["bench.py", "--dry"],
+}
 
 
 def run(root: Path, name: str, script: list[str], debug: bool) -> dict:
