@@ -38,7 +38,15 @@ CHAPTERS = {
 
 
 def run(root: Path, name: str, script: list[str], debug: bool) -> dict:
-    args = [sys.executable, "-m", "pyinfra", "inventory.py", script[0], "--group-data", str(sandbox.GROUP_DATA)]
+    args = [
+        sys.executable,
+        "-m",
+        "pyinfra",
+        "inventory.py",
+        script[0],
+        "--group-data",
+        str(root / "sandbox" / "group_data"),
+    ]
     args += [*script[1:], "-y", *(["--debug"] if debug else [])]
     env = {**os.environ, **sandbox.sandbox_env(name), **sandbox.QUIET_HF}
     code, out, wall, _ = _run_in(root, args, env)
