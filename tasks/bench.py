@@ -9,7 +9,9 @@ GPU" on a CPU build). The page cache and the restarts are the only things it
 touches: the page cache only with a restart. It changes nothing on the host, except that with
 `--data bench_restart=true` each server is restarted through its supervisor,
 one at a time, each waited for. A cell that cannot be measured is None, and
-`why` says why.
+`why` says why. With `--data bench_load_modes=true` it also times each
+server's model load in every load mode (tasks/bench_load.py): each server is
+stopped meanwhile, then started again and waited for.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 from pyinfra import host, logger
 from pyinfra.api import FunctionCommand, StringCommand, deploy, operation
 
-from tasks import layout, servers
+from tasks import bench_load, layout, servers
 from tasks.config import KittyConfig
 from tasks.operations import connector_arguments
 from tasks.platform import Platform
@@ -230,6 +232,9 @@ def measure(cfg: KittyConfig, plat: Platform):
     """Measure every enabled server (see the module's docstring); prints the table, writes JSON and CSV."""
     if not host.state.is_executing:
         restarting = "restarting each server, one at a time" if cfg.bench.restart else "restarting nothing"
+        if cfg.bench.load_modes:
+            modes = ", ".join(cfg.bench.load_modes_measured)
+            restarting += f"; timing the model loads ({modes}), each server stopped meanwhile"
         host.noop(f"measured on the host when run ({restarting})")
         return
     yield FunctionCommand(_measure, (cfg, plat), {})
@@ -315,6 +320,11 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         rows.append(row)
     for line in table(rows) + notes(rows):
         host.log(line, logger.info)
+    load_rows = []
+    if cfg.bench.load_modes:
+        load_rows = bench_load.measure(host, cfg, plat, _run, drop_cache_command(plat), EXPECTED)
+        for line in bench_load.table(load_rows):
+            host.log(line, logger.info)
     meta = {
         "host": host.name,
         "os": plat.os,
@@ -323,8 +333,15 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         "prompt": cfg.bench.prompt,
         "n_predict": cfg.bench.n_predict,
     }
+    if cfg.bench.load_modes:
+        meta["load_modes"] = [asdict(r) for r in load_rows]
+        meta["fastest_load_mode"] = bench_load.fastest(load_rows)
     paths = write(rows, cfg.bench.report_dir, host.name, meta)
-    host.log(f"written: {paths[0]}, {paths[1]}", logger.info)
+    if cfg.bench.load_modes:
+        load_csv = paths[1].with_name(paths[1].stem + "-load-modes.csv")
+        load_csv.write_text(bench_load.to_csv(load_rows))
+        paths = (*paths, load_csv)
+    host.log(f"written: {', '.join(str(p) for p in paths)}", logger.info)
     return True
 
 

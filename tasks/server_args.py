@@ -55,6 +55,14 @@ MANAGED_FLAGS = {
     "-no-kvu": "kv_unified",
     "--no-kv-unified": "kv_unified",
     "--rpc": "rpc_workers",
+    "-lm": "load_mode",
+    "--load-mode": "load_mode",
+    # Older builds' spellings of a load mode: the budget counts mlock as wired memory only from the field.
+    "--mlock": "load_mode",
+    "--no-mmap": "load_mode",
+    "--mmap": "load_mode",
+    "-dio": "load_mode",
+    "--direct-io": "load_mode",
 }
 # A key on the command line is visible to every local user (ps) and lands in
 # the world-readable plist or unit. Every flag of b11434's common/arg.cpp whose
@@ -106,6 +114,8 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
     args += ["--parallel", str(server.parallel), "--n-gpu-layers", str(server.n_gpu_layers)]
     if server.flash_attn is not None:
         args += ["--flash-attn", server.flash_attn]
+    if server.load_mode is not None:
+        args += ["--load-mode", server.load_mode]
     # Prometheus-format counters at GET /metrics (llama-server keeps them off unless asked).
     if server.metrics:
         args.append("--metrics")
