@@ -236,12 +236,15 @@ def size_command(paths: list[str]) -> str:
 
 def load_command(argv: list[str], env: dict[str, str], user: str | None, timeout: int) -> str:
     """POSIX sh: run `argv` in the background (as `user` when given), wait for `model loaded`, its exit or
-    `timeout` seconds, stop it by its PID, print the log's load lines and remove the log."""
-    run = shlex.join(argv)
+    `timeout` seconds, stop it by its own PID, print the log's load lines and remove the log.
+
+    The server's own PID: a `sh` that prints its PID into the log and execs the server (so keeps that PID).
+    `$!` is sudo's when it runs as another user, and a SIGKILL of sudo would leave the server running."""
+    own_pid = 'echo "' + MARK + '-PID $$"; exec "$@"'
+    run = f"sh -c {shlex.quote(own_pid)} sh {shlex.join(argv)}"
     if env:
         run = f"env {' '.join(shlex.quote(f'{k}={v}') for k, v in env.items())} {run}"
     if user:
-        # sudo passes SIGTERM on to the server: stopping its PID stops the server.
         run = f"sudo -n -u {shlex.quote(user)} -- {run}"
     marks = "|".join(re.escape(m) for m in (*BEGIN_MARKS, END_MARK, "loading model tensors"))
     warn = "failed to mlock|Falling back to buffered|error"
@@ -253,9 +256,10 @@ def load_command(argv: list[str], env: dict[str, str], user: str | None, timeout
         f'if ! kill -0 "$pid" 2>/dev/null; then echo "{MARK} exited before it loaded"; break; fi; '
         f'if [ "$(date +%s)" -ge "$end" ]; then echo "{MARK} not loaded within {int(timeout)} s"; break; fi; '
         "sleep 0.05; done; "
-        'kill -TERM "$pid" 2>/dev/null; i=0; '
-        'while kill -0 "$pid" 2>/dev/null && [ "$i" -lt 100 ]; do i=$((i + 1)); sleep 0.1; done; '
-        'kill -KILL "$pid" 2>/dev/null; wait "$pid" 2>/dev/null; '
+        f"server=$(sed -n 's/^{MARK}-PID \\([0-9][0-9]*\\)$/\\1/p' \"$log\" | head -n 1); "
+        'for p in $server $pid; do kill -TERM "$p" 2>/dev/null; done; i=0; '
+        'while kill -0 "${server:-$pid}" 2>/dev/null && [ "$i" -lt 100 ]; do i=$((i + 1)); sleep 0.1; done; '
+        'for p in $server $pid; do ! kill -0 "$p" 2>/dev/null || kill -KILL "$p"; done; wait "$pid" 2>/dev/null; '
         f'grep -E {shlex.quote(marks + "|" + warn)} "$log" | tail -n 40; rm -f "$log"'
     )
 
@@ -292,8 +296,15 @@ def measure(host, cfg: KittyConfig, plat: Platform, run, drop_cache: str, expect
             continue
         out = run(host, size_command(model_files(cfg, srv)), sudo=plat.sudo, timeout=60)[1].strip()
         size = int(out.splitlines()[-1]) if out and out.splitlines()[-1].isdigit() else None
-        run(host, stop_command(cfg, plat, name), sudo=plat.sudo, timeout=srv.health_timeout + 120)
+        stopped, said = run(host, stop_command(cfg, plat, name), sudo=plat.sudo, timeout=srv.health_timeout + 120)
         try:
+            if not stopped:
+                # A second copy beside the running one could exhaust the memory: no throwaway then.
+                for mode in cfg.bench.load_modes_measured:
+                    row = LoadRow(name, mode, "-", expected_cold_s=cold)
+                    row.why["load_s"] = f"the server could not be stopped first: {said.strip()[-160:] or 'no output'}"
+                    rows.append(row)
+                continue
             for mode in cfg.bench.load_modes_measured:
                 cache = "warm"
                 if cache_refused is None:

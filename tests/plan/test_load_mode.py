@@ -114,3 +114,21 @@ def test_on_a_mac_each_server_is_booted_out_timed_in_each_mode_after_purge_and_b
     assert report["fastest_load_mode"] == {n: modes[0] for n in SERVERS}
     (load_csv,) = tmp_path.glob("bench-*-load-modes.csv")
     assert load_csv.read_text().splitlines()[0].startswith("server,mode,cache,model_gb,load_s,gb_per_s")
+
+
+def test_a_server_that_cannot_be_stopped_gets_no_throwaway_beside_it(tmp_path):
+    responses = {
+        "kitty-load-bench": LOADED,
+        "launchctl bootout": {"success": False, "stderr": "Boot-out failed: 5: Input/output error"},
+        "/completion": COMPLETION,
+        "until curl": "31250",
+        **hosts.macos(),
+    }
+    data = {"bench_load_modes": True, "kitty_bench": {"report_dir": str(tmp_path)}}
+    commands = execute(responses, "bench.py", data)
+    assert not [c for c in commands if "kitty-load-bench" in c]
+    rows = json.loads(next(tmp_path.glob("bench-*.json")).read_text())["load_modes"]
+    assert len(rows) == len(SERVERS) * len(CFG.bench.load_modes_measured)
+    assert all(
+        r["load_s"] is None and "could not be stopped first: Boot-out failed" in r["why"]["load_s"] for r in rows
+    )

@@ -195,3 +195,13 @@ def test_the_size_script_sums_the_files_and_says_when_one_is_missing(tmp_path):
         ["dash", "-c", bench_load.size_command([str(a), str(tmp_path / "no.gguf")])], capture_output=True, text=True
     )
     assert missing.stdout.split()[-1] == "missing"
+
+
+@pytest.mark.skipif(not shutil.which("dash"), reason="installed by .ci/setup")
+def test_a_server_that_ignores_sigterm_is_killed_by_its_own_pid(stand_in, tmp_path):
+    # An ignored signal stays ignored across exec: the stand-in's sleep never ends by SIGTERM.
+    argv = ["sh", "-c", f"trap '' TERM; exec {stand_in} --load-mode none"]
+    out, took, tmp = run(["dash", "-c"], bench_load.load_command(argv, {}, None, 20), tmp_path)
+    assert bench_load.row_from("q4", "none", "warm", 1, out.stdout, None).load_s == 0.25
+    assert gone(int((tmp_path / "pid").read_text())) and list(tmp.iterdir()) == []
+    assert 9 < took < 20, took
