@@ -274,9 +274,22 @@ def memory_facts() -> tuple[int, int | None]:
     return memory, current if isinstance(current, int) else None
 
 
+def mlock_warnings(cfg: KittyConfig, os: str) -> list[str]:
+    """Enabled servers whose mlock load mode will not lock on this OS: a systemd unit keeps the default
+    RLIMIT_MEMLOCK (a few MiB), so llama.cpp warns "failed to mlock" and loads unlocked."""
+    if os == "macos":
+        return []
+    return [
+        f"kitty_servers.{name}.load_mode: {server.load_mode} on Linux locks nothing: the unit keeps the default "
+        "RLIMIT_MEMLOCK (bench.py --data bench_load_modes=true says 'mlock refused'); none or mmap load the same"
+        for name, server in cfg.enabled_servers().items()
+        if server.load_mode in MLOCK_MODES
+    ]
+
+
 def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
     """Stop the deploy, before any download or restart, when the enabled servers cannot fit."""
-    for warning in context_warnings(cfg):
+    for warning in context_warnings(cfg) + mlock_warnings(cfg, plat.os):
         logger.warning(f"{host.name}: {warning}")
     if plat.os != "macos":
         return None

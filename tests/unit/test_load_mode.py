@@ -97,3 +97,12 @@ def test_an_mlocked_f16_no_longer_fits_where_it_did_and_the_table_shows_why():
     assert table[2].split() == ["f16", "llama-3.3-70b-f16", "131.5", "5.0", "1.5", "131.5", "269.5"]
     # Without an mlock mode anywhere, the table has no mlock column.
     assert "mlock" not in budget(cfg("none"), MAC_192).table()
+
+
+def test_an_mlock_mode_on_linux_is_warned_about_since_the_unit_cannot_lock():
+    from tasks.memory_budget import mlock_warnings
+
+    cfg = config.load(host_data(kitty_servers__q4__load_mode="mmap+mlock", kitty_servers__f16__load_mode="mmap"))
+    assert mlock_warnings(cfg, "macos") == []
+    (warning,) = mlock_warnings(cfg, "linux")
+    assert warning.startswith("kitty_servers.q4.load_mode: mmap+mlock on Linux locks nothing")
