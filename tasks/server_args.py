@@ -57,7 +57,8 @@ MANAGED_FLAGS = {
     "--rpc": "rpc_workers",
     "-lm": "load_mode",
     "--load-mode": "load_mode",
-    # Older builds' spellings of a load mode: the budget counts mlock as wired memory only from the field.
+    # A load mode as builds before --load-mode spelled it: the budget counts mlock as wired memory
+    # only from the field, so these are refused in extra_args too.
     "--mlock": "load_mode",
     "--no-mmap": "load_mode",
     "--mmap": "load_mode",
