@@ -135,6 +135,8 @@ kitty_servers = {
         "ubatch_size": 1024,
         "parallel": 4,
         "n_gpu_layers": 999,
+        # Read into Metal's buffers, not mmap'd: ~9x faster loads on Apple Silicon (README, Model load speed).
+        "load_mode": "none",
         "flash_attn": "on",
         "jinja": True,
         "health_timeout": 300,
@@ -149,6 +151,8 @@ kitty_servers = {
         "ubatch_size": 1024,
         "parallel": 4,
         "n_gpu_layers": 999,
+        # Read into Metal's buffers, not mmap'd: ~9x faster loads on Apple Silicon (README, Model load speed).
+        "load_mode": "none",
         "flash_attn": "on",
         "jinja": True,
         # The manual measures 5m30s for a first load of the 140 GB model.
@@ -164,6 +168,8 @@ kitty_servers = {
         "batch_size": 1024,
         "parallel": 2,
         "n_gpu_layers": 999,
+        # Read into Metal's buffers, not mmap'd: ~9x faster loads on Apple Silicon (README, Model load speed).
+        "load_mode": "none",
         "health_timeout": 300,
     },
     "vision": {
@@ -175,6 +181,8 @@ kitty_servers = {
         "ctx_size": 8192,
         "threads": 16,
         "n_gpu_layers": 999,
+        # Read into Metal's buffers, not mmap'd: ~9x faster loads on Apple Silicon (README, Model load speed).
+        "load_mode": "none",
         "health_timeout": 400,
     },
 }

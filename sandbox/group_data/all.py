@@ -91,6 +91,8 @@ kitty_servers = {
         "parallel": 2,
         "n_gpu_layers": 0,
         "flash_attn": "auto",
+        # As the manual's servers; summary keeps the build's default (auto: mmap).
+        "load_mode": "none",
         "jinja": True,
         "health_timeout": 120,
     },

@@ -46,6 +46,15 @@ MANAGED_FLAGS = {
     "-no-kvu": "kv_unified",
     "--no-kv-unified": "kv_unified",
     "--rpc": "rpc_workers",
+    "-lm": "load_mode",
+    "--load-mode": "load_mode",
+    # A load mode as builds before --load-mode spelled it: the budget counts mlock as wired memory
+    # only from the field, so these are refused in extra_args too.
+    "--mlock": "load_mode",
+    "--no-mmap": "load_mode",
+    "--mmap": "load_mode",
+    "-dio": "load_mode",
+    "--direct-io": "load_mode",
 }
 # A key on the command line is visible to every local user (ps) and lands in
 # the world-readable plist or unit. Every flag of b11434's common/arg.cpp whose

@@ -17,6 +17,7 @@ SWITCHES = {
     "delete_unreferenced_models": ("model_policy", "delete_unreferenced"),
     "allow_unpinned_models": ("model_policy", "allow_unpinned"),
     "bench_restart": ("bench", "restart"),
+    "bench_load_modes": ("bench", "load_modes"),
 }
 
 

@@ -292,6 +292,12 @@ class ModelServer(Strict):
     kv_unified: bool = False
     n_gpu_layers: Annotated[int, Field(ge=0)] = 999
     flash_attn: Literal["on", "off", "auto"] | None = None
+    # How llama-server reads the weights (--load-mode, b11434's names): "none" reads them into
+    # its own buffers, "mmap" maps the file, "mlock"/"mmap+mlock" also wire them in RAM (they
+    # count as wired memory: tasks/system/memory_budget.py), "dio" is direct I/O (Linux only; buffered
+    # reads elsewhere), "auto" is the build's default (mmap). None: the flag is not given.
+    # Why the manual's servers use "none": README, Model load speed.
+    load_mode: Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"] | None = None
     jinja: bool = False
     mmproj: Name | None = None
     extra_args: list[Text] = []
@@ -576,6 +582,13 @@ class Bench(Strict):
     n_predict: PositiveInt = 64
     # Restart each enabled server (one at a time, each waited for) to time start to healthy.
     restart: bool = False
+    # Time each enabled server's model load in every load mode, with a throwaway llama-server
+    # (tasks/runbook/bench_load.py): the server itself is stopped meanwhile, then started again.
+    load_modes: bool = False
+    # The modes it times, each in a throwaway llama-server (llama.cpp b11434's --load-mode values).
+    load_modes_measured: list[Literal["auto", "none", "mmap", "mlock", "mmap+mlock", "dio"]] = Field(
+        default=["none", "mmap", "mlock", "mmap+mlock", "dio"], min_length=1
+    )
     # Where the JSON and CSV go, on the controller.
     report_dir: Text = "reports"
 

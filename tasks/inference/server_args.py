@@ -51,6 +51,8 @@ def arguments(cfg: KittyConfig, name: str, server: ModelServer, binary: str, mod
     args += ["--parallel", str(server.parallel), "--n-gpu-layers", str(server.n_gpu_layers)]
     if server.flash_attn is not None:
         args += ["--flash-attn", server.flash_attn]
+    if server.load_mode is not None:
+        args += ["--load-mode", server.load_mode]
     # Prometheus-format counters at GET /metrics (llama-server keeps them off unless asked).
     if server.metrics:
         args.append("--metrics")

@@ -9,7 +9,9 @@ GPU" on a CPU build). The page cache and the restarts are the only things it
 touches: the page cache only with a restart. It changes nothing on the host, except that with
 `--data bench_restart=true` each server is restarted through its supervisor,
 one at a time, each waited for. A cell that cannot be measured is None, and
-`why` says why.
+`why` says why. With `--data bench_load_modes=true` it also times each
+server's model load in every load mode (tasks/runbook/bench_load.py): each server is
+stopped meanwhile, then started again and waited for.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from tasks.engine.operations import connector_arguments
 from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.inference import servers
+from tasks.runbook import bench_load
 from tasks.supervise import control
 
 # The manual's "Performance Benchmarks" chapter, per server role: start to healthy (first start,
@@ -225,6 +228,9 @@ def measure(cfg: KittyConfig, plat: Platform):
     """Measure every enabled server (see the module's docstring); prints the table, writes JSON and CSV."""
     if not host.state.is_executing:
         restarting = "restarting each server, one at a time" if cfg.bench.restart else "restarting nothing"
+        if cfg.bench.load_modes:
+            modes = ", ".join(cfg.bench.load_modes_measured)
+            restarting += f"; timing the model loads ({modes}), each server stopped meanwhile"
         host.noop(f"measured on the host when run ({restarting})")
         return
     yield FunctionCommand(_measure, (cfg, plat), {})
@@ -310,6 +316,11 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         rows.append(row)
     for line in table(rows) + notes(rows):
         host.log(line, logger.info)
+    load_rows = []
+    if cfg.bench.load_modes:
+        load_rows = bench_load.measure(host, cfg, plat, _run, drop_cache_command(plat), EXPECTED, time_to_healthy)
+        for line in bench_load.table(load_rows):
+            host.log(line, logger.info)
     meta = {
         "host": host.name,
         "os": plat.os,
@@ -318,8 +329,15 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         "prompt": cfg.bench.prompt,
         "n_predict": cfg.bench.n_predict,
     }
+    if cfg.bench.load_modes:
+        meta["load_modes"] = [asdict(r) for r in load_rows]
+        meta["fastest_load_mode"] = bench_load.fastest(load_rows)
     paths = write(rows, cfg.bench.report_dir, host.name, meta)
-    host.log(f"written: {paths[0]}, {paths[1]}", logger.info)
+    if cfg.bench.load_modes:
+        load_csv = paths[1].with_name(paths[1].stem + "-load-modes.csv")
+        load_csv.write_text(bench_load.to_csv(load_rows))
+        paths = (*paths, load_csv)
+    host.log(f"written: {', '.join(str(p) for p in paths)}", logger.info)
     return True
 
 

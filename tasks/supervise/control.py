@@ -2,6 +2,7 @@
 
     Job(label, unit, agent)               a program as both supervisors name it
     restart_command(plat, job)            POSIX sh: restart it as a converge does
+    stop_command / start_command(plat, job)   POSIX sh: stop it (as a converge stops it), start it
     pid_command(plat, job)                POSIX sh: print its main PID (empty when none)
     status_command(plat, job)             POSIX sh: the supervisor's own account of it
     where_to_look(plat, log, job)         "its log, and the command that shows its state"
@@ -46,6 +47,18 @@ def restart_command(plat: Platform, job: Job) -> str:
         # As a converge restarts it: SIGTERM and its stop time, never kickstart -k's SIGKILL.
         return launchd.restart_command(job.label, job.agent)
     return f"systemctl restart {shlex.quote(job.unit)}"
+
+
+def stop_command(plat: Platform, job: Job) -> str:
+    if plat.supervisor == "launchd":
+        return launchd.stop_command(job.label, job.agent)
+    return f"systemctl stop {shlex.quote(job.unit)}"
+
+
+def start_command(plat: Platform, job: Job) -> str:
+    if plat.supervisor == "launchd":
+        return launchd.start_command(job.label, job.agent)
+    return f"systemctl start {shlex.quote(job.unit)}"
 
 
 def pid_command(plat: Platform, job: Job) -> str:

@@ -330,8 +330,17 @@ def _bootout(target: str) -> str:
 
 def restart_command(label: str, agent: Agent | None = None) -> str:
     """POSIX sh: restart a loaded job as the converge does (bootout, wait, bootstrap its plist)."""
-    target, domain, path = target_of(label, agent), domain_of(agent), plist_path(label, agent)
-    return f"{{ {_bootout(target)}; }} && {{ {_bootstrap(domain, path, target, 60)}; }}"
+    return f"{{ {stop_command(label, agent)}; }} && {{ {start_command(label, agent)}; }}"
+
+
+def stop_command(label: str, agent: Agent | None = None) -> str:
+    """POSIX sh: stop a loaded job as the converge does (bootout, and wait until launchd lets it go)."""
+    return _bootout(target_of(label, agent))
+
+
+def start_command(label: str, agent: Agent | None = None) -> str:
+    """POSIX sh: load a job from its plist again (bootstrap), as the converge does."""
+    return _bootstrap(domain_of(agent), plist_path(label, agent), target_of(label, agent), 60)
 
 
 def _bootstrap(job_domain: str, path: str, target: str, timeout: int) -> str:

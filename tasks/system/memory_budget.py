@@ -11,6 +11,13 @@ so the sum over the enabled servers must stay under the limit the deploy sets.
 Linux hosts are skipped: there llama.cpp runs on the CPU (or a discrete GPU
 we do not budget) from mmap'd files and ordinary RAM, with no wired limit.
 
+A server whose load_mode locks its weights (mlock, mmap+mlock) wires them a
+second time, as the process's own pages (llama.cpp locks its CPU and Metal host
+buffers each: llama.cpp #5025), and macOS wires mlock'd pages whatever the
+GPU does: they are counted as wired memory too, in the `locked` column, against
+the same limit. Where Metal's buffers are the locked pages themselves this is an
+upper bound.
+
 A model's shape (layers, KV heads, head dimension, trained context) comes from
 its GGUF header, recorded in the models lock (lock_models.py); n_layers,
 n_kv_heads and head_dim in kitty_models override it where given.
@@ -50,10 +57,12 @@ class ServerNeed:
     weights: int
     kv_cache: int
     compute: int
+    # Weights an mlock load mode wires as well (tasks/config.py ModelServer.load_mode).
+    locked: int = 0
 
     @property
     def total(self) -> int:
-        return self.weights + self.kv_cache + self.compute
+        return self.weights + self.kv_cache + self.compute + self.locked
 
 
 @dataclass(frozen=True)
@@ -83,12 +92,23 @@ class Budget:
         return [tuple(name for name in order if name in group) for group in fitting]
 
     def table(self) -> str:
-        rows = [("server", "model", "weights GiB", "KV GiB", "compute GiB", "total GiB")]
+        # The mlock column only where some server locks its weights: the usual table stays as it was.
+        locking = any(n.locked for n in self.needs)
+        rows = [("server", "model", "weights GiB", "KV GiB", "compute GiB", *(("mlock GiB",) * locking), "total GiB")]
         rows += [
-            (n.server, n.model, _gib(n.weights), _gib(n.kv_cache), _gib(n.compute), _gib(n.total)) for n in self.needs
+            (
+                n.server,
+                n.model,
+                _gib(n.weights),
+                _gib(n.kv_cache),
+                _gib(n.compute),
+                *((_gib(n.locked),) * locking),
+                _gib(n.total),
+            )
+            for n in self.needs
         ]
-        rows.append(("all enabled", "", "", "", "", _gib(self.total)))
-        widths = [max(len(row[i]) for row in rows) for i in range(6)]
+        rows.append(("all enabled", "", "", "", "", *(("",) * locking), _gib(self.total)))
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         lines = [
             f"Metal may wire {_gib(self.limit)} GiB (iogpu.wired_limit_mb={self.limit // MIB}) "
             f"of this Mac's {_gib(self.memory)} GiB"
@@ -202,10 +222,26 @@ def server_needs(cfg: KittyConfig) -> list[ServerNeed]:
             kv_cache = 0
         # A split model: this host's layers, their KV cache, and compute buffers of its own.
         label = name if share == 1.0 else f"{name} ({share:.0%} via RPC)"
-        needs.append(ServerNeed(label, server.model, round(weights * share), round(kv_cache * share), compute))
+        # mlock wires the model's own weights (not the projector's, which llama.cpp's clip loads itself).
+        locked = locked_bytes(cfg, server)
+        needs.append(
+            ServerNeed(
+                label, server.model, round(weights * share), round(kv_cache * share), compute, round(locked * share)
+            )
+        )
     if missing:
         raise BudgetError("cannot size the GPU memory budget:\n" + "\n".join(f"  - {line}" for line in missing))
     return needs
+
+
+MLOCK_MODES = ("mlock", "mmap+mlock")
+
+
+def locked_bytes(cfg: KittyConfig, server: ModelServer) -> int:
+    """The bytes a server's load mode locks in RAM: its model's files under an mlock mode, else 0."""
+    if server.load_mode not in MLOCK_MODES:
+        return 0
+    return sum(file_bytes(file) or 0 for file in cfg.models[server.model].files)
 
 
 def wired_limit_mb(cfg: KittyConfig, memory: int) -> int:
@@ -238,9 +274,22 @@ def memory_facts() -> tuple[int, int | None]:
     return memory, current if isinstance(current, int) else None
 
 
+def mlock_warnings(cfg: KittyConfig, os: str) -> list[str]:
+    """Enabled servers whose mlock load mode will not lock on this OS: a systemd unit keeps the default
+    RLIMIT_MEMLOCK (a few MiB), so llama.cpp warns "failed to mlock" and loads unlocked."""
+    if os == "macos":
+        return []
+    return [
+        f"kitty_servers.{name}.load_mode: {server.load_mode} on Linux locks nothing: the unit keeps the default "
+        "RLIMIT_MEMLOCK (bench.py --data bench_load_modes=true says 'mlock refused'); none or mmap load the same"
+        for name, server in cfg.enabled_servers().items()
+        if server.load_mode in MLOCK_MODES
+    ]
+
+
 def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
     """Stop the deploy, before any download or restart, when the enabled servers cannot fit."""
-    for warning in context_warnings(cfg):
+    for warning in context_warnings(cfg) + mlock_warnings(cfg, plat.os):
         logger.warning(f"{host.name}: {warning}")
     if plat.os != "macos":
         return None

@@ -32,6 +32,9 @@ def test_servers_answer_on_the_macs_loopback(simulated_mac, first):
     for port, alias in ((8083, "kitty-q4"), (8085, "kitty-summary")):
         body = simulated_mac.check(f"curl -fsS http://127.0.0.1:{port}/v1/models")
         assert f'"id": "{alias}"' in body
+    # q4's load_mode reached its plist and the stand-in llama-server (which refuses a mode b11434 does not name).
+    log = simulated_mac.check("cat /Users/Shared/Coding/KITT/.logs/llamacpp-q4.log")
+    assert "(load_mode = none)" in log and "(load_mode = mmap)" not in log
 
 
 def test_second_converge_restarts_nothing(simulated_mac, first):

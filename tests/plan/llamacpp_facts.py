@@ -44,7 +44,7 @@ FLAGS = [
     "--host", "--port", "-a", "--alias", "-m", "--model", "-mm", "--mmproj", "-c", "--ctx-size", "-t", "--threads",
     "-b", "--batch-size", "-ub", "--ubatch-size", "-np", "--parallel", "-ngl", "--gpu-layers", "--n-gpu-layers",
     "-fa", "--flash-attn", "--jinja", "--no-jinja", "--api-key-file", "-kvu", "--kv-unified", "--metrics",
-    "--slots", "--no-slots", "--mlock", "--no-mmap", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
+    "--slots", "--no-slots", "-lm", "--load-mode", "-ctk", "--cache-type-k", "-ctv", "--cache-type-v",
     "-lv", "--verbosity", "--log-verbosity",
 ]  # fmt: skip
 

@@ -11,7 +11,8 @@ tests/unit/test_record_round_trip.py.
 
 Computed from the code at a97ba8a; again when the servers that ask for GPU layers started
 logging at --log-verbosity 4 (issue 25: where their layers are is read from their load log), a
-change that restarts every such server once.
+change that restarts every such server once; again when the manual's servers got `--load-mode none`
+(issue 27: loads without mmap, README "Model load speed"), which restarts every model server once.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from tests.plan import hosts
 from tests.plan.harness import simulated_platform
 
 PINNED = {
-    ("linux", "server q4"): "6d114a22e42c884668b4eda41e782cef37d34320",
-    ("linux", "server f16"): "ef515ca000341ffcff3e28c8d5a35111323647bf",
-    ("linux", "server summary"): "ffaed87bb97a9ddc1869279a2ca3341ea1fbd0f2",
-    ("linux", "server vision"): "b50f1ce95c0e4835fb8a615d5d65b5989e3e2bde",
-    ("macos", "server q4"): "5d96a294bf9f1304a07d32634682a5fe75dd302d",
-    ("macos", "server f16"): "236bc61755a56f6ec9206a61d9ef941d60b4db64",
-    ("macos", "server summary"): "cfdd8ef003c1057d23607953ee34b8b842fd2afb",
-    ("macos", "server vision"): "5ed96d0a6d007bd00069f3a484431688ad802579",
+    ("linux", "server q4"): "7ab41724027e3a81d67cc92b65aca2dc6e237143",
+    ("linux", "server f16"): "8eff665b27bd0dc50fa15ed70cc9d616d87a9978",
+    ("linux", "server summary"): "e11e1dad0f28a11958baf8d88afef1be0e5c0cb1",
+    ("linux", "server vision"): "f5a1f073b2f4ab3a2f0995df784731162b0d4ac9",
+    ("macos", "server q4"): "b0b9a2e39b5a4217d78421809512f78d62d22d03",
+    ("macos", "server f16"): "c8c6069da6d177dfa4bf3d0e3a44515fd3ba90a7",
+    ("macos", "server summary"): "d7a5d094cb91d3c70ba0b291dcc185d6389a7edd",
+    ("macos", "server vision"): "a6668dd942a45c3c9ab83454c30f6cb485255ed0",
 }
 
 

@@ -293,11 +293,11 @@ def test_an_unknown_flag_is_refused_at_plan_time_naming_server_field_flag_and_bu
 def test_known_extra_flags_and_their_values_pass(caplog):
     caplog.set_level(logging.INFO)
     facts = linux_converged()
-    result = plan(facts, data=with_extra_args(hosts.DEFAULTS, "summary", ["--cache-type-k", "q8_0", "--mlock"]))
+    result = plan(facts, data=with_extra_args(hosts.DEFAULTS, "summary", ["--cache-type-k", "q8_0", "--slots"]))
     assert [op.name for op in result.ops if op.name.startswith("server ")] == [
         "server summary: reload (its definition changed)"
     ]
-    assert "--cache-type-k added (q8_0); --mlock added" in caplog.text
+    assert "--cache-type-k added (q8_0); --slots added" in caplog.text
 
 
 def test_an_existing_build_that_dropped_a_managed_flag_is_refused_before_current_moves():

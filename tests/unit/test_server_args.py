@@ -55,6 +55,9 @@ def test_q4_runs_with_every_flag_of_the_manual():
         "999",
         "--flash-attn",
         "on",
+        # Read into its buffers, not mmap'd (README, Model load speed).
+        "--load-mode",
+        "none",
         "--metrics",
         "--jinja",
         # It asks for GPU layers: its load log must say where they went (tasks/supervise/offload.py).

@@ -72,6 +72,8 @@ kitty_servers = {
         "parallel": 2,
         "n_gpu_layers": 999,
         "flash_attn": "auto",
+        # As the manual's servers (README, Model load speed); summary keeps the build's default.
+        "load_mode": "none",
         "jinja": True,
         "health_timeout": 30,
     },
