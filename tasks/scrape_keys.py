@@ -63,13 +63,14 @@ def install(cfg: KittyConfig, plat: Platform, keyed: Iterable[str]) -> None:
             **as_owner,
         )
     wanted = {key_path(cfg, server) for server in keyed}
-    # Listed as root: the folder is its owner's only. Absent: nothing listed.
-    found = host.get_fact(FindFiles, path=folder(cfg), maxdepth=1, fname="*.key", _sudo=plat.sudo or bool(as_owner))
+    # Listed and removed as root: the folder is its owner's only, and that owner may be the one
+    # kitty_metrics.prometheus_user named before. `rm` removes a planted link, never its target.
+    found = host.get_fact(FindFiles, path=folder(cfg), maxdepth=1, fname="*.key", _sudo=plat.sudo)
     for path in sorted(set(found or ()) - wanted):
         server = path.rpartition("/")[2].removesuffix(".key")
         files.file(
             name=f"Remove Prometheus's copy of server {server}'s API key (not scraped with it here now)",
             path=path,
             present=False,
-            **as_owner,
+            _sudo=plat.sudo,
         )
