@@ -49,7 +49,10 @@ if "inference" in host.groups:
     # Each server restarts when its definition, the build behind `current` or
     # one of its model files differs from what it was started with.
     servers.run(cfg, plat)
-    # Prometheus's scrape targets: the enabled servers, picked up without a restart.
+
+# Prometheus's scrape targets, picked up without a restart: an inference host's own servers;
+# on an application host of several hosts, every server of every host (the placement's).
+if "inference" in host.groups or cfg.scrape is not None:
     metrics.publish(cfg, plat)
 
 if "application" in host.groups:

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from tasks import config
-from tasks.config import ConfigError, KittyConfig, Wire
+from tasks.config import ConfigError, KittyConfig, ScrapeTarget, Wire, scrape_targets
 
 # What llama-server's --host and a URL accept; the same rule as kitty_stack.model_host.
 ADDRESS = re.compile(r"^[A-Za-z0-9.:\[\]-]+$")
@@ -71,6 +71,8 @@ class Placement:
     addresses: dict[str, str | None]
     # App host -> {server: Wire}: what its .env points at.
     wiring: dict[str, dict[str, Wire]] = field(default_factory=dict)
+    # App host -> what its Prometheus scrapes: every server of every host (tasks/config/scrape_targets.py).
+    scrapes: dict[str, list[ScrapeTarget]] = field(default_factory=dict)
 
     def served_on(self, host_name: str) -> dict[str, Site]:
         return {server: site for server, sites in self.sites.items() for site in sites if site.host == host_name}
@@ -154,7 +156,9 @@ def compute(views: Iterable[HostView]) -> Placement:
     wiring = {app: _wiring(by_name[app], sites, addresses) for app in app_hosts}
     if errors:
         raise ConfigError("invalid placement of the model servers:\n" + "\n".join(f"  - {line}" for line in errors))
-    return Placement(sites=sites, addresses=addresses, wiring=wiring)
+    configs = {view.name: view.cfg for view in views}
+    scrapes = {app: scrape_targets.for_app_host(app, sites, addresses, configs) for app in app_hosts}
+    return Placement(sites=sites, addresses=addresses, wiring=wiring, scrapes=scrapes)
 
 
 def _self_contained(views: list[HostView], addresses: dict[str, str | None]) -> Placement:
@@ -244,10 +248,11 @@ def local_config(cfg: KittyConfig, placement: Placement, host_name: str, groups:
     address and key file; on an app host, the wiring of every server."""
     groups = tuple(groups)
     wiring = placement.wiring.get(host_name) if "application" in groups else None
+    scrape = placement.scrapes.get(host_name) if "application" in groups else None
     if "inference" not in groups:
         # It runs no server (every step that does is for the inference group); without
         # wiring, its .env names its servers behind model_host, as before.
-        return cfg.model_copy(update={"wiring": wiring}) if wiring is not None else cfg
+        return cfg.model_copy(update={"wiring": wiring, "scrape": scrape}) if wiring is not None else cfg
     placed = placement.served_on(host_name)
     servers, elsewhere = {}, {}
     for name, srv in cfg.servers.items():
@@ -258,7 +263,7 @@ def local_config(cfg: KittyConfig, placement: Placement, host_name: str, groups:
                 elsewhere[name] = list(placement.hosts_of(name))
         else:
             servers[name] = srv.model_copy(update={"host": site.bind, "api_key_file": site.key_file})
-    return cfg.model_copy(update={"servers": servers, "wiring": wiring, "elsewhere": elsewhere})
+    return cfg.model_copy(update={"servers": servers, "wiring": wiring, "elsewhere": elsewhere, "scrape": scrape})
 
 
 # --- pyinfra's inventory ------------------------------------------------------------------

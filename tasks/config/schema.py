@@ -567,6 +567,13 @@ class Metrics(Strict):
     scrape_host: Text | None = Field(default=None, pattern=r"^[A-Za-z0-9.:\[\]-]+$")
     # The `host` label; None: the host's name in the inventory.
     host_label: Text | None = Field(default=None, min_length=1)
+    # The account Prometheus runs as on an application host: the only one that can read the
+    # copies of the servers' keys it scrapes keyed servers with (tasks/inference/scrape_keys.py).
+    # None: the account that owns the app checkout (the service account, else the admin). A
+    # containerised Prometheus reading them through a bind mount: the image's user (nobody).
+    prometheus_user: Name | None = None
+    # Where those copies live (0700, prometheus_user). None: <opt_dir>/prometheus-keys.
+    keys_dir: AbsPath | None = None
 
 
 class Logs(Strict):
@@ -682,6 +689,21 @@ class Wire(Strict):
     keyed: bool = False
 
 
+class ScrapeTarget(Strict):
+    """One server as an application host's Prometheus scrapes it (tasks/config/placement.py)."""
+
+    server: Name
+    # Its `host` label: the host that runs it.
+    host: Text
+    model: Text
+    # HOST:PORT, as the application host reaches it.
+    address: Text
+    # It answers only with its key: scraped by a job of its own that sends it.
+    keyed: bool = False
+    # It runs on the application host itself (its address and label are decided there).
+    local: bool = False
+
+
 class KittyConfig(Strict):
     paths: Paths
     packages: Packages = Packages()
@@ -704,6 +726,9 @@ class KittyConfig(Strict):
     # Also set by tasks/config/placement.py only: enabled servers that other inference hosts run
     # (name -> those hosts); not enabled in this host's view, removed here if installed.
     elsewhere: dict[Name, list[Text]] = {}
+    # Also set by tasks/config/placement.py only, on an application host of a placed inventory: every
+    # server of every host its Prometheus scrapes. None: this host's own servers.
+    scrape: list[ScrapeTarget] | None = None
     rpc_worker: RpcWorker | None = None
     # Never from group data: set by tasks/inference/rpc_workers.py from the whole inventory.
     rpc: dict[Name, RpcUse] = {}

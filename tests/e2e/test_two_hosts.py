@@ -22,13 +22,17 @@ import re
 import shutil
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from sandbox import converge as sandbox_converge
+from tasks import config
+from tasks.inference import metrics, scrape_keys
 from tests.e2e.conftest import NAME, ROOT, converge, sandbox_data, split_server, ssh, wait_healthy
+from tests.e2e.test_observability import prometheus_binary
 
 pytestmark = pytest.mark.e2e
 
@@ -40,6 +44,10 @@ HF_MIRROR = sandbox_converge.HF_MIRROR
 SANDBOX = sandbox_converge.SANDBOX
 WORKER_PORT = 50052 + OFFSET
 SPLIT_PORT = 8087 + OFFSET
+# A real Prometheus on A (this machine's network, hence the offset), as the account its key copies are for.
+PROM_PORT = 19191 + OFFSET
+PROM_DIR = f"/tmp/{NAME}-two-hosts-prometheus"
+PROMETHEUS_USER = "nobody"
 
 
 def free_port() -> int:
@@ -99,7 +107,9 @@ class Hosts:
         servers = dict(self.servers)
         # Every layer on B's rpc-server: B computes, A's server drives it.
         servers["split"] = split_server(SPLIT_PORT, [self.b])
-        return {"kitty_servers": servers}
+        # A's Prometheus (tests/e2e/test_two_hosts.py runs one) runs as nobody: its copies of the keys are nobody's.
+        scrape = {**self.data.get("kitty_metrics", {}), "prometheus_user": PROMETHEUS_USER}
+        return {"kitty_servers": servers, "kitty_metrics": scrape}
 
     def converge(self, a_serves: list[str], b_serves: list[str]):
         return converge(
@@ -276,6 +286,108 @@ def test_a_server_split_over_a_and_b_answers_a_completion(hosts, wired):
     assert reply.json()["choices"][0]["message"]["content"].strip()
 
 
+@pytest.fixture(scope="module")
+def prometheus(hosts, wired, tmp_path_factory):
+    """Debian's Prometheus on A, as `nobody`, with the scrape jobs the deploy wrote on A (copied into
+    its config: 2.42 predates scrape_config_files) and one job of this test's that sends no key."""
+    binary = prometheus_binary(tmp_path_factory.mktemp("prometheus"))
+    cfg = config.load({**hosts.data, **hosts.overrides()})
+    jobs = ssh(NAME, f"cat {metrics.jobs_file(cfg)}").stdout
+    no_key = (
+        "  - job_name: no-key\n"
+        f"    file_sd_configs: [{{files: [{json.dumps(metrics.targets_file(cfg))}], refresh_interval: 2s}}]\n"
+        "    relabel_configs:\n"
+        "      - {source_labels: [__kitty_job], regex: kitty-llama-q4, action: keep}\n"
+    )
+    body = jobs.partition("scrape_configs:\n")[2].replace(
+        "      - files: [", "      - refresh_interval: 2s\n        files: ["
+    )
+    config_text = "global: {scrape_interval: 1s, evaluation_interval: 5s}\nscrape_configs:\n" + body + no_key
+    ssh(NAME, f"rm -rf {PROM_DIR} && mkdir -p {PROM_DIR} && sudo install -d -o {PROMETHEUS_USER} {PROM_DIR}/data")
+    subprocess.run(["docker", "cp", str(binary), f"{NAME}:{PROM_DIR}/prometheus"], check=True)
+    ssh(NAME, f"cat > {PROM_DIR}/prometheus.yml <<'EOF'\n{config_text}EOF")
+    started = ssh(
+        NAME,
+        f"cd {PROM_DIR} || exit 1; nohup sudo -n -u {PROMETHEUS_USER} ./prometheus --config.file=prometheus.yml "
+        f"--storage.tsdb.path=data --web.listen-address=127.0.0.1:{PROM_PORT} >prometheus.log 2>&1 </dev/null "
+        "& echo $!",
+    )
+    # sudo's PID: it passes SIGTERM on to Prometheus.
+    pid = int(started.stdout.split()[-1])
+    yield cfg
+    ssh(NAME, f"sudo kill {pid}; sleep 1; tail -5 {PROM_DIR}/prometheus.log", check=False)
+
+
+def prometheus_targets() -> list[dict]:
+    body = httpx.get(f"http://127.0.0.1:{PROM_PORT}/api/v1/targets?state=active", timeout=5).json()
+    return body["data"]["activeTargets"]
+
+
+def prometheus_query(expression: str) -> list[dict]:
+    body = httpx.get(f"http://127.0.0.1:{PROM_PORT}/api/v1/query", params={"query": expression}, timeout=5).json()
+    return body["data"]["result"]
+
+
+def wait_for_targets(what: str, predicate, timeout: float = 90) -> list[dict]:
+    deadline, last = time.monotonic() + timeout, None
+    while time.monotonic() < deadline:
+        try:
+            last = prometheus_targets()
+            if predicate(last):
+                return last
+        except (httpx.HTTPError, ValueError, KeyError) as error:
+            last = error
+        time.sleep(1)
+    raise AssertionError(f"Prometheus on A: {what} not seen in {timeout}s; last: {last}")
+
+
+def test_as_prometheus_scrapes_bs_keyed_server_with_a_copy_of_its_key_only_prometheus_reads(hosts, wired, prometheus):
+    cfg = prometheus
+    q4 = hosts.servers["q4"]["port"]
+    key = (hosts.keys / "q4.key").read_text().strip()
+    # A's targets: B's q4 at the address A's .env uses, sent to its keyed job; A's own servers on loopback.
+    targets = {e["labels"]["server"]: e for e in json.loads(ssh(NAME, f"cat {metrics.targets_file(cfg)}").stdout)}
+    assert targets["q4"]["targets"] == [f"{hosts.b}:{q4}"] and env_line("LLAMACPP_Q4_HOST") == f"http://{hosts.b}:{q4}"
+    assert targets["q4"]["labels"] == {
+        "server": "q4",
+        "model": hosts.servers["q4"]["model"],
+        "host": hosts.b,
+        "__kitty_job": "kitty-llama-q4",
+    }
+    assert targets["split"]["targets"] == [f"127.0.0.1:{SPLIT_PORT}"]
+    # The copy of the key: nobody's, 0600; the admin cannot read it; no file, no output names the key.
+    copy = scrape_keys.key_path(cfg, "q4")
+    assert ssh(NAME, f"sudo stat -c '%a %U' {copy}").stdout.split() == ["600", PROMETHEUS_USER]
+    assert ssh(NAME, f"cat {copy}", check=False).returncode != 0
+    for path in (metrics.targets_file(cfg), metrics.jobs_file(cfg)):
+        assert key not in ssh(NAME, f"cat {path}").stdout, path
+    assert key not in wired.output
+
+    # The real Prometheus: every server of both hosts up under one job, B's q4 with its key.
+    # Placed: B runs q4, A summary and split (every enabled server runs somewhere).
+    wanted = {"q4", "summary", "split"}
+
+    def all_up(found):
+        up = {
+            t["labels"].get("server") for t in found if t["labels"].get("job") == "kitty-llama" and t["health"] == "up"
+        }
+        return up == wanted
+
+    found = wait_for_targets(f"{sorted(wanted)} up", all_up)
+    by_server = {t["labels"]["server"]: t for t in found if t["labels"]["job"] == "kitty-llama"}
+    assert by_server["q4"]["scrapeUrl"] == f"http://{hosts.b}:{q4}/metrics"
+    assert by_server["q4"]["labels"]["host"] == hosts.b
+    assert [r["value"][1] for r in prometheus_query('up{job="kitty-llama",server="q4"}')] == ["1"]
+    series = prometheus_query('{__name__=~"llamacpp:.+",server="q4"}')
+    assert series and all(r["metric"]["host"] == hosts.b for r in series), series
+
+    # The same target without the key: B refuses the scrape.
+    refused = wait_for_targets("the scrape without the key refused", lambda ts: any(
+        t["labels"].get("job") == "no-key" and t["health"] == "down" for t in ts))  # fmt: skip
+    (no_key,) = [t for t in refused if t["labels"].get("job") == "no-key"]
+    assert "401" in no_key["lastError"], no_key
+
+
 # What issue 15 item 2 allows when a server moves from B to A: B stops and removes it, A
 # installs and starts it, A's .env changes, compose recreates what reads the variable.
 MOVE_ALLOWED = (
@@ -324,3 +436,20 @@ def test_moving_q4_from_b_to_a_changes_only_that_server_the_env_and_the_brain(ho
     reply = query(hosts)
     assert reply.status_code == 200, reply.text
     assert json.loads(reply.text)["response"].strip()
+
+
+def test_after_the_move_as_prometheus_scrapes_q4_on_a_and_bs_address_left_its_targets(hosts, prometheus):
+    """Runs after the move above: q4 on A's loopback, without a key; A's copy of its key is gone."""
+    cfg = prometheus
+    q4 = hosts.servers["q4"]["port"]
+
+    def moved(found):
+        q4s = [t for t in found if t["labels"].get("server") == "q4"]
+        return [(t["labels"]["job"], t["scrapeUrl"], t["health"]) for t in q4s] == [
+            ("kitty-llama", f"http://127.0.0.1:{q4}/metrics", "up")
+        ]
+
+    found = wait_for_targets("q4 on A's loopback, alone", moved)
+    assert not [t for t in found if hosts.b in t["scrapeUrl"]], found
+    assert hosts.b not in ssh(NAME, f"cat {metrics.targets_file(cfg)}").stdout
+    assert ssh(NAME, f"sudo test -e {scrape_keys.key_path(cfg, 'q4')}", check=False).returncode == 1

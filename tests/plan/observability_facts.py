@@ -30,5 +30,13 @@ def converged(data: dict, *, os: str, user: str = "admin", inference: bool = Tru
     facts = file_state(logs.config_path(plat), logs.render(cfg, plat))
     if inference:
         owner = layout.service_user(cfg, plat)
-        facts.update(file_state(metrics.targets_file(cfg), metrics.render(cfg, HOSTNAME), user=owner))
+        facts.update(metrics_files(cfg, owner))
     return facts
+
+
+def metrics_files(cfg: config.KittyConfig, owner: str) -> dict:
+    """The Prometheus targets and scrape jobs (tasks/inference/metrics.py) as the deploy writes them for `cfg`."""
+    return {
+        **file_state(metrics.targets_file(cfg), metrics.render(cfg, HOSTNAME), user=owner),
+        **file_state(metrics.jobs_file(cfg), metrics.render_jobs(cfg), user=owner),
+    }

@@ -22,7 +22,7 @@ import pytest
 from tasks import config
 from tasks.app import secrets
 from tasks.config import ConfigError, placement
-from tasks.inference import api_keys, metrics
+from tasks.inference import api_keys, metrics, scrape_keys
 from tasks.system import firewall, logs, memory_budget
 from tests.plan import (
     firewall_facts,
@@ -102,13 +102,16 @@ def converged_mac(cfg: config.KittyConfig, *, app: bool, rules: list[firewall.Ru
         **inference_facts.supervised_servers(cfg, MAC, "macos"),
         **inference_facts.wait_script(cfg),
         **observability_facts.file_state(logs.config_path(MAC), logs.render(cfg, MAC)),
-        **observability_facts.file_state(
-            metrics.targets_file(cfg), metrics.render(cfg, observability_facts.HOSTNAME), user="admin"
-        ),
+        **observability_facts.metrics_files(cfg, "admin"),
     }
     for name, srv in cfg.enabled_servers().items():
         if srv.api_key_file:
             facts.update(key_file(srv.api_key_file, name))
+    # Prometheus's copies of the keys it scrapes with (tasks/inference/scrape_keys.py), and their listing.
+    copies = [scrape_keys.key_path(cfg, t.server) for t in metrics.scraped(cfg) if t.keyed]
+    for path in copies:
+        facts.update(key_file(path, path.rpartition("/")[2].removesuffix(".key")))
+    facts[f"find {scrape_keys.folder(cfg)} -type f"] = "\n".join(copies)
     if app:
         facts.update(stack_facts.converged(hosts.DEFAULTS, os="macos", user="admin", arch="arm64"))
         # The .env as this placement renders it (the defaults' one would name every server locally).
@@ -233,7 +236,9 @@ def test_moving_summary_from_mac2_to_mac1_plans_exactly_its_removal_install_and_
         "pf anchor: server f16 (8082)",
         f"Load the pf anchor com.apple/kitty-ops ({mark})",
         f"server summary: stop and remove (runs on {MAC1})",
+        "Remove Prometheus's copy of server summary's API key (not scraped with it here now)",
         "Prometheus targets of the model servers",
+        "Prometheus scrape jobs of the model servers",
     ]
     assert "port 8085" not in " ".join(plans[MAC2].op("pf anchor: server f16 (8082)").commands)
     # Mac 1 fetches its model, installs it, waits for it alone; its .env changes; compose is asked.
@@ -247,7 +252,10 @@ def test_moving_summary_from_mac2_to_mac1_plans_exactly_its_removal_install_and_
         "Fetch hermes-3-llama-3.1-8b/Hermes-3-Llama-3.1-8B.Q4_K_M.gguf",
         "server summary: install (new)",
         "Wait for /health of the model servers: server summary",
+        # Its Prometheus now scrapes summary on its own loopback, without a key.
+        "Remove Prometheus's copy of server summary's API key (not scraped with it here now)",
         "Prometheus targets of the model servers",
+        "Prometheus scrape jobs of the model servers",
         "Write .env (mode 0600, contents never shown)",
         "docker compose up",
         "Wait for the stack's health",
