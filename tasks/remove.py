@@ -383,8 +383,9 @@ def account(cfg: KittyConfig, plat: Platform) -> None:
     if (marks["home"], marks["shell"]) != (cfg.paths.opt_dir, service_account.LINUX_SHELL):
         _kept(f"account {name}: not made by kitty-ops (home {marks['home']}, shell {marks['shell']})")
         return
-    # Debian's userdel removes its group of the same name too, when nobody else is in it.
-    server.user(name=f"Service account {name}", user=name, present=False, _sudo=plat.sudo)
+    # Debian's userdel removes its group of the same name too, when nobody else is in it. Not
+    # pyinfra's server.user: its fact reads every account's password hash from /etc/shadow.
+    server.shell(name=f"Service account {name}", commands=[f"userdel {shlex.quote(name)}"], _sudo=plat.sudo)
 
 
 @deploy("Model files")
