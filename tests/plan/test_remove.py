@@ -193,3 +193,17 @@ def test_mac_boots_out_each_job_and_sets_the_wired_limit_back():
     sysctl = result.op("Metal wired-memory limit back to macOS's default (iogpu.wired_limit_mb 0)").commands
     assert any(f"{memory_budget.WIRED_LIMIT}" in c and "0" in c for c in sysctl)
     assert f"Log rotation entries ({logs.NEWSYSLOG_CONF})" in planned
+
+
+@pytest.mark.parametrize("os", ["macos", "linux"])
+def test_every_sudo_command_carries_the_runs_password(os):
+    """A Mac's admin sudo asks for a password: each command of remove.py gets the run's (--same-sudo-password)."""
+    from tests.plan.test_sudo_password import executed, without_password
+
+    facts = {**removal_facts(os=os), **(hosts.macos_converged() if os == "macos" else hosts.linux_converged())}
+    if os == "macos":
+        labels = [layout.server_label(CFG, name) for name in CFG.servers]
+        facts.update(supervise_facts.installed(layout.LAUNCH_DAEMONS, CFG.launchd.label_prefix, labels))
+    calls = executed(facts, "remove.py")
+    assert [c for c, _ in calls if "rm -rf /opt/kitty" in c], "the removal did not run"
+    assert without_password(calls) == []
