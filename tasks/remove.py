@@ -412,6 +412,9 @@ def models(cfg: KittyConfig, plat: Platform, asked: Asked) -> None:
     if root in entries and set(entries[root]) <= {*whole, STAGING}:
         files.directory(name=f"Models folder {root}", path=root, present=False, _sudo=plat.sudo)
         return
+    foreign = sorted(set(entries.get(root, [])) - {PurePosixPath(folder).name for folder in per_folder} - {STAGING})
+    if foreign:
+        _kept(f"{root}: {', '.join(foreign)} (not kitty_models')")
     for folder, ours in per_folder.items():
         _remove_folder(folder, ours, entries, plat, what="Model folder")
     if STAGING in entries.get(root, []):
