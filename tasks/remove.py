@@ -455,7 +455,11 @@ def _kept(line: str) -> None:
 
 @deploy("What was kept")
 def report(cfg: KittyConfig, plat: Platform) -> None:
-    kept_table(name="What remove.py kept, and where", cfg_lines=_kept_lines(cfg, plat))
+    """What it keeps and where: said when planned (`--dry` too, with or without `-y`), and again once run."""
+    lines = _kept_lines(cfg, plat)
+    for line in lines:
+        host.log(f"will keep: {line}", logger.info)
+    kept_table(name="What remove.py kept, and where", lines=lines)
 
 
 def _kept_lines(cfg: KittyConfig, plat: Platform) -> list[str]:
@@ -467,11 +471,14 @@ def _kept_lines(cfg: KittyConfig, plat: Platform) -> list[str]:
 
 
 @operation()
-def kept_table(cfg_lines: list[str]):
-    """Print what was kept and where: when planned (so `--dry` shows it) and once the removal ran."""
-    when = "kept" if host.state.is_executing else "will keep"
-    for line in cfg_lines:
-        host.log(f"{when}: {line}", logger.info)
-    host.noop("nothing to change: a report")
+def kept_table(lines: list[str]):
+    """Print what was kept and where, once the removal ran.
+
+    + lines: one per thing kept, with where it is
+    """
+    if host.state.is_executing:
+        for line in lines:
+            host.log(f"kept: {line}", logger.info)
+    host.noop("a report: nothing to change")
     return
     yield

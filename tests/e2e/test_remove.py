@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from sandbox import converge as sandbox_converge
-from tasks import layout, llamacpp, logs, models
+from tasks import layout, llamacpp, logs
 from tests.e2e.conftest import NAME, Converge, converge, sandbox_config, ssh, wait_healthy
 
 pytestmark = pytest.mark.e2e
@@ -63,7 +63,8 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
     cfg = sandbox_config()
     project = cfg.stack.project_name
     opt = cfg.paths.opt_dir
-    model = f"{cfg.paths.models_dir}/{models.wanted_files(cfg)[0].rel}"
+    q4_model = cfg.models[cfg.servers["q4"].model]
+    model = f"{cfg.paths.models_dir}/{q4_model.dir}/{q4_model.files[0].name}"
     ports = {srv.port: f"server {name}" for name, srv in cfg.enabled_servers().items()}
     ports.update({s.port: f"stack {name}" for name, s in cfg.stack.services.items() if s.port})
     units = [layout.server_unit(name) for name in cfg.enabled_servers()]
@@ -83,7 +84,11 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
         check=True, capture_output=True,
     )  # fmt: skip
     try:
-        wait_healthy(foreign_port)
+        try:
+            wait_healthy(foreign_port)
+        except AssertionError as error:
+            log = ssh(sandbox, "tail -20 /tmp/foreign-remove/log", check=False).stdout
+            raise AssertionError(f"{error}\n{log}") from error
 
         planned = remove(sandbox, "--dry")
         assert planned.code == 0, planned.output[-4000:]
