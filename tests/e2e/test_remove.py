@@ -140,3 +140,28 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
     # The stack came back on the volumes it kept.
     assert sorted(docker_names("volume", project)) == sorted(volumes)
     assert exists(sandbox, f"{layout.SYSTEMD_UNITS}/{units[0]}")
+
+
+def test_asked_it_removes_the_models_and_the_app_data_too_and_deploy_fetches_and_rebuilds_them(sandbox, first_converge):
+    cfg = sandbox_config()
+    project = cfg.stack.project_name
+    q4_model = cfg.models[cfg.servers["q4"].model]
+    model = f"{cfg.paths.models_dir}/{q4_model.dir}/{q4_model.files[0].name}"
+    assert docker_names("volume", project) and exists(sandbox, model)
+
+    result = remove(sandbox, "--data", "remove_models=true", "--data", "remove_app_data=true")
+    assert result.code == 0, result.output[-4000:]
+    assert f"Application stack | docker compose down of project {project} and its volumes" in result.changed
+    assert docker_names("container", project) == [] and docker_names("volume", project) == []
+    for path in (model, f"{cfg.paths.models_dir}/{q4_model.dir}/.kitty", cfg.paths.kitty_root, cfg.paths.logs_dir):
+        assert not exists(sandbox, path), f"{path} is still there"
+    assert "kept: model files" not in result.output and "kept: application data" not in result.output
+    again = remove(sandbox, "--data", "remove_models=true", "--data", "remove_app_data=true")
+    assert again.code == 0 and again.changed == [], again.changed
+
+    back = converge(sandbox)
+    assert back.code == 0, back.output[-4000:]
+    for server in cfg.enabled_servers().values():
+        wait_healthy(server.port)
+    assert exists(sandbox, model) and exists(sandbox, f"{cfg.paths.kitty_root}/.env")
+    assert docker_names("volume", project)
