@@ -1,8 +1,9 @@
 """remove.py on a real sandbox host: everything kitty-ops installed goes, models, app data and foreign things stay.
 
-One test, in order, on the session's converged sandbox: plan (`--dry` changes nothing), remove,
-a second remove that changes nothing, then deploy.py rebuilds the host, healthy, as the next
-module expects it.
+Each test runs on the session's converged sandbox and ends with deploy.py rebuilding the host,
+healthy, as the next test expects it: first the default removal (`--dry` changes nothing, then
+remove, then a second remove that changes nothing), then one asked to take the models and the
+application's data too.
 """
 
 from __future__ import annotations
