@@ -465,7 +465,11 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
 def _kept_lines(cfg: KittyConfig, plat: Platform) -> list[str]:
     lines = list(_KEPT.get(host.state, {}).get(host.name, []))
     lines.append(f"backups: {restic.folder(cfg)}, if any (remove.py never removes backups)")
-    tools = "Homebrew and its formulae" if plat.os == "macos" else "apt packages, the Docker engine, compose's plugin"
+    tools = (
+        "Homebrew and its formulae, the power settings"
+        if plat.os == "macos"
+        else "apt packages, the Docker engine, compose's plugin"
+    )
     lines.append(f"prerequisites: {tools} (other software may use them)")
     return lines
 
