@@ -28,7 +28,7 @@ import pytest
 
 # Tests that must run in CI: a lower count means some stopped being collected. Raise these
 # when tests are added; lower them only with the tests' removal, in the same change.
-MINIMUM = {"tests.e2e": 74, "tests.macsim": 37}
+MINIMUM = {"tests.e2e": 76, "tests.macsim": 38}
 # Test id -> a part of the reason it is allowed to skip with. None today: CI installs what every test needs.
 EXPECTED_SKIPS: dict[str, str] = {}
 # The same for the host suite (tests/host) the e2e tests run against the sandbox: none, every check

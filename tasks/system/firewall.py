@@ -333,6 +333,14 @@ def converge(cfg: KittyConfig, plat: Platform) -> None:
         )
 
 
+@deploy("Firewall removed")
+def remove(cfg: KittyConfig, plat: Platform) -> None:
+    """The table or anchor, its file and its boot job, whatever the placement says (remove.py)."""
+    state = host.get_fact(FirewallState, os=plat.os, _sudo=plat.sudo) or {}
+    if state.get("file"):
+        _remove(cfg, plat)
+
+
 def _root_file(name: str, text: str, dest: str, group: str, plat: Platform, **more):
     """A file of root's, 0644: world-readable, nothing secret in it (addresses and ports)."""
     return files.put(
