@@ -40,9 +40,9 @@ from tasks.app import images, runtime
 from tasks.config import KittyConfig
 from tasks.host import layout
 from tasks.host.platform import Platform
-from tasks.inference import api_keys, llamacpp, metrics, rpc_workers, servers
+from tasks.inference import api_keys, llamacpp, metrics, rpc_workers, scrape_keys, servers
 from tasks.runbook import restic, shutdown
-from tasks.supervise import Agent, Family, Slot
+from tasks.supervise import Agent, Family, Slot, control
 from tasks.supervise import converge as supervise_converge
 from tasks.system import firewall, logs, memory_budget, service_account
 
@@ -262,7 +262,7 @@ def _remove_family(cfg: KittyConfig, plat: Platform, family: Family, what: str, 
     launchd = plat.supervisor == "launchd"
     prefix = family.label_prefix if launchd else family.unit_prefix
     slots = []
-    for name in shutdown.installed(cfg, plat, family, agent):
+    for name in control.installed(cfg, plat, family, agent):
         rest = name[len(prefix) :].removesuffix(".service")
         who = f"{what} {rest}".strip() if rest else what
         label, unit = (name, "") if launchd else ("", name)
@@ -277,7 +277,7 @@ def wired_limit(cfg: KittyConfig, plat: Platform) -> None:
 
     Only where kitty-ops' boot job is: a limit someone else set is theirs."""
     family = Family("wired-memory limit at boot", layout.WIRED_LIMIT_LABEL, "")
-    if not shutdown.installed(cfg, plat, family):
+    if not control.installed(cfg, plat, family):
         return
     _remove_family(cfg, plat, family, "wired-memory limit at boot")
     _, current = memory_budget.memory_facts()
@@ -428,10 +428,16 @@ def application_data(cfg: KittyConfig, plat: Platform, asked: Asked) -> None:
             if field == "logs_dir" and _under(folder, paths.kitty_root):
                 continue
             files.directory(name=f"{field} {folder}", path=folder, present=False, _sudo=plat.sudo)
-    # Prometheus's targets, written by kitty-ops wherever they are.
-    targets = metrics.targets_file(cfg)
-    if not (asked.app_data and _under(targets, paths.kitty_root)):
-        files.file(name=f"Prometheus targets {targets}", path=targets, present=False, _sudo=plat.sudo)
+    # Prometheus's targets and jobs, written by kitty-ops wherever they are, and its copies of the keys.
+    for what, path in (("targets", metrics.targets_file(cfg)), ("jobs", metrics.jobs_file(cfg))):
+        if not (asked.app_data and _under(path, paths.kitty_root)):
+            files.file(name=f"Prometheus {what} {path}", path=path, present=False, _sudo=plat.sudo)
+    files.directory(
+        name=f"Prometheus's copies of the keys {scrape_keys.folder(cfg)}",
+        path=scrape_keys.folder(cfg),
+        present=False,
+        _sudo=plat.sudo,
+    )
 
 
 # --- What was kept --------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config
 from tasks.host import layout
+from tasks.inference import metrics, scrape_keys
 from tasks.system import logs, memory_budget, service_account
 from tests.plan import hosts, launchd_facts, supervise_facts
 from tests.plan.harness import plan
@@ -209,3 +210,13 @@ def test_every_sudo_command_carries_the_runs_password(os):
     calls = executed(facts, "remove.py")
     assert [c for c, _ in calls if "rm -rf /opt/kitty" in c], "the removal did not run"
     assert without_password(calls) == []
+
+
+def test_prometheus_jobs_and_its_copies_of_the_keys_go_too():
+    jobs, keys = metrics.jobs_file(CFG), scrape_keys.folder(CFG)
+    facts = linux()
+    facts.update(launchd_facts.file(jobs, "scrape_configs: []\n"))
+    facts.update(launchd_facts.directory(keys))
+    result = remove_plan(facts)
+    assert result.op(f"Prometheus jobs {jobs}").commands == [f"rm -f {jobs}"]
+    assert result.op(f"Prometheus's copies of the keys {keys}").commands == [f"rm -rf {keys}"]
