@@ -24,12 +24,10 @@ from pyinfra.api import deploy, operation
 
 from tasks.app import secrets
 from tasks.config import KittyConfig
+from tasks.engine import run_record
 from tasks.host.platform import Platform
 from tasks.inference import llamacpp
 from tasks.runbook import restic, shutdown
-
-# What each backup in this run did, per host: the table at the end.
-OUTCOMES: dict[str, dict] = {}
 
 
 def deployed_record(cfg: KittyConfig) -> str:
@@ -115,7 +113,7 @@ def snapshot(env: dict, key: str, sudo: bool):
     + key: "backup" or "safety", where its table rows are kept
     + sudo: as the engine needs (runtime.Engine.sudo)
     """
-    outcome = OUTCOMES.setdefault(host.name, {}).setdefault(key, {})
+    outcome = run_record.kept(host, "backup").setdefault(key, {})
     yield restic.script_step("backup-take.sh", env, outcome, {"_sudo": sudo} if sudo else {})
 
 
@@ -129,7 +127,7 @@ def table():
     if not host.state.is_executing:
         host.noop("printed once the backup ran")
         return
-    outcome = OUTCOMES.get(host.name, {}).get("backup", {})
+    outcome = run_record.kept(host, "backup").get("backup", {})
     restic.log_table("backup", outcome.get("rows", []) or [("backup", "did not run")])
     return
     yield

@@ -18,11 +18,12 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host, logger
-from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, Host, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks.app import compose, runtime
 from tasks.config import KittyConfig
+from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.host_facts import ListeningPorts
 from tasks.host.platform import Platform
@@ -32,8 +33,6 @@ from tasks.supervise import stop as supervise_stop
 from tasks.supervise.stop import Target
 
 STACK = "application stack"
-# What compose stopped or killed in this run, per host, for the table.
-STACK_OUTCOMES: dict[str, str] = {}
 
 
 def emergency(data) -> bool:
@@ -120,6 +119,11 @@ def running_services(state: dict) -> list[str]:
     return sorted(name for name, c in state["containers"].items() if c["state"] in ("running", "restarting", "paused"))
 
 
+def stack_outcome(on: Host) -> dict:
+    """What compose stopped or killed in this run on the host, for the table: {"stack": what}."""
+    return run_record.kept(on, "stop: the stack")
+
+
 @operation()
 def compose_stopped(command: str, project: str, emergency: bool = False):
     """Every container of the compose project stopped; none removed, no volume touched.
@@ -131,10 +135,10 @@ def compose_stopped(command: str, project: str, emergency: bool = False):
     state = host.get_fact(compose.ComposeState, compose=command, project=project)
     running = running_services(state)
     if not running:
-        STACK_OUTCOMES[host.name] = "already stopped"
+        stack_outcome(host)["stack"] = "already stopped"
         host.noop(f"no container of compose project {project} runs")
         return
-    STACK_OUTCOMES[host.name] = f"{'killed' if emergency else 'stopped'}: {', '.join(running)}"
+    stack_outcome(host)["stack"] = f"{'killed' if emergency else 'stopped'}: {', '.join(running)}"
     yield f"{command} {'kill' if emergency else 'stop'} 2>&1"
 
 
@@ -219,12 +223,12 @@ def stop_table(ports: dict, paths: list[str], project: str, emergency: bool, com
     listening = host.get_fact(ListeningPorts) or {}
     left = host.get_fact(KittyProcesses, paths=paths) if paths else []
     rows = [(o.name, o.result + (f" ({o.seconds:.0f} s)" if o.seconds is not None else "")) for o in
-            supervise_stop.outcomes(host.name)]  # fmt: skip
+            supervise_stop.outcomes(host)]  # fmt: skip
     problems = []
     if compose_command:
         state = host.get_fact(compose.ComposeState, compose=compose_command, project=project)
         still = running_services(state)
-        rows.append((f"{STACK} ({project})", STACK_OUTCOMES.get(host.name, "-")))
+        rows.append((f"{STACK} ({project})", stack_outcome(host).get("stack", "-")))
         problems += [f"stack {name}: its container still runs" for name in still]
     for port, owner in sorted(ports.items()):
         holder = listening.get(port)

@@ -25,10 +25,11 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api import FunctionCommand, Host, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
+from tasks.engine import run_record
 from tasks.engine.operations import connector_arguments
 from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
 
@@ -37,8 +38,6 @@ MARK = "kitty-stop"
 GRACE = 15
 # The job's PID in `launchctl print`, for sed -n.
 PID_LINE = r"s/^[[:space:]]*pid = \([0-9][0-9]*\).*/\1/p"
-# What the stops of this run found, per host: {host name: [Outcome, ...]}.
-OUTCOMES: dict[str, list[Outcome]] = {}
 
 
 @dataclass(frozen=True)
@@ -63,8 +62,13 @@ class Outcome:
     seconds: float | None = None
 
 
-def outcomes(host_name: str) -> list[Outcome]:
-    return list(OUTCOMES.get(host_name, []))
+def outcomes(on: Host) -> list[Outcome]:
+    """What the stops of this run found on the host, in the order they were noted."""
+    return list(_found(on).values())
+
+
+def _found(on: Host) -> dict[str, Outcome]:
+    return run_record.kept(on, "stop: supervised programs")
 
 
 def stop(supervisor: str, targets: list[Target], *, emergency: bool, sudo: bool) -> None:
@@ -103,7 +107,7 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
         raise OperationError(f"launchctl print {service} failed ({status['error']}): cannot tell if it runs")
     if not status["loaded"] and status["disabled"]:
         host.noop(f"{service} is not loaded and disabled at boot")
-        _note(host.name, Outcome(target.name, "already stopped"))
+        _note(host, Outcome(target.name, "already stopped"))
         return
     quoted = shlex.quote(service)
     steps = [f"launchctl disable {quoted}"]
@@ -152,7 +156,7 @@ def unit_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     enabled = bool((host.get_fact(SystemdEnabled, services=unit) or {}).get(unit))
     if not active and not enabled:
         host.noop(f"{unit} is stopped and disabled at boot")
-        _note(host.name, Outcome(target.name, "already stopped"))
+        _note(host, Outcome(target.name, "already stopped"))
         return
     quoted = shlex.quote(unit)
     if emergency:
@@ -183,7 +187,7 @@ def _run_stop(state, host, name: str, command: str, was_running: bool, emergency
     if not ok:
         for line in output.stderr_lines[-5:]:
             host.log_styled(line, fg="red", log_func=logger.error)
-        _note(host.name, Outcome(name, "failed to stop"))
+        _note(host, Outcome(name, "failed to stop"))
         return False
     seconds, killed = _parse(output.stdout_lines)
     if not was_running:
@@ -195,7 +199,7 @@ def _run_stop(state, host, name: str, command: str, was_running: bool, emergency
     if result == "killed":
         host.log_styled(f"{name}: still running at its stop timeout, killed by the supervisor", fg="yellow",
                         log_func=logger.warning)  # fmt: skip
-    _note(host.name, Outcome(name, result, seconds))
+    _note(host, Outcome(name, result, seconds))
     return True
 
 
@@ -213,7 +217,8 @@ def _parse(lines: list[str]) -> tuple[float | None, bool]:
     return None, False
 
 
-def _note(host_name: str, outcome: Outcome) -> None:
+def _note(on: Host, outcome: Outcome) -> None:
     # Planning and executing both evaluate an operation: keep one outcome per program, the latest.
-    found = [o for o in OUTCOMES.get(host_name, []) if o.name != outcome.name]
-    OUTCOMES[host_name] = [*found, outcome]
+    found = _found(on)
+    found.pop(outcome.name, None)
+    found[outcome.name] = outcome
