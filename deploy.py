@@ -53,9 +53,9 @@ if "inference" in host.groups:
     metrics.publish(cfg, plat)
 
 if "application" in host.groups:
-    app_changes = stack.up(cfg, plat)
-    # After the stack: the images service runs from its checkout and queues in its Redis.
-    # Disabled, it is stopped and removed.
-    images.run(cfg, plat, app_changes)
+    stack.up(cfg, plat)
+    # After the stack: the images service runs from its checkout and queues in its Redis, and
+    # restarts when the checkout moves. Disabled, it is stopped and removed.
+    images.run(cfg, plat)
 
 verify.report(cfg, plat)

@@ -19,12 +19,11 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import pip
-from pyinfra.operations.util import any_changed
 
 from tasks import supervise
+from tasks.app import checkout
 from tasks.config import KittyConfig
 from tasks.engine import operations
 from tasks.host import layout
@@ -105,8 +104,9 @@ def programs(
 
 
 @deploy("Images service")
-def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | None = None) -> None:
-    """Converge the images service; `app_changes`: operations that, if they change anything, moved the checkout."""
+def run(cfg: KittyConfig, plat: Platform) -> None:
+    """Converge the images service: it restarts when its definition, its venv or the app checkout it runs from
+    changes in this converge (the checkout's own test: tasks/app/checkout.py `moves`)."""
     if not cfg.images.enabled:
         # Disabled: both services stopped and their units/plists gone; the venv stays (slow to rebuild).
         slots = [Slot(layout.images_label(p), layout.images_unit(p), None, f"images {p}") for p in PROGRAMS]
@@ -114,9 +114,8 @@ def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | Non
         return
     owner = layout.service_user(cfg, plat)
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
-    app_changes = list(app_changes or [])
-    installs = _venv(cfg, plat, as_owner, app_changes)
-    moved = any(op.will_change for op in app_changes)
+    moved = checkout.moves(cfg, plat)
+    installs = _venv(cfg, plat, as_owner, moved)
     running = programs(cfg, plat, venv_replaced=installs, checkout_moved=moved)
     slots = [Slot(p.label, p.unit, p) for p in running]
     decisions = supervise.converge(cfg, plat, slots, FAMILY)
@@ -152,7 +151,7 @@ class Requirements(FactBase[dict]):
         return found
 
 
-def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[OperationMeta]) -> bool:
+def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, checkout_moves: bool) -> bool:
     """The venv and its requirements; True when this run installs them (the programs then restart)."""
     venv = venv_dir(cfg)
     requirements = f"{app_dir(cfg)}/{cfg.images.requirements}"
@@ -167,17 +166,16 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
     )
     state = host.get_fact(Requirements, requirements=requirements, record=f"{venv}/{RECORD}")
     in_step = had_venv and state["file"] is not None and state["file"] == state["installed"]
-    if in_step and not app_changes:
+    if in_step and not checkout_moves:
         return created.will_change
     install_requirements(
         name=f"Install the images service's {cfg.images.requirements} (pip)",
         venv=venv,
         requirements=requirements,
         **as_owner,
-        # In step now: only a checkout that moves in this run can bring new requirements.
-        _if=any_changed(*app_changes) if in_step else None,
     )
-    return not in_step or any(op.will_change for op in app_changes)
+    # In step now: only a checkout that moves in this run can bring new requirements.
+    return True
 
 
 @operation()
