@@ -23,7 +23,7 @@ if "inference" in host.groups:
     memory_budget.check(cfg, plat)
 
 # A fresh Mac: developer tools, Homebrew, power settings, the Metal wired-memory limit.
-if plat.os == "macos":
+if plat.is_mac:
     macos.bootstrap(cfg, plat, gpu="inference" in host.groups)
 
 prerequisites.install(cfg, plat)

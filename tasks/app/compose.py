@@ -52,10 +52,9 @@ class Docker(runtime.Engine):
         files_args = ["-f", f"{root}/{cfg.stack.compose_file}"]
         if needs_override(cfg):
             files_args += ["-f", f"{root}/{OVERRIDE_FILE}"]
-        # macOS: Homebrew's docker-compose, standalone (found on PATH). It finds buildx
-        # the way `docker` does, through cliPluginsExtraDirs (brew_plugins_found).
-        base = ["docker-compose"] if plat.os == "macos" else ["docker", "compose"]
-        args = [*base, "-p", cfg.stack.project_name, *files_args, "--env-file", secrets.env_path(cfg)]
+        # Homebrew's docker-compose, standalone (found on PATH), finds buildx the way
+        # `docker` does, through cliPluginsExtraDirs (brew_plugins_found).
+        args = [*plat.compose_argv, "-p", cfg.stack.project_name, *files_args, "--env-file", secrets.env_path(cfg)]
         self.compose = " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -64,7 +63,7 @@ class Docker(runtime.Engine):
 
 def plugin(cfg: KittyConfig, plat: Platform, runtime: str) -> list:
     """compose v2 as a docker CLI plugin where the OS packages none (Debian's docker.io)."""
-    if plat.os != "linux" or runtime not in ("engine", "external"):
+    if plat.compose_standalone or runtime not in ("engine", "external"):
         return []
     compose_plugin = cfg.stack.compose_plugin
     arch = ARCH.get(plat.arch, plat.arch)
@@ -175,7 +174,7 @@ def override(cfg: KittyConfig, plat: Platform) -> list:
     compose override next to the .env."""
     path = f"{cfg.paths.kitty_root}/{OVERRIDE_FILE}"
     on_host_network = sorted(name for name, s in cfg.stack.services.items() if s.host_network)
-    if on_host_network and plat.os == "macos":
+    if on_host_network and plat.docker_in_a_vm:
         # The schema refuses it for a Mac runtime it names; `auto` and `external` are decided here.
         raise DeployError(
             f"{host.name}: kitty_stack.services.{on_host_network[0]}.host_network: {config.HOST_NETWORK_ON_A_MAC}"

@@ -24,7 +24,6 @@ from tasks.supervise import Program, Slot
 from tasks.system import prerequisites
 
 # Runtimes each OS can use; the first is what "auto" means there.
-RUNTIMES = {"macos": ("colima", "docker-desktop", "orbstack", "external"), "linux": ("engine", "external")}
 # What colima needs from Homebrew: the VM, the docker CLI, compose v2 and buildx. Without
 # buildx compose falls back to the classic builder, which fails on `RUN --mount`; the CLI
 # finds Homebrew's plugins through ~/.docker/config.json (compose.brew_plugins_found).
@@ -41,12 +40,11 @@ class Engine:
         if runtime == "colima":
             # Explicit, so neither the CLI's current context nor a stray DOCKER_HOST decides.
             self.env["DOCKER_HOST"] = f"unix://{colima_socket(home, cfg.stack.colima.profile)}"
-        # A Linux admin is not necessarily in the docker group (that needs a new login).
-        self.sudo = plat.os == "linux" and plat.sudo
+        self.sudo = plat.docker_sudo
 
 
 def runtime_of(stack: Stack, plat: Platform) -> str:
-    allowed = RUNTIMES[plat.os]
+    allowed = plat.container_runtimes
     if stack.runtime == "auto":
         return allowed[0]
     if stack.runtime not in allowed:
@@ -63,7 +61,7 @@ def install(cfg: KittyConfig, plat: Platform, runtime: str, home: str | None) ->
         return [_colima(cfg, plat, home)]
     if runtime == "engine":
         return _apt_docker(plat)
-    if runtime == "external" and plat.os == "linux":
+    if runtime == "external" and plat.package_manager == "apt":
         # Only the client of docker.io: mask its engine before the package can start it.
         masks = [
             files.link(

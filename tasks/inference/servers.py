@@ -46,7 +46,7 @@ def health_url(server: ModelServer) -> str:
 
 def launchd_agent(cfg: KittyConfig, plat: Platform, required: bool = False) -> Agent | None:
     """The model servers' GUI session when they are LaunchAgents; None: LaunchDaemons (or not launchd)."""
-    if plat.supervisor != "launchd" or cfg.launchd.kind != "agent":
+    if not control.has_agents(plat) or cfg.launchd.kind != "agent":
         return None
     return control.gui_agent(plat, required)
 
@@ -142,7 +142,7 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
         for name in cfg.servers
     ]
     decisions = []
-    if plat.supervisor == "launchd":
+    if control.has_agents(plat):
         # The other kind's jobs of this family (kitty_launchd.kind changed): stopped and removed
         # first, so a LaunchDaemon and a LaunchAgent never hold one port at once.
         other = None if agent else control.gui_agent(plat, required=False)

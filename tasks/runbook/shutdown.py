@@ -28,9 +28,8 @@ from tasks.host import layout
 from tasks.host.host_facts import ListeningPorts
 from tasks.host.platform import Platform
 from tasks.inference import llamacpp, rpc_workers, servers
-from tasks.supervise import Agent, Family, control
+from tasks.supervise import Family, control
 from tasks.supervise import stop as supervise_stop
-from tasks.supervise.stop import Target
 
 STACK = "application stack"
 
@@ -49,49 +48,36 @@ def roles(groups, data) -> set[str]:
     return mine
 
 
-def _targets(plat: Platform, names: list[str], who, agent: Agent | None = None) -> list[Target]:
-    if plat.supervisor == "launchd":
-        domain = agent.domain if agent else "system"
-        return [Target(who(name), name, "", domain=domain) for name in names]
-    return [Target(who(name), "", name) for name in names]
-
-
 @deploy("Images service")
 def images_service(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     """The API first (no new requests), then the worker (it finishes the image it is making)."""
     family = Family("images service", layout.IMAGES_LABEL_PREFIX, layout.IMAGES_UNIT_PREFIX)
-    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
 
     def who(name: str) -> str:
-        return "images " + name[len(prefix) :].removesuffix(".service")
+        return "images " + supervise_stop.short_name(plat, family, name)
 
     found = sorted(control.installed(cfg, plat, family), key=lambda name: "worker" in name)
-    supervise_stop.stop(plat.supervisor, _targets(plat, found, who), emergency=emergency, sudo=plat.sudo)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, who), emergency=emergency)
 
 
 @deploy("Model servers")
 def model_servers(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     family = Family("model servers", cfg.launchd.label_prefix, layout.SERVER_UNIT_PREFIX)
-    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
 
     def who(name: str) -> str:
-        return "server " + name[len(prefix) :].removesuffix(".service")
+        return "server " + supervise_stop.short_name(plat, family, name)
 
     # LaunchAgents in the admin's GUI session when kitty_launchd.kind is 'agent'.
     agent = servers.launchd_agent(cfg, plat)
     found = control.installed(cfg, plat, family, agent)
-    targets = _targets(plat, found, who, agent)
-    supervise_stop.stop(plat.supervisor, targets, emergency=emergency, sudo=plat.sudo)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, who, agent), emergency=emergency)
 
 
 @deploy("RPC worker")
 def rpc_worker(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     """llama.cpp's rpc-server, after the model servers that hold part of their model on it."""
-    family = rpc_workers.FAMILY
-    found = control.installed(cfg, plat, family)
-    supervise_stop.stop(
-        plat.supervisor, _targets(plat, found, lambda name: "rpc worker"), emergency=emergency, sudo=plat.sudo
-    )
+    found = control.installed(cfg, plat, rpc_workers.FAMILY)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, lambda name: "rpc worker"), emergency=emergency)
 
 
 def docker(cfg: KittyConfig, plat: Platform) -> compose.Docker:

@@ -31,7 +31,9 @@ from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
 from tasks.engine import run_record
 from tasks.engine.operations import connector_arguments
+from tasks.host.platform import Platform
 from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
+from tasks.supervise.program import Agent, Family
 
 MARK = "kitty-stop"
 # Seconds to wait, beyond the program's own stop timeout, for the supervisor to let it go.
@@ -71,11 +73,27 @@ def _found(on: Host) -> dict[str, Outcome]:
     return run_record.kept(on, "stop: supervised programs")
 
 
-def stop(supervisor: str, targets: list[Target], *, emergency: bool, sudo: bool) -> None:
+def targets(plat: Platform, names: list[str], who, agent: Agent | None = None) -> list[Target]:
+    """The programs `names` (labels or units, as control.installed found them) as targets; `who(name)`
+    names each for people; `agent`: they are LaunchAgents in that GUI session."""
+    if plat.supervisor == "launchd":
+        domain = agent.domain if agent else DOMAIN
+        return [Target(who(name), name, "", domain=domain) for name in names]
+    return [Target(who(name), "", name) for name in names]
+
+
+def short_name(plat: Platform, family: Family, name: str) -> str:
+    """A label or unit of `family` without the family's prefix: `q4` of kitty-llama-q4.service."""
+    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
+    return name[len(prefix) :].removesuffix(".service")
+
+
+def stop(plat: Platform, targets: list[Target], *, emergency: bool) -> None:
     """One operation per target, in the order given (the manual's: images API before its worker, ...)."""
+    sudo = plat.sudo
     for target in targets:
         verb = "kill" if emergency else "stop"
-        if supervisor == "launchd":
+        if plat.supervisor == "launchd":
             job_stopped(
                 name=f"{target.name}: {verb} and keep off at boot ({target.label})",
                 target=target,

@@ -242,7 +242,8 @@ def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
     """Stop the deploy, before any download or restart, when the enabled servers cannot fit."""
     for warning in context_warnings(cfg):
         logger.warning(f"{host.name}: {warning}")
-    if plat.os != "macos":
+    # The Mac's GPU shares its memory, up to the wired limit; a Linux GPU has its own.
+    if not plat.is_mac:
         return None
     memory, _ = memory_facts()
     try:

@@ -116,7 +116,7 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
     plat = simulated_platform(os, user, arch)
     group = "staff" if os == "macos" else user
-    kind = runtime.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else runtime.RUNTIMES[os][0]
+    kind = runtime.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else plat.container_runtimes[0]
     facts = {
         **checkout(cfg),
         **env_file(cfg, user),
