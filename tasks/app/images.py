@@ -38,14 +38,6 @@ RECORD = ".kitty-requirements.sha256"
 ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
 
 
-def app_dir(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.kitty_root}/{cfg.images.path}"
-
-
-def venv_dir(cfg: KittyConfig) -> str:
-    return f"{app_dir(cfg)}/.venv"
-
-
 def health_url(cfg: KittyConfig) -> str:
     return f"http://127.0.0.1:{cfg.images.port}/"
 
@@ -58,14 +50,14 @@ def programs(
     Their inputs: the requirements installed in the venv (its record), and the
     commit the app checkout is at (detached: .git/HEAD holds the commit).
     """
-    images, venv, logs = cfg.images, venv_dir(cfg), cfg.paths.logs_dir
+    images, venv = cfg.images, layout.images_venv(cfg)
     redis_port = cfg.stack.services[images.redis_service].port
     inputs = (
         Input("venv requirements", f"{venv}/{RECORD}", "file", replaced=venv_replaced),
-        Input("app checkout", f"{cfg.paths.kitty_root}/.git/HEAD", "file", replaced=checkout_moved),
+        Input("app checkout", layout.app_head(cfg), "file", replaced=checkout_moved),
     )
     common = {
-        "working_directory": app_dir(cfg),
+        "working_directory": layout.images_dir(cfg),
         # The checkout's owner (tasks/app/stack.py): the venv lives in it, the services run as it.
         "user": layout.service_user(cfg, plat),
         "env": dict(ENVIRONMENT),
@@ -82,8 +74,7 @@ def programs(
             unit=layout.images_unit("worker"),
             description=f"KITTY images service: RQ worker (queue {images.queue})",
             argv=[f"{venv}/bin/rq", "worker", images.queue, "--url", f"redis://127.0.0.1:{redis_port}/0"],
-            # The manual's log names: .logs/rq_worker.log and .logs/service.log.
-            log=f"{logs}/rq_worker.log",
+            log=layout.images_log(cfg, "worker"),
             # The worker finishes the image it is generating (30-60 s) before it exits.
             stop_timeout=90,
             kill_main_only=True,
@@ -95,7 +86,7 @@ def programs(
             unit=layout.images_unit("api"),
             description=f"KITTY images service: uvicorn API on port {images.port}",
             argv=[f"{venv}/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(images.port)],
-            log=f"{logs}/service.log",
+            log=layout.images_log(cfg, "api"),
             stop_timeout=30,
             health=Health(health_url(cfg), "http", images.health_timeout),
             **common,
@@ -153,8 +144,8 @@ class Requirements(FactBase[dict]):
 
 def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, checkout_moves: bool) -> bool:
     """The venv and its requirements; True when this run installs them (the programs then restart)."""
-    venv = venv_dir(cfg)
-    requirements = f"{app_dir(cfg)}/{cfg.images.requirements}"
+    venv = layout.images_venv(cfg)
+    requirements = f"{layout.images_dir(cfg)}/{cfg.images.requirements}"
     had_venv = bool(host.get_fact(File, path=f"{venv}/bin/activate"))
     created = pip.virtualenv(
         name=f"Images service venv ({cfg.images.python} -m venv)",

@@ -18,6 +18,7 @@ from pyinfra.operations import files, systemd
 from tasks import supervise
 from tasks.config import KittyConfig, Stack
 from tasks.engine import host_file, templates
+from tasks.host import layout
 from tasks.host.layout import COLIMA_LABEL
 from tasks.host.platform import Platform
 from tasks.supervise import Program, Slot
@@ -143,10 +144,6 @@ def lima_instance_dir(home: str, profile: str) -> str:
     return f"{home}/.colima/_lima/{colima_profile(profile)[0]}"
 
 
-def colima_wrapper(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.opt_dir}/colima-start.sh"
-
-
 def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     """`colima start --foreground` as a LaunchDaemon running as the admin.
 
@@ -157,7 +154,7 @@ def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     colima = cfg.stack.colima
     # Through colima-start.sh: after a power cut Lima's stale ha.pid / ha.sock would make every
     # start fail, and KeepAlive would loop on it forever; the wrapper removes them, then execs colima.
-    argv = ["/bin/sh", colima_wrapper(cfg), lima_instance_dir(home, colima.profile)]
+    argv = ["/bin/sh", layout.colima_wrapper(cfg), lima_instance_dir(home, colima.profile)]
     argv += [f"{plat.brew_prefix}/bin/colima", "start", "--foreground", "--profile", colima.profile]
     argv += ["--cpu", str(colima.cpu), "--memory", str(colima.memory_gib), "--disk", str(colima.disk_gib)]
     return Program(
@@ -167,7 +164,7 @@ def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
         description="colima's VM: the Docker engine of the application stack",
         argv=argv,
         env={**plat.env, "HOME": home, "USER": plat.user},
-        log=f"{cfg.paths.logs_dir}/colima.log",
+        log=layout.colima_log(cfg),
         working_directory=home,
         user=plat.user,
         # colima stops its VM on SIGTERM: give it time, or launchd kills the VM mid-write.
@@ -186,7 +183,7 @@ def _colima(cfg: KittyConfig, plat: Platform, home: str | None):
         raise DeployError(f"{host.name}: cannot tell the home folder of {plat.user!r} (colima keeps its VM there)")
     host_file.content(
         name="colima start wrapper (stale Lima files after a power cut)",
-        path=colima_wrapper(cfg),
+        path=layout.colima_wrapper(cfg),
         text=COLIMA_WRAPPER.read_text(),
         mode="755",
         user="root",

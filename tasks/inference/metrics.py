@@ -28,10 +28,6 @@ from tasks.host.platform import Platform
 TEMPLATE = "prometheus-targets.json.j2"
 
 
-def targets_file(cfg: KittyConfig) -> str:
-    return cfg.metrics.targets_file or f"{cfg.paths.kitty_root}/infra/prometheus/targets/kitty-llama-servers.json"
-
-
 def scrape_address(cfg: KittyConfig, server: ModelServer) -> str:
     address = cfg.metrics.scrape_host or ("127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host)
     return f"{address}:{server.port}"
@@ -61,7 +57,7 @@ def render(cfg: KittyConfig, hostname: str) -> str:
 def publish(cfg: KittyConfig, plat: Platform) -> None:
     host_file.content(
         name="Prometheus targets of the model servers",
-        path=targets_file(cfg),
+        path=layout.metrics_targets(cfg),
         text=functools.partial(render, cfg),
         mode="644",
         # Owned by the account that owns the app checkout; folders made for it too.

@@ -101,13 +101,12 @@ def inputs(
 ) -> tuple[Input, ...]:
     """What a server runs besides its definition: the build behind `current`, each of its model files,
     and what its llama.cpp RPC workers run (tasks/inference/rpc_workers.py)."""
-    root = llamacpp.root(cfg)
-    found = [Input("llama.cpp", f"{root}/current", "link", wanted=f"{root}/builds/{build_id}")]
+    found = [Input("llama.cpp", layout.llamacpp_current(cfg), "link", wanted=layout.llamacpp_build(cfg, build_id))]
     for model_name in [srv.model] + ([srv.mmproj] if srv.mmproj else []):
         model = cfg.models[model_name]
         for file in model.files:
             rel = f"{model.dir}/{file.name}"
-            found.append(Input(f"model {rel}", models.stamp_path(cfg, model, file), "file", replaced=rel in fetched))
+            found.append(Input(f"model {rel}", layout.model_stamp(cfg, model, file), "file", replaced=rel in fetched))
     if name is not None:
         found += rpc_workers.server_inputs(cfg, name, srv)
     return tuple(found)

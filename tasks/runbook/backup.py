@@ -22,11 +22,10 @@ import json
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from tasks.app import secrets
 from tasks.config import KittyConfig
 from tasks.engine import run_record
+from tasks.host import layout
 from tasks.host.platform import Platform
-from tasks.inference import llamacpp
 from tasks.runbook import restic, shutdown
 
 
@@ -73,15 +72,15 @@ def script_env(cfg: KittyConfig, plat: Platform, tag: str) -> dict[str, str]:
         **restic.environment(cfg),
         "PATH": docker.env.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
         **{k: v for k, v in docker.env.items() if k == "DOCKER_HOST"},
-        "STAGE": f"{restic.folder(cfg)}/staging",
+        "STAGE": f"{layout.backup_dir(cfg)}/staging",
         "COMPOSE": docker.compose,
         "PG_SERVICE": backup.postgres_service if backup.postgres_service in services else "",
         "REDIS_SERVICE": backup.redis_service if backup.redis_service in services else "",
-        "ENV_FILE": secrets.env_path(cfg),
+        "ENV_FILE": layout.env_file(cfg),
         # The .env is read as its owner, never as root (templates/backup-s3-client.sh).
         "ENV_OWNER": cfg.paths.service_user or plat.user,
         "KITTY_ROOT": cfg.paths.kitty_root,
-        "LLAMA_ROOT": llamacpp.root(cfg),
+        "LLAMA_ROOT": layout.llamacpp_dir(cfg),
         "DEPLOYED": deployed_record(cfg),
         "TAG": tag,
         "SAFETY": "1" if "safety" in tag else "0",

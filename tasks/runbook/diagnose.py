@@ -410,7 +410,7 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
             "log_tail": tail,
         }
     if engine is not None:
-        env_file = secrets.env_path(cfg)
+        env_file = layout.env_file(cfg)
         # Names only: sed prints what is left of each NAME=value line, never the value.
         names = _run(
             host,

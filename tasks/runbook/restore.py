@@ -21,6 +21,7 @@ from pyinfra.api.exceptions import DeployError
 
 from tasks.config import KittyConfig
 from tasks.engine import run_record
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.runbook import backup, restic, shutdown
 
@@ -35,7 +36,7 @@ def snapshot_id(data) -> str:
 
 
 def work(cfg: KittyConfig) -> str:
-    return f"{restic.folder(cfg)}/restore"
+    return f"{layout.backup_dir(cfg)}/restore"
 
 
 def required(cfg: KittyConfig) -> list[str]:

@@ -27,7 +27,7 @@ from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.host_facts import ListeningPorts
 from tasks.host.platform import Platform
-from tasks.inference import llamacpp, rpc_workers, servers
+from tasks.inference import rpc_workers, servers
 from tasks.supervise import Family, control
 from tasks.supervise import stop as supervise_stop
 
@@ -150,9 +150,9 @@ def process_paths(cfg: KittyConfig, groups: set[str]) -> list[str]:
     """Where KITTY's executables live: a process started from one of these is ours, any other is not."""
     paths = []
     if "inference" in groups:
-        paths.append(f"{llamacpp.root(cfg)}/")
+        paths.append(f"{layout.llamacpp_dir(cfg)}/")
     if "application" in groups:
-        paths.append(f"{cfg.paths.kitty_root}/{cfg.images.path}/.venv/")
+        paths.append(f"{layout.images_venv(cfg)}/")
     return paths
 
 

@@ -30,5 +30,5 @@ def converged(data: dict, *, os: str, user: str = "admin", inference: bool = Tru
     facts = file_state(logs.config_path(plat), logs.render(cfg, plat))
     if inference:
         owner = layout.service_user(cfg, plat)
-        facts.update(file_state(metrics.targets_file(cfg), metrics.render(cfg, HOSTNAME), user=owner))
+        facts.update(file_state(layout.metrics_targets(cfg), metrics.render(cfg, HOSTNAME), user=owner))
     return facts

@@ -22,6 +22,7 @@ import pytest
 from tasks import config
 from tasks.app import secrets
 from tasks.config import ConfigError, placement
+from tasks.host import layout
 from tasks.inference import api_keys, metrics
 from tasks.system import firewall, logs, memory_budget
 from tests.plan import (
@@ -103,7 +104,7 @@ def converged_mac(cfg: config.KittyConfig, *, app: bool, rules: list[firewall.Ru
         **inference_facts.wait_script(cfg),
         **observability_facts.file_state(logs.config_path(MAC), logs.render(cfg, MAC)),
         **observability_facts.file_state(
-            metrics.targets_file(cfg), metrics.render(cfg, observability_facts.HOSTNAME), user="admin"
+            layout.metrics_targets(cfg), metrics.render(cfg, observability_facts.HOSTNAME), user="admin"
         ),
     }
     for name, srv in cfg.enabled_servers().items():
