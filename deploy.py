@@ -23,7 +23,7 @@ if "inference" in host.groups:
     memory_budget.check(cfg, plat)
 
 # A fresh Mac: developer tools, Homebrew, power settings, the Metal wired-memory limit.
-if plat.os == "macos":
+if plat.is_mac:
     macos.bootstrap(cfg, plat, gpu="inference" in host.groups)
 
 prerequisites.install(cfg, plat)
@@ -56,9 +56,9 @@ if "inference" in host.groups or cfg.scrape is not None:
     metrics.publish(cfg, plat)
 
 if "application" in host.groups:
-    app_changes = stack.up(cfg, plat)
-    # After the stack: the images service runs from its checkout and queues in its Redis.
-    # Disabled, it is stopped and removed.
-    images.run(cfg, plat, app_changes)
+    stack.up(cfg, plat)
+    # After the stack: the images service runs from its checkout and queues in its Redis, and
+    # restarts when the checkout moves. Disabled, it is stopped and removed.
+    images.run(cfg, plat)
 
 verify.report(cfg, plat)

@@ -27,7 +27,7 @@ remove.application_stack(cfg, plat, asked)
 remove.supervised_programs(cfg, plat)
 
 # macOS: the wired-limit boot job, and the limit back to macOS's default.
-if plat.os == "macos":
+if plat.is_mac:
     remove.wired_limit(cfg, plat)
 
 # newsyslog / logrotate entries of the KITTY logs.

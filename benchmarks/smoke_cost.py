@@ -30,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 from sandbox import converge as sandbox  # noqa: E402
 from tasks import config  # noqa: E402
+from tasks.host import layout  # noqa: E402
 from tasks.inference import llamacpp, smoke_model  # noqa: E402
 
 
@@ -54,7 +55,7 @@ def main() -> None:
     args = parser.parse_args()
 
     cfg = config.load(config.read_group_data(ROOT / "group_data", sandbox.GROUP_DATA))
-    root = llamacpp.root(cfg)
+    root = layout.llamacpp_dir(cfg)
     build = ssh(args.name, f"readlink {root}/current").stdout.strip()
     gpu_layers, _ = llamacpp.smoke_gpu_request(cfg, cfg.llamacpp.backend)
     smoke = (

@@ -18,19 +18,50 @@ from tasks.host.platform import Platform
 
 
 def app(cfg: KittyConfig, plat: Platform):
-    """The checkout operation: when it changes, compose rebuilds and the images service restarts."""
-    owner = cfg.paths.service_user or plat.user
+    """The checkout operation: when it changes, compose rebuilds (tasks/app/stack.py)."""
     root = cfg.paths.kitty_root
-    files.directory(name="Application folder", path=root, user=owner, recursive=False, _sudo=plat.sudo)
-    as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
+    files.directory(name="Application folder", path=root, user=_owner(cfg, plat), recursive=False, _sudo=plat.sudo)
     return checkout(
         name=f"Check out the application at {cfg.stack.ref or 'its default branch (unpinned)'}",
         path=root,
         url=cfg.stack.repo_url,
         ref=cfg.stack.ref,
-        _env=plat.env,
-        **as_owner,
+        **_as_owner(cfg, plat),
     )
+
+
+def moves(cfg: KittyConfig, plat: Platform) -> bool:
+    """Whether this converge moves the app checkout: what runs from it (the images service) restarts.
+
+    The checkout operation's own test, on the same fact read the same way (as its owner),
+    so the answer is the operation's `will_change` without being handed the operation.
+    """
+    if not cfg.stack.enabled:
+        return False
+    root, ref = cfg.paths.kitty_root, cfg.stack.ref
+    state = host.get_fact(GitCheckout, path=root, ref=ref, **_as_owner(cfg, plat))
+    return _left_as_is(root, cfg.stack.repo_url, ref, state) is None
+
+
+def _owner(cfg: KittyConfig, plat: Platform) -> str:
+    return cfg.paths.service_user or plat.user
+
+
+def _as_owner(cfg: KittyConfig, plat: Platform) -> dict:
+    """How git runs in the checkout: as its owner, with the platform's PATH."""
+    owner = _owner(cfg, plat)
+    return {"_env": plat.env, **({"_sudo": True, "_sudo_user": owner} if owner != plat.user else {})}
+
+
+def _left_as_is(path: str, url: str, ref: str | None, state: dict) -> str | None:
+    """Why the checkout stays as it is (the no-op's reason), or None: this converge moves it."""
+    if ref is None:
+        if state["exists"] and state["head"]:
+            return f"{path} is checked out and kitty_stack.ref is not pinned: left as it is"
+        return None
+    if state["exists"] and state["origin"] == url and state["wanted"] and state["head"] == state["wanted"]:
+        return f"{path} is at {ref} ({state['head'][:12]})"
+    return None
 
 
 @operation()
@@ -42,6 +73,10 @@ def checkout(path: str, url: str, ref: str | None):
     checked out once and then left alone.
     """
     state = host.get_fact(GitCheckout, path=path, ref=ref)
+    stays = _left_as_is(path, url, ref, state)
+    if stays:
+        host.noop(stays)
+        return
     git = f"git -C {shlex.quote(path)}"
     commands = []
     if not state["exists"]:
@@ -49,18 +84,12 @@ def checkout(path: str, url: str, ref: str | None):
     elif state["origin"] != url:
         commands.append(f"{git} remote set-url -- origin {shlex.quote(url)}")
     if ref is None:
-        if state["exists"] and state["head"]:
-            host.noop(f"{path} is checked out and kitty_stack.ref is not pinned: left as it is")
-            return
         commands += [
             f"{git} fetch -q origin",
             f"{git} remote set-head origin --auto >/dev/null",
             f'branch=$({git} symbolic-ref --short refs/remotes/origin/HEAD) && {git} checkout -q --track "$branch"',
         ]
         yield from _trusting_local_mirror(url, commands)
-        return
-    if state["exists"] and state["origin"] == url and state["wanted"] and state["head"] == state["wanted"]:
-        host.noop(f"{path} is at {ref} ({state['head'][:12]})")
         return
     if not state["wanted"] or commands:
         # A commit id is fetched by name too: a tag or branch fetch may not bring it.

@@ -26,15 +26,16 @@ from pyinfra.api.exceptions import DeployError, OperationError
 from pyinfra.operations import files
 
 from tasks import config
-from tasks.app import runtime, secrets
+from tasks.app import runtime
 from tasks.config import KittyConfig
 from tasks.engine import operations
+from tasks.host import layout
 from tasks.host.platform import Platform
 
 COMPOSE_PLUGIN = "/usr/local/lib/docker/cli-plugins/docker-compose"
 ARCH = {"arm64": "aarch64", "aarch64": "aarch64", "x86_64": "x86_64", "amd64": "x86_64"}
-# JSON (YAML's subset), and one YAML tag, compose's `!reset`, where ports are dropped.
-OVERRIDE_FILE = ".kitty-ops.compose.json"
+# The override (layout.compose_override): JSON (YAML's subset), and one YAML tag, compose's
+# `!reset`, where ports are dropped.
 RESET_PORTS = "__kitty_reset_ports__"
 # sed: every quoted stretch of an error message (and a quote left open to the end) becomes "...".
 REDACT_QUOTED = "s/\"[^\"]*\"/\"...\"/g; s/'[^']*'/'...'/g; s/\"[^\"]*$/\"...\"/; s/'[^']*$/'...'/"
@@ -48,14 +49,12 @@ class Docker(runtime.Engine):
 
     def __init__(self, cfg: KittyConfig, plat: Platform, runtime: str, home: str | None):
         super().__init__(cfg, plat, runtime, home)
-        root = cfg.paths.kitty_root
-        files_args = ["-f", f"{root}/{cfg.stack.compose_file}"]
+        files_args = ["-f", layout.compose_file(cfg)]
         if needs_override(cfg):
-            files_args += ["-f", f"{root}/{OVERRIDE_FILE}"]
-        # macOS: Homebrew's docker-compose, standalone (found on PATH). It finds buildx
-        # the way `docker` does, through cliPluginsExtraDirs (brew_plugins_found).
-        base = ["docker-compose"] if plat.os == "macos" else ["docker", "compose"]
-        args = [*base, "-p", cfg.stack.project_name, *files_args, "--env-file", secrets.env_path(cfg)]
+            files_args += ["-f", layout.compose_override(cfg)]
+        # Homebrew's docker-compose, standalone (found on PATH), finds buildx the way
+        # `docker` does, through cliPluginsExtraDirs (brew_plugins_found).
+        args = [*plat.compose_argv, "-p", cfg.stack.project_name, *files_args, "--env-file", layout.env_file(cfg)]
         self.compose = " ".join(shlex.quote(arg) for arg in args)
 
 
@@ -64,7 +63,7 @@ class Docker(runtime.Engine):
 
 def plugin(cfg: KittyConfig, plat: Platform, runtime: str) -> list:
     """compose v2 as a docker CLI plugin where the OS packages none (Debian's docker.io)."""
-    if plat.os != "linux" or runtime not in ("engine", "external"):
+    if plat.compose_standalone or runtime not in ("engine", "external"):
         return []
     compose_plugin = cfg.stack.compose_plugin
     arch = ARCH.get(plat.arch, plat.arch)
@@ -173,9 +172,9 @@ def needs_override(cfg: KittyConfig) -> bool:
 def override(cfg: KittyConfig, plat: Platform) -> list:
     """extra_hosts for every service, and the host's network for those asking for it, as a
     compose override next to the .env."""
-    path = f"{cfg.paths.kitty_root}/{OVERRIDE_FILE}"
+    path = layout.compose_override(cfg)
     on_host_network = sorted(name for name, s in cfg.stack.services.items() if s.host_network)
-    if on_host_network and plat.os == "macos":
+    if on_host_network and plat.docker_in_a_vm:
         # The schema refuses it for a Mac runtime it names; `auto` and `external` are decided here.
         raise DeployError(
             f"{host.name}: kitty_stack.services.{on_host_network[0]}.host_network: {config.HOST_NETWORK_ON_A_MAC}"

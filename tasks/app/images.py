@@ -19,12 +19,11 @@ import shlex
 
 from pyinfra import host
 from pyinfra.api import FactBase, deploy, operation
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.files import File
 from pyinfra.operations import pip
-from pyinfra.operations.util import any_changed
 
 from tasks import supervise
+from tasks.app import checkout
 from tasks.config import KittyConfig
 from tasks.engine import operations
 from tasks.host import layout
@@ -39,14 +38,6 @@ RECORD = ".kitty-requirements.sha256"
 ENVIRONMENT = {"PYTHONUNBUFFERED": "1"}
 
 
-def app_dir(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.kitty_root}/{cfg.images.path}"
-
-
-def venv_dir(cfg: KittyConfig) -> str:
-    return f"{app_dir(cfg)}/.venv"
-
-
 def health_url(cfg: KittyConfig) -> str:
     return f"http://127.0.0.1:{cfg.images.port}/"
 
@@ -59,14 +50,14 @@ def programs(
     Their inputs: the requirements installed in the venv (its record), and the
     commit the app checkout is at (detached: .git/HEAD holds the commit).
     """
-    images, venv, logs = cfg.images, venv_dir(cfg), cfg.paths.logs_dir
+    images, venv = cfg.images, layout.images_venv(cfg)
     redis_port = cfg.stack.services[images.redis_service].port
     inputs = (
         Input("venv requirements", f"{venv}/{RECORD}", "file", replaced=venv_replaced),
-        Input("app checkout", f"{cfg.paths.kitty_root}/.git/HEAD", "file", replaced=checkout_moved),
+        Input("app checkout", layout.app_head(cfg), "file", replaced=checkout_moved),
     )
     common = {
-        "working_directory": app_dir(cfg),
+        "working_directory": layout.images_dir(cfg),
         # The checkout's owner (tasks/app/stack.py): the venv lives in it, the services run as it.
         "user": layout.service_user(cfg, plat),
         "env": dict(ENVIRONMENT),
@@ -83,8 +74,7 @@ def programs(
             unit=layout.images_unit("worker"),
             description=f"KITTY images service: RQ worker (queue {images.queue})",
             argv=[f"{venv}/bin/rq", "worker", images.queue, "--url", f"redis://127.0.0.1:{redis_port}/0"],
-            # The manual's log names: .logs/rq_worker.log and .logs/service.log.
-            log=f"{logs}/rq_worker.log",
+            log=layout.images_log(cfg, "worker"),
             # The worker finishes the image it is generating (30-60 s) before it exits.
             stop_timeout=90,
             kill_main_only=True,
@@ -96,7 +86,7 @@ def programs(
             unit=layout.images_unit("api"),
             description=f"KITTY images service: uvicorn API on port {images.port}",
             argv=[f"{venv}/bin/uvicorn", "main:app", "--host", "127.0.0.1", "--port", str(images.port)],
-            log=f"{logs}/service.log",
+            log=layout.images_log(cfg, "api"),
             stop_timeout=30,
             health=Health(health_url(cfg), "http", images.health_timeout),
             **common,
@@ -105,8 +95,9 @@ def programs(
 
 
 @deploy("Images service")
-def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | None = None) -> None:
-    """Converge the images service; `app_changes`: operations that, if they change anything, moved the checkout."""
+def run(cfg: KittyConfig, plat: Platform) -> None:
+    """Converge the images service: it restarts when its definition, its venv or the app checkout it runs from
+    changes in this converge (the checkout's own test: tasks/app/checkout.py `moves`)."""
     if not cfg.images.enabled:
         # Disabled: both services stopped and their units/plists gone; the venv stays (slow to rebuild).
         slots = [Slot(layout.images_label(p), layout.images_unit(p), None, f"images {p}") for p in PROGRAMS]
@@ -114,9 +105,8 @@ def run(cfg: KittyConfig, plat: Platform, app_changes: list[OperationMeta] | Non
         return
     owner = layout.service_user(cfg, plat)
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
-    app_changes = list(app_changes or [])
-    installs = _venv(cfg, plat, as_owner, app_changes)
-    moved = any(op.will_change for op in app_changes)
+    moved = checkout.moves(cfg, plat)
+    installs = _venv(cfg, plat, as_owner, moved)
     running = programs(cfg, plat, venv_replaced=installs, checkout_moved=moved)
     slots = [Slot(p.label, p.unit, p) for p in running]
     decisions = supervise.converge(cfg, plat, slots, FAMILY)
@@ -152,10 +142,10 @@ class Requirements(FactBase[dict]):
         return found
 
 
-def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[OperationMeta]) -> bool:
+def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, checkout_moves: bool) -> bool:
     """The venv and its requirements; True when this run installs them (the programs then restart)."""
-    venv = venv_dir(cfg)
-    requirements = f"{app_dir(cfg)}/{cfg.images.requirements}"
+    venv = layout.images_venv(cfg)
+    requirements = f"{layout.images_dir(cfg)}/{cfg.images.requirements}"
     had_venv = bool(host.get_fact(File, path=f"{venv}/bin/activate"))
     created = pip.virtualenv(
         name=f"Images service venv ({cfg.images.python} -m venv)",
@@ -167,17 +157,16 @@ def _venv(cfg: KittyConfig, plat: Platform, as_owner: dict, app_changes: list[Op
     )
     state = host.get_fact(Requirements, requirements=requirements, record=f"{venv}/{RECORD}")
     in_step = had_venv and state["file"] is not None and state["file"] == state["installed"]
-    if in_step and not app_changes:
+    if in_step and not checkout_moves:
         return created.will_change
     install_requirements(
         name=f"Install the images service's {cfg.images.requirements} (pip)",
         venv=venv,
         requirements=requirements,
         **as_owner,
-        # In step now: only a checkout that moves in this run can bring new requirements.
-        _if=any_changed(*app_changes) if in_step else None,
     )
-    return not in_step or any(op.will_change for op in app_changes)
+    # In step now: only a checkout that moves in this run can bring new requirements.
+    return True
 
 
 @operation()

@@ -18,13 +18,13 @@ from pyinfra.operations import files, systemd
 from tasks import supervise
 from tasks.config import KittyConfig, Stack
 from tasks.engine import host_file, templates
+from tasks.host import layout
 from tasks.host.layout import COLIMA_LABEL
 from tasks.host.platform import Platform
 from tasks.supervise import Program, Slot
 from tasks.system import prerequisites
 
 # Runtimes each OS can use; the first is what "auto" means there.
-RUNTIMES = {"macos": ("colima", "docker-desktop", "orbstack", "external"), "linux": ("engine", "external")}
 # What colima needs from Homebrew: the VM, the docker CLI, compose v2 and buildx. Without
 # buildx compose falls back to the classic builder, which fails on `RUN --mount`; the CLI
 # finds Homebrew's plugins through ~/.docker/config.json (compose.brew_plugins_found).
@@ -41,12 +41,11 @@ class Engine:
         if runtime == "colima":
             # Explicit, so neither the CLI's current context nor a stray DOCKER_HOST decides.
             self.env["DOCKER_HOST"] = f"unix://{colima_socket(home, cfg.stack.colima.profile)}"
-        # A Linux admin is not necessarily in the docker group (that needs a new login).
-        self.sudo = plat.os == "linux" and plat.sudo
+        self.sudo = plat.docker_sudo
 
 
 def runtime_of(stack: Stack, plat: Platform) -> str:
-    allowed = RUNTIMES[plat.os]
+    allowed = plat.container_runtimes
     if stack.runtime == "auto":
         return allowed[0]
     if stack.runtime not in allowed:
@@ -63,7 +62,7 @@ def install(cfg: KittyConfig, plat: Platform, runtime: str, home: str | None) ->
         return [_colima(cfg, plat, home)]
     if runtime == "engine":
         return _apt_docker(plat)
-    if runtime == "external" and plat.os == "linux":
+    if runtime == "external" and plat.package_manager == "apt":
         # Only the client of docker.io: mask its engine before the package can start it.
         masks = [
             files.link(
@@ -145,10 +144,6 @@ def lima_instance_dir(home: str, profile: str) -> str:
     return f"{home}/.colima/_lima/{colima_profile(profile)[0]}"
 
 
-def colima_wrapper(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.opt_dir}/colima-start.sh"
-
-
 def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     """`colima start --foreground` as a LaunchDaemon running as the admin.
 
@@ -159,7 +154,7 @@ def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
     colima = cfg.stack.colima
     # Through colima-start.sh: after a power cut Lima's stale ha.pid / ha.sock would make every
     # start fail, and KeepAlive would loop on it forever; the wrapper removes them, then execs colima.
-    argv = ["/bin/sh", colima_wrapper(cfg), lima_instance_dir(home, colima.profile)]
+    argv = ["/bin/sh", layout.colima_wrapper(cfg), lima_instance_dir(home, colima.profile)]
     argv += [f"{plat.brew_prefix}/bin/colima", "start", "--foreground", "--profile", colima.profile]
     argv += ["--cpu", str(colima.cpu), "--memory", str(colima.memory_gib), "--disk", str(colima.disk_gib)]
     return Program(
@@ -169,7 +164,7 @@ def colima_program(cfg: KittyConfig, plat: Platform, home: str) -> Program:
         description="colima's VM: the Docker engine of the application stack",
         argv=argv,
         env={**plat.env, "HOME": home, "USER": plat.user},
-        log=f"{cfg.paths.logs_dir}/colima.log",
+        log=layout.colima_log(cfg),
         working_directory=home,
         user=plat.user,
         # colima stops its VM on SIGTERM: give it time, or launchd kills the VM mid-write.
@@ -188,7 +183,7 @@ def _colima(cfg: KittyConfig, plat: Platform, home: str | None):
         raise DeployError(f"{host.name}: cannot tell the home folder of {plat.user!r} (colima keeps its VM there)")
     host_file.content(
         name="colima start wrapper (stale Lima files after a power cut)",
-        path=colima_wrapper(cfg),
+        path=layout.colima_wrapper(cfg),
         text=COLIMA_WRAPPER.read_text(),
         mode="755",
         user="root",

@@ -17,14 +17,11 @@ from pyinfra.api.exceptions import DeployError
 
 from tasks.config import KittyConfig, Stack, dotenv_safe, service_env_name
 from tasks.engine import operations, templates
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.inference import api_keys
 
 ENV_TEMPLATE = "kitty.env.j2"
-
-
-def env_path(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.kitty_root}/{cfg.stack.env_file}"
 
 
 def env_file(cfg: KittyConfig, plat: Platform):
@@ -42,7 +39,7 @@ def env_file(cfg: KittyConfig, plat: Platform):
     return operations.secret_file(
         name=f"Write {cfg.stack.env_file} (mode 0600, contents never shown)",
         content=render_env(cfg, secrets),
-        dest=env_path(cfg),
+        dest=layout.env_file(cfg),
         user=owner,
         **as_owner,
     )

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from pyinfra import host
 from pyinfra.api import deploy
-from pyinfra.api.operation import OperationMeta
 from pyinfra.facts.server import Home
 
 from tasks.app import checkout, compose, runtime, secrets
@@ -25,11 +24,10 @@ from tasks.host.platform import Platform
 
 
 @deploy("Application stack")
-def up(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
-    """Bring the stack to its wanted state. Returns the checkout operation: a moved checkout
-    means services outside compose that run from it (the images service) restart."""
+def up(cfg: KittyConfig, plat: Platform) -> None:
+    """Bring the stack to its wanted state."""
     if not cfg.stack.enabled:
-        return []
+        return
     kind = runtime.runtime_of(cfg.stack, plat)
     home = host.get_fact(Home) if kind == "colima" else None
     docker = compose.Docker(cfg, plat, kind, home)
@@ -41,4 +39,3 @@ def up(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     app = checkout.app(cfg, plat)
     inputs = [app, secrets.env_file(cfg, plat), *compose.override(cfg, plat)]
     compose.up(cfg, docker, runtime_changed=runtime_changed, inputs=inputs)
-    return [app]

@@ -1,8 +1,10 @@
-"""The only place that knows macOS from Linux.
+"""The only place outside tasks/supervise that knows macOS from Linux.
 
 Everything platform-specific the other steps need (package manager,
 supervisor, Homebrew prefix, whether system changes need sudo, the default
-llama.cpp backend) is decided here, once, from facts.
+llama.cpp backend, compose, the firewall, log rotation, ...) is decided here, once,
+from facts, each as a question named for what it decides
+(tests/unit/test_platform_branches.py keeps the others from asking `os` itself).
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from tasks.host.host_facts import CurrentUser
 # Homebrew's own choice: Apple Silicon under /opt/homebrew, Intel under /usr/local.
 BREW_PREFIX = {"arm64": "/opt/homebrew", "x86_64": "/usr/local"}
 SYSTEM_PATH = "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+# The container runtimes each OS runs (kitty_stack.runtime), `auto`'s choice first.
+CONTAINER_RUNTIMES = {
+    "macos": ("colima", "docker-desktop", "orbstack", "external"),
+    "linux": ("engine", "external"),
+}
 
 # llama.cpp backends each OS can build, and the CMake switches that select them.
 # Metal's shader library is embedded so the binary runs from any folder.
@@ -57,8 +64,64 @@ class Platform:
         return "launchd" if self.os == "macos" else "systemd"
 
     @property
+    def is_mac(self) -> bool:
+        """For the steps whose very subject is the Mac: its bootstrap, its wired-memory budget, FileVault,
+        its hidden service account."""
+        return self.os == "macos"
+
+    @property
     def package_manager(self) -> Literal["brew", "apt"]:
         return "brew" if self.os == "macos" else "apt"
+
+    @property
+    def container_runtimes(self) -> tuple[str, ...]:
+        """The container runtimes kitty_stack.runtime may name here, `auto`'s choice first."""
+        return CONTAINER_RUNTIMES[self.os]
+
+    @property
+    def docker_sudo(self) -> bool:
+        """Whether the docker CLI runs with sudo: a Linux admin is not necessarily in the docker group
+        (that needs a new login); a Mac's engine socket is the admin's own."""
+        return self.os == "linux" and self.sudo
+
+    @property
+    def docker_in_a_vm(self) -> bool:
+        """The engine runs in a VM (colima, Docker Desktop, OrbStack): the host's network is the VM's."""
+        return self.os == "macos"
+
+    @property
+    def compose_standalone(self) -> bool:
+        """compose is Homebrew's standalone `docker-compose` (macOS), not a docker CLI plugin that
+        kitty-ops installs where the OS packages none (Debian's docker.io)."""
+        return self.os == "macos"
+
+    @property
+    def compose_argv(self) -> tuple[str, ...]:
+        return ("docker-compose",) if self.compose_standalone else ("docker", "compose")
+
+    @property
+    def drop_caches_command(self) -> str:
+        """Empty the file cache, so a model is read from disk again (the bench's cold start)."""
+        return "purge" if self.os == "macos" else "sync && echo 3 > /proc/sys/vm/drop_caches"
+
+    @property
+    def memory_counters(self) -> Literal["meminfo", "vm_stat"]:
+        """Where the kernel tells memory and swap: /proc/meminfo, or vm_stat and sysctl."""
+        return "vm_stat" if self.os == "macos" else "meminfo"
+
+    @property
+    def firewall(self) -> Literal["pf", "nftables"]:
+        return "pf" if self.os == "macos" else "nftables"
+
+    @property
+    def mlock_allowed(self) -> bool:
+        """Whether a supervised server can lock its model in memory: a launchd daemon can; a systemd
+        unit keeps the default RLIMIT_MEMLOCK (a few MiB), so an mlock load mode locks nothing there."""
+        return self.os == "macos"
+
+    @property
+    def log_rotator(self) -> Literal["newsyslog", "logrotate"]:
+        return "newsyslog" if self.os == "macos" else "logrotate"
 
     @property
     def default_backend(self) -> Literal["metal", "cpu"]:

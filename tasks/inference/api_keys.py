@@ -81,11 +81,6 @@ def env_secrets(cfg: KittyConfig, folder: Path | None = None) -> dict[str, str]:
     return {f"LLAMACPP_{service_env_name(name)}_API_KEY": controller_key(name, folder) for name in keyed}
 
 
-def own_folder(cfg: KittyConfig) -> str:
-    """The one folder of keys the deploy makes and owns on a host."""
-    return f"{cfg.paths.opt_dir.rstrip('/')}/keys"
-
-
 @deploy("API keys of the model servers")
 def install(cfg: KittyConfig, plat: Platform) -> None:
     """Each keyed server's key at its `api_key_file`, 0600, owned by the account the server runs as."""
@@ -93,7 +88,7 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
     as_owner = {"_sudo": True, "_sudo_user": owner} if owner != plat.user else {}
     for name, srv in keyed_servers(cfg).items():
         folder = srv.api_key_file.rpartition("/")[0] or "/"
-        if folder == own_folder(cfg):
+        if folder == layout.keys_dir(cfg):
             files.directory(
                 name=f"Folder of server {name}'s API key",
                 path=folder,
@@ -105,7 +100,7 @@ def install(cfg: KittyConfig, plat: Platform) -> None:
         elif not host.get_fact(Directory, path=folder, _sudo=plat.sudo):
             raise DeployError(
                 f"{host.name}: kitty_servers.{name}.api_key_file: its folder {folder} does not exist. The deploy "
-                f"makes and changes only its own keys folder, {own_folder(cfg)} (the default): a key elsewhere "
+                f"makes and changes only its own keys folder, {layout.keys_dir(cfg)} (the default): a key elsewhere "
                 f"goes into a folder you made, that {owner!r} can write and nobody else can read"
             )
         operations.secret_file(

@@ -50,6 +50,7 @@ from pyinfra.operations import files
 from tasks.config import ConfigError, KittyConfig, flags
 from tasks.engine import templates
 from tasks.engine.operations import run_with_progress
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.inference import server_args, smoke_model
 from tasks.inference.llamacpp_facts import GitRemoteRef, LlamaCppBuilds, LlamaServerFlags
@@ -88,13 +89,9 @@ class Build:
     commit: str | None = None
 
 
-def root(cfg: KittyConfig) -> str:
-    return f"{cfg.paths.opt_dir}/llama.cpp"
-
-
 def binary(cfg: KittyConfig) -> str:
     """What the model servers run: always through `current`, so a new build needs no unit change."""
-    return f"{root(cfg)}/current/bin/llama-server"
+    return f"{layout.llamacpp_current(cfg)}/bin/llama-server"
 
 
 def needs_rpc(cfg: KittyConfig) -> bool:
@@ -135,7 +132,7 @@ def resolved_build(cfg: KittyConfig, plat: Platform) -> Build:
     if FULL_SHA.fullmatch(ref) or SHORT_SHA.fullmatch(ref):
         return wanted_build(cfg, plat)
     upstream = host.get_fact(GitRemoteRef, git_url=cfg.llamacpp.git_url, ref=ref, _env=plat.env) or {}
-    installed = host.get_fact(LlamaCppBuilds, root=root(cfg)) or {}
+    installed = host.get_fact(LlamaCppBuilds, root=layout.llamacpp_dir(cfg)) or {}
     good = [build_id for build_id, ok in installed.get("builds", []) if ok]
     unpinned = wanted_build(cfg, plat)
     commit = upstream.get("commit")
@@ -166,7 +163,7 @@ def resolved_build(cfg: KittyConfig, plat: Platform) -> Build:
 def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     """Make `current` the wanted build. Returns the operations whose change means servers must restart."""
     wanted = resolved_build(cfg, plat)
-    base = root(cfg)
+    base = layout.llamacpp_dir(cfg)
     installed = host.get_fact(LlamaCppBuilds, root=base) or {}
     good = [build_id for build_id, ok in installed.get("builds", []) if ok]
     _warn_if_moved(cfg, plat, wanted, installed)
@@ -201,7 +198,7 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
                 env={**plat.env, "CCACHE_DIR": cfg.llamacpp.ccache_dir or f"{base}/ccache"},
             )
         )
-    build_dir = f"{base}/builds/{wanted.id}"
+    build_dir = layout.llamacpp_build(cfg, wanted.id)
     if wanted.id in good:
         _refuse_unknown_flags(cfg, wanted, host.get_fact(LlamaServerFlags, build_dir=build_dir))
     else:
@@ -216,8 +213,8 @@ def build(cfg: KittyConfig, plat: Platform) -> list[OperationMeta]:
     changes.append(
         files.link(
             name=f"Point current at {wanted.id}",
-            path=f"{base}/current",
-            target=f"{base}/builds/{wanted.id}",
+            path=layout.llamacpp_current(cfg),
+            target=layout.llamacpp_build(cfg, wanted.id),
         )
     )
     _prune(cfg, base, wanted.id, installed)
@@ -237,9 +234,9 @@ def _prove(cfg: KittyConfig, plat: Platform, wanted: Build, base: str) -> None:
         command=[
             "sh",
             f"{base}/smoke.sh",
-            f"{base}/builds/{wanted.id}",
+            layout.llamacpp_build(cfg, wanted.id),
             model,
-            f"{cfg.paths.logs_dir}/llama.cpp-smoke-{wanted.id}.log",
+            layout.llamacpp_smoke_log(cfg, wanted.id),
             str(gpu_layers),
             wanted.backend,
             plat.llamacpp_cpu(cfg.llamacpp.cpu),
@@ -339,5 +336,5 @@ def _prune(cfg: KittyConfig, base: str, wanted_id: str, installed: dict) -> None
     for build_id in newest_first:
         if build_id not in keep:
             files.directory(
-                name=f"Remove old llama.cpp build {build_id}", path=f"{base}/builds/{build_id}", present=False
+                name=f"Remove old llama.cpp build {build_id}", path=layout.llamacpp_build(cfg, build_id), present=False
             )

@@ -44,15 +44,6 @@ JOB = "kitty-llama"
 JOB_LABEL = "__kitty_job"
 
 
-def targets_file(cfg: KittyConfig) -> str:
-    return cfg.metrics.targets_file or f"{cfg.paths.kitty_root}/infra/prometheus/targets/kitty-llama-servers.json"
-
-
-def jobs_file(cfg: KittyConfig) -> str:
-    """The scrape jobs that read the targets file, beside it."""
-    return f"{targets_file(cfg).rpartition('/')[0]}/kitty-llama-scrape.yml"
-
-
 def scrape_address(cfg: KittyConfig, server: ModelServer) -> str:
     address = cfg.metrics.scrape_host or ("127.0.0.1" if server.host in ("0.0.0.0", "::") else server.host)
     return f"{address}:{server.port}"
@@ -111,7 +102,9 @@ def render(cfg: KittyConfig, hostname: str) -> str:
 
 
 def render_jobs(cfg: KittyConfig) -> str:
-    return host_file.render(JOBS_TEMPLATE, jobs=jobs(cfg), job=JOB, job_label=JOB_LABEL, targets_file=targets_file(cfg))
+    return host_file.render(
+        JOBS_TEMPLATE, jobs=jobs(cfg), job=JOB, job_label=JOB_LABEL, targets_file=layout.metrics_targets(cfg)
+    )
 
 
 @deploy("Metrics")
@@ -122,7 +115,7 @@ def publish(cfg: KittyConfig, plat: Platform) -> None:
     scrape_keys.install(cfg, plat, {t.server for t in scraped(cfg) if t.keyed})
     host_file.content(
         name="Prometheus targets of the model servers",
-        path=targets_file(cfg),
+        path=layout.metrics_targets(cfg),
         text=functools.partial(render, cfg),
         mode="644",
         user=owner,
@@ -130,7 +123,7 @@ def publish(cfg: KittyConfig, plat: Platform) -> None:
     )
     host_file.content(
         name="Prometheus scrape jobs of the model servers",
-        path=jobs_file(cfg),
+        path=layout.metrics_jobs(cfg),
         text=render_jobs(cfg),
         mode="644",
         user=owner,

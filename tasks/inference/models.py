@@ -30,6 +30,7 @@ from pyinfra.operations import files
 from tasks.config import KittyConfig, Model, ModelFile
 from tasks.engine import templates
 from tasks.engine.operations import run_with_progress, secret_file
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.inference.model_facts import FreeSpace, ModelDirFiles, ModelFileStates
 
@@ -95,11 +96,6 @@ def expected_sha256(wanted: Wanted, state: dict | None) -> str | None:
     return stamp["sha256"] if stamp else None
 
 
-def stamp_path(cfg: KittyConfig, model: Model, file: ModelFile) -> str:
-    """Where the stamp of a verified file is (sha256 size mtime): a server's input, read by its record."""
-    return f"{cfg.paths.models_dir}/{model.dir}/.kitty/{file.name}.stamp"
-
-
 def _states(cfg: KittyConfig) -> tuple[list[Wanted], dict, list[Wanted]]:
     """Every wanted file, their states on the host, and those this converge fetches."""
     wanted = wanted_files(cfg)
@@ -129,7 +125,7 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
     _preflight_disk(cfg, todo, states)
     files.directory(name="models folder", path=models_dir, user=plat.user, _sudo=plat.sudo)
     # hf's cache and token live here (HF_HOME); on Linux the CLI's venv too.
-    files.directory(name="Hugging Face folder", path=f"{cfg.paths.opt_dir}/hf", user=plat.user, _sudo=plat.sudo)
+    files.directory(name="Hugging Face folder", path=layout.hf_dir(cfg), user=plat.user, _sudo=plat.sudo)
     files.put(name="model fetch script", src=FETCH_SCRIPT, dest=f"{models_dir}/.kitty-fetch.sh", mode="755")
     env = _hf_env(cfg)
     token = os.environ.get("HF_TOKEN")
@@ -137,10 +133,10 @@ def download(cfg: KittyConfig, plat: Platform) -> dict[str, list[OperationMeta]]
         # From the operator's environment to 0600 files on the host: never in
         # a command line, an environment export or pyinfra's output. hf reads
         # the token, curl the whole header.
-        env["HF_TOKEN_PATH"] = f"{cfg.paths.opt_dir}/hf/token"
+        env["HF_TOKEN_PATH"] = f"{layout.hf_dir(cfg)}/token"
         secret_file(name="Hugging Face token", content=token, dest=env["HF_TOKEN_PATH"], user=plat.user)
         if cfg.model_policy.downloader == "curl":
-            env["KITTY_AUTH_HEADER_FILE"] = f"{cfg.paths.opt_dir}/hf/auth-header"
+            env["KITTY_AUTH_HEADER_FILE"] = f"{layout.hf_dir(cfg)}/auth-header"
             secret_file(
                 name="Hugging Face token header",
                 content=f"Authorization: Bearer {token}\n",
@@ -274,7 +270,7 @@ def _hf_env(cfg: KittyConfig) -> dict[str, str]:
     env = {
         "HF_HUB_DISABLE_TELEMETRY": "1",
         "HF_HUB_DISABLE_UPDATE_CHECK": "1",
-        "HF_HOME": f"{cfg.paths.opt_dir}/hf/home",
+        "HF_HOME": f"{layout.hf_dir(cfg)}/home",
         "NO_COLOR": "1",
     }
     if cfg.model_policy.hf_endpoint:

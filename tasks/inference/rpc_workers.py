@@ -59,12 +59,7 @@ NAME = "rpc worker"
 
 
 def binary(cfg: KittyConfig) -> str:
-    return f"{llamacpp.root(cfg)}/current/bin/{llamacpp.RPC_SERVER_TARGET}"
-
-
-def cache_dir(cfg: KittyConfig) -> str:
-    # rpc-server's --cache goes to $LLAMA_CACHE/rpc: a folder the deploy owns, not the service user's home.
-    return f"{cfg.paths.opt_dir}/rpc-cache"
+    return f"{layout.llamacpp_current(cfg)}/bin/{llamacpp.RPC_SERVER_TARGET}"
 
 
 def health_url(worker: RpcWorker) -> str:
@@ -91,8 +86,7 @@ def program(cfg: KittyConfig, plat: Platform, build_id: str) -> Program:
     env = {}
     if worker.cache:
         argv.append("--cache")
-        env["LLAMA_CACHE"] = cache_dir(cfg)
-    root = llamacpp.root(cfg)
+        env["LLAMA_CACHE"] = layout.rpc_cache_dir(cfg)
     return Program(
         name=NAME,
         label=layout.RPC_WORKER_LABEL,
@@ -105,7 +99,7 @@ def program(cfg: KittyConfig, plat: Platform, build_id: str) -> Program:
         env=env,
         stop_timeout=30,
         restart_delay=cfg.launchd.throttle_interval,
-        inputs=(Input("llama.cpp", f"{root}/current", "link", wanted=f"{root}/builds/{build_id}"),),
+        inputs=(Input("llama.cpp", layout.llamacpp_current(cfg), "link", wanted=layout.llamacpp_build(cfg, build_id)),),
         health=Health(health_url(worker), "tcp", worker.health_timeout),
         note=f"listens on {worker.host}:{worker.port}",
     )
@@ -132,7 +126,7 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
         if cfg.rpc_worker.cache:
             files.directory(
                 name="rpc-server cache folder",
-                path=cache_dir(cfg),
+                path=layout.rpc_cache_dir(cfg),
                 user=layout.service_user(cfg, plat),
                 _sudo=plat.sudo,
             )

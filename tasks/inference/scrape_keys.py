@@ -28,12 +28,8 @@ from tasks.host.platform import Platform
 from tasks.inference import api_keys
 
 
-def folder(cfg: KittyConfig) -> str:
-    return cfg.metrics.keys_dir or f"{cfg.paths.opt_dir.rstrip('/')}/prometheus-keys"
-
-
 def key_path(cfg: KittyConfig, server: str) -> str:
-    return f"{folder(cfg)}/{server}.key"
+    return f"{layout.prometheus_keys_dir(cfg)}/{server}.key"
 
 
 def prometheus_user(cfg: KittyConfig, plat: Platform) -> str:
@@ -50,7 +46,7 @@ def install(cfg: KittyConfig, plat: Platform, keyed: Iterable[str]) -> None:
     if keyed:
         files.directory(
             name="Folder of Prometheus's copies of the servers' keys",
-            path=folder(cfg),
+            path=layout.prometheus_keys_dir(cfg),
             user=owner,
             mode="700",
             present=True,
@@ -67,7 +63,7 @@ def install(cfg: KittyConfig, plat: Platform, keyed: Iterable[str]) -> None:
     wanted = {key_path(cfg, server) for server in keyed}
     # Listed and removed as root: the folder is its owner's only, and that owner may be the one
     # kitty_metrics.prometheus_user named before. `rm` removes a planted link, never its target.
-    found = host.get_fact(FindFiles, path=folder(cfg), maxdepth=1, fname="*.key", _sudo=plat.sudo)
+    found = host.get_fact(FindFiles, path=layout.prometheus_keys_dir(cfg), maxdepth=1, fname="*.key", _sudo=plat.sudo)
     for path in sorted(set(found or ()) - wanted):
         server = path.rpartition("/")[2].removesuffix(".key")
         files.file(

@@ -46,7 +46,7 @@ def health_url(server: ModelServer) -> str:
 
 def launchd_agent(cfg: KittyConfig, plat: Platform, required: bool = False) -> Agent | None:
     """The model servers' GUI session when they are LaunchAgents; None: LaunchDaemons (or not launchd)."""
-    if plat.supervisor != "launchd" or cfg.launchd.kind != "agent":
+    if not control.has_agents(plat) or cfg.launchd.kind != "agent":
         return None
     return control.gui_agent(plat, required)
 
@@ -101,13 +101,12 @@ def inputs(
 ) -> tuple[Input, ...]:
     """What a server runs besides its definition: the build behind `current`, each of its model files,
     and what its llama.cpp RPC workers run (tasks/inference/rpc_workers.py)."""
-    root = llamacpp.root(cfg)
-    found = [Input("llama.cpp", f"{root}/current", "link", wanted=f"{root}/builds/{build_id}")]
+    found = [Input("llama.cpp", layout.llamacpp_current(cfg), "link", wanted=layout.llamacpp_build(cfg, build_id))]
     for model_name in [srv.model] + ([srv.mmproj] if srv.mmproj else []):
         model = cfg.models[model_name]
         for file in model.files:
             rel = f"{model.dir}/{file.name}"
-            found.append(Input(f"model {rel}", models.stamp_path(cfg, model, file), "file", replaced=rel in fetched))
+            found.append(Input(f"model {rel}", layout.model_stamp(cfg, model, file), "file", replaced=rel in fetched))
     if name is not None:
         found += rpc_workers.server_inputs(cfg, name, srv)
     return tuple(found)
@@ -142,7 +141,7 @@ def run(cfg: KittyConfig, plat: Platform) -> None:
         for name in cfg.servers
     ]
     decisions = []
-    if plat.supervisor == "launchd":
+    if control.has_agents(plat):
         # The other kind's jobs of this family (kitty_launchd.kind changed): stopped and removed
         # first, so a LaunchDaemon and a LaunchAgent never hold one port at once.
         other = None if agent else control.gui_agent(plat, required=False)

@@ -22,14 +22,11 @@ import json
 from pyinfra import host
 from pyinfra.api import deploy, operation
 
-from tasks.app import secrets
 from tasks.config import KittyConfig
+from tasks.engine import run_record
+from tasks.host import layout
 from tasks.host.platform import Platform
-from tasks.inference import llamacpp
 from tasks.runbook import restic, shutdown
-
-# What each backup in this run did, per host: the table at the end.
-OUTCOMES: dict[str, dict] = {}
 
 
 def deployed_record(cfg: KittyConfig) -> str:
@@ -75,15 +72,15 @@ def script_env(cfg: KittyConfig, plat: Platform, tag: str) -> dict[str, str]:
         **restic.environment(cfg),
         "PATH": docker.env.get("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"),
         **{k: v for k, v in docker.env.items() if k == "DOCKER_HOST"},
-        "STAGE": f"{restic.folder(cfg)}/staging",
+        "STAGE": f"{layout.backup_dir(cfg)}/staging",
         "COMPOSE": docker.compose,
         "PG_SERVICE": backup.postgres_service if backup.postgres_service in services else "",
         "REDIS_SERVICE": backup.redis_service if backup.redis_service in services else "",
-        "ENV_FILE": secrets.env_path(cfg),
+        "ENV_FILE": layout.env_file(cfg),
         # The .env is read as its owner, never as root (templates/backup-s3-client.sh).
         "ENV_OWNER": cfg.paths.service_user or plat.user,
         "KITTY_ROOT": cfg.paths.kitty_root,
-        "LLAMA_ROOT": llamacpp.root(cfg),
+        "LLAMA_ROOT": layout.llamacpp_dir(cfg),
         "DEPLOYED": deployed_record(cfg),
         "TAG": tag,
         "SAFETY": "1" if "safety" in tag else "0",
@@ -115,7 +112,7 @@ def snapshot(env: dict, key: str, sudo: bool):
     + key: "backup" or "safety", where its table rows are kept
     + sudo: as the engine needs (runtime.Engine.sudo)
     """
-    outcome = OUTCOMES.setdefault(host.name, {}).setdefault(key, {})
+    outcome = run_record.kept(host, "backup").setdefault(key, {})
     yield restic.script_step("backup-take.sh", env, outcome, {"_sudo": sudo} if sudo else {})
 
 
@@ -129,7 +126,7 @@ def table():
     if not host.state.is_executing:
         host.noop("printed once the backup ran")
         return
-    outcome = OUTCOMES.get(host.name, {}).get("backup", {})
+    outcome = run_record.kept(host, "backup").get("backup", {})
     restic.log_table("backup", outcome.get("rows", []) or [("backup", "did not run")])
     return
     yield

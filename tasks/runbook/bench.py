@@ -177,12 +177,6 @@ def write(rows: list[Row], directory: str, host_name: str, meta: dict) -> tuple[
 # --- on the host ---------------------------------------------------------------------------------
 
 
-def drop_cache_command(plat: Platform) -> str:
-    if plat.os == "macos":
-        return "purge"
-    return "sync && echo 3 > /proc/sys/vm/drop_caches"
-
-
 def restart_command(cfg: KittyConfig, plat: Platform, name: str) -> str:
     return control.restart_command(plat, servers.job(cfg, plat, name))
 
@@ -277,7 +271,7 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         row = new_row(name, srv.model)
         if cfg.bench.restart:
             if cache_refused is None:
-                dropped, out = _run(host, drop_cache_command(plat), sudo=plat.sudo)
+                dropped, out = _run(host, plat.drop_caches_command, sudo=plat.sudo)
             else:
                 dropped, out = False, ""
             if dropped:
@@ -287,7 +281,7 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
             else:
                 cache_refused = cache_refused or (
                     f"n/a: this host does not let the page cache be dropped "
-                    f"({drop_cache_command(plat)}: {out.strip()[-120:] or 'refused'})"
+                    f"({plat.drop_caches_command}: {out.strip()[-120:] or 'refused'})"
                 )
                 row.why["cold_s"] = cache_refused
             row.warm_s, why = _restart_and_time(host, cfg, plat, name)
@@ -318,7 +312,7 @@ def _measure(state, host, cfg: KittyConfig, plat: Platform) -> bool:
         host.log(line, logger.info)
     load_rows = []
     if cfg.bench.load_modes:
-        load_rows = bench_load.measure(host, cfg, plat, _run, drop_cache_command(plat), EXPECTED, time_to_healthy)
+        load_rows = bench_load.measure(host, cfg, plat, _run, plat.drop_caches_command, EXPECTED, time_to_healthy)
         for line in bench_load.table(load_rows):
             host.log(line, logger.info)
     meta = {

@@ -66,36 +66,6 @@ class Finding:
 # --- reading what the host says --------------------------------------------------------------------
 
 
-def supervisor_state(plat: Platform, output: str) -> dict:
-    """{"running": bool, "restarts": int | None, "last_exit": str | None, "pid": int | None} from
-    `systemctl show` (Linux) or `launchctl print` (macOS)."""
-    if plat.supervisor == "systemd":
-        fields = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
-        pid = int(fields.get("MainPID", "0") or 0)
-        restarts = fields.get("NRestarts", "")
-        return {
-            "loaded": fields.get("LoadState") == "loaded",
-            "running": fields.get("ActiveState") == "active" and fields.get("SubState") == "running",
-            "restarts": int(restarts) if restarts.isdigit() else None,
-            "last_exit": fields.get("ExecMainStatus") or None,
-            "pid": pid or None,
-            "state": f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}",
-        }
-    found = {
-        key: re.search(rf"^\s*{key} = (.*)$", output, re.MULTILINE)
-        for key in ("state", "pid", "runs", "last exit code")
-    }
-    value = {key: (m.group(1).strip() if m else None) for key, m in found.items()}
-    return {
-        "loaded": value["state"] is not None,
-        "running": value["state"] == "running",
-        "restarts": max(int(value["runs"]) - 1, 0) if (value["runs"] or "").isdigit() else None,
-        "last_exit": value["last exit code"],
-        "pid": int(value["pid"]) if (value["pid"] or "").isdigit() else None,
-        "state": value["state"] or "not loaded",
-    }
-
-
 def server_findings(
     name: str, port: int, state: dict, holder: dict | None, files: dict, log_tail: str
 ) -> list[Finding]:
@@ -186,9 +156,17 @@ def stack_findings(state: dict, wanted: list[str]) -> list[Finding]:
     return found
 
 
+# What memory_findings reads, where the kernel tells it (Platform.memory_counters).
+MEMORY_COMMAND = {
+    "meminfo": "cat /proc/meminfo",
+    "vm_stat": "vm_stat; sysctl hw.memsize vm.swapusage iogpu.wired_limit_mb; "
+    "memory_pressure -Q 2>/dev/null | tail -n 1",
+}
+
+
 def memory_findings(plat: Platform, output: str) -> tuple[dict, list[Finding]]:
     """Memory and swap from /proc/meminfo (Linux) or vm_stat + sysctl (macOS)."""
-    if plat.os == "linux":
+    if plat.memory_counters == "meminfo":
         kib = {
             k: int(v.split()[0])
             for k, v in (line.split(":", 1) for line in output.splitlines() if ":" in line)
@@ -403,7 +381,7 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
     facts: dict = {"servers": {}}
     listening = host.get_fact(ListeningPorts, **_arguments(host, plat.sudo)) or {}
     for name, srv in cfg.enabled_servers().items():
-        state = supervisor_state(plat, _run(host, status_command(cfg, plat, name), sudo=plat.sudo))
+        state = control.status_of(plat, _run(host, status_command(cfg, plat, name), sudo=plat.sudo))
         rels = [
             f"{m.dir}/{f.name}"
             for key in filter(None, [srv.model, srv.mmproj])
@@ -432,7 +410,7 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
             "log_tail": tail,
         }
     if engine is not None:
-        env_file = secrets.env_path(cfg)
+        env_file = layout.env_file(cfg)
         # Names only: sed prints what is left of each NAME=value line, never the value.
         names = _run(
             host,
@@ -450,9 +428,7 @@ def _examine(state, host, cfg: KittyConfig, plat: Platform, engine, bundle_to: s
         findings += stack_findings(state, list(cfg.stack.services))
     memory = _run(
         host,
-        "cat /proc/meminfo"
-        if plat.os == "linux"
-        else "vm_stat; sysctl hw.memsize vm.swapusage iogpu.wired_limit_mb; memory_pressure -Q 2>/dev/null | tail -n 1",
+        MEMORY_COMMAND[plat.memory_counters],
     )
     facts["memory"], found = memory_findings(plat, memory)
     findings += found

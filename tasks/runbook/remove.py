@@ -36,12 +36,12 @@ from pyinfra.api import FactBase, deploy, operation
 from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
-from tasks.app import images, runtime
+from tasks.app import images
 from tasks.config import KittyConfig
 from tasks.host import layout
 from tasks.host.platform import Platform
-from tasks.inference import api_keys, llamacpp, metrics, rpc_workers, scrape_keys, servers
-from tasks.runbook import restic, shutdown
+from tasks.inference import api_keys, rpc_workers, servers
+from tasks.runbook import shutdown
 from tasks.supervise import Agent, Family, Slot, control
 from tasks.supervise import converge as supervise_converge
 from tasks.system import firewall, logs, memory_budget, service_account
@@ -93,9 +93,9 @@ def options(cfg: KittyConfig, data) -> Asked:
                     f"kitty_paths.models_dir ({paths.models_dir}) is inside kitty_paths.{field} ({folder}): "
                     "remove_app_data would remove the models too; add --data remove_models=true, or keep the app data"
                 )
-            if _under(restic.folder(cfg), folder):
+            if _under(layout.backup_dir(cfg), folder):
                 problems.append(
-                    f"the backup folder ({restic.folder(cfg)}) is inside kitty_paths.{field} ({folder}): "
+                    f"the backup folder ({layout.backup_dir(cfg)}) is inside kitty_paths.{field} ({folder}): "
                     "remove.py never removes backups; move it (kitty_backup.folder) first"
                 )
     if problems:
@@ -167,9 +167,9 @@ class AccountMarks(FactBase[dict]):
     def default() -> dict:
         return {"exists": False, "user": "", "group": "", "home": "", "shell": ""}
 
-    def command(self, account: str, os: str) -> str:
+    def command(self, account: str, mac: bool) -> str:
         a = shlex.quote(account)
-        if os == "macos":
+        if mac:
             # `RealName: X`, or `RealName:` with the value on the next line.
             user, group = (
                 f"dscl . -read /{kind}/{a} RealName 2>/dev/null | sed '1s/^RealName:[[:space:]]*//' | tr -d '\\n'"
@@ -202,7 +202,7 @@ def application_stack(cfg: KittyConfig, plat: Platform, asked: Asked) -> None:
 
     Whatever the inventory's roles say now: a host moved out of the application role still has them."""
     engine = shutdown.docker(cfg, plat)
-    base = ["docker-compose"] if plat.os == "macos" else ["docker", "compose"]
+    base = list(plat.compose_argv)
     # By the project's label alone: no compose file or .env is needed (they may be gone).
     command = " ".join(shlex.quote(arg) for arg in [*base, "-p", cfg.stack.project_name])
     compose_down(
@@ -245,7 +245,7 @@ def _families(cfg: KittyConfig, plat: Platform) -> list[tuple[Family, str, Agent
     if agent:
         found.append((servers.family(cfg), "server", agent))
     found.append((rpc_workers.FAMILY, "rpc worker", None))
-    if plat.supervisor == "launchd":
+    if plat.is_mac:
         # Its VM stops with it: after the stack's containers, which run in it.
         found.append((Family("colima", layout.COLIMA_LABEL, ""), "colima", None))
     return found
@@ -259,14 +259,10 @@ def supervised_programs(cfg: KittyConfig, plat: Platform) -> None:
 
 
 def _remove_family(cfg: KittyConfig, plat: Platform, family: Family, what: str, agent: Agent | None = None) -> None:
-    launchd = plat.supervisor == "launchd"
-    prefix = family.label_prefix if launchd else family.unit_prefix
     slots = []
-    for name in control.installed(cfg, plat, family, agent):
-        rest = name[len(prefix) :].removesuffix(".service")
+    for rest, job in control.installed_jobs(cfg, plat, family, agent):
         who = f"{what} {rest}".strip() if rest else what
-        label, unit = (name, "") if launchd else ("", name)
-        slots.append(Slot(label, unit, None, name=who, why=WHY, agent=agent))
+        slots.append(Slot(job.label, job.unit, None, name=who, why=WHY, agent=agent))
     if slots:
         supervise_converge(cfg, plat, slots)
 
@@ -310,13 +306,13 @@ def opt_entries(cfg: KittyConfig) -> dict[str, str]:
     """kitty-ops' own entries of opt_dir: {name: "directory" | "file"}."""
     opt = cfg.paths.opt_dir.rstrip("/")
     paths = {
-        llamacpp.root(cfg): "directory",  # the source, every build and `current`
-        api_keys.own_folder(cfg): "directory",
+        layout.llamacpp_dir(cfg): "directory",  # the source, every build and `current`
+        layout.keys_dir(cfg): "directory",
         layout.state_dir(cfg): "directory",  # the supervisor's records, the RPC state
-        rpc_workers.cache_dir(cfg): "directory",
-        f"{opt}/{HF_FOLDER}": "directory",
+        layout.rpc_cache_dir(cfg): "directory",
+        layout.hf_dir(cfg): "directory",
         layout.wait_script(cfg): "file",
-        runtime.colima_wrapper(cfg): "file",
+        layout.colima_wrapper(cfg): "file",
     }
     return {path[len(opt) + 1 :]: kind for path, kind in paths.items() if path.startswith(opt + "/")}
 
@@ -327,7 +323,7 @@ def builds_keys_records(cfg: KittyConfig, plat: Platform) -> None:
     opt = cfg.paths.opt_dir.rstrip("/")
     entries = host.get_fact(FolderEntries, folders=[opt], _sudo=plat.sudo) or {}
     _remove_folder(opt, opt_entries(cfg), entries, plat, what="kitty-ops' folder")
-    own = api_keys.own_folder(cfg)
+    own = layout.keys_dir(cfg)
     for name, srv in sorted(api_keys.keyed_servers(cfg).items()):
         if not _under(srv.api_key_file, own):
             files.file(
@@ -359,10 +355,10 @@ def account(cfg: KittyConfig, plat: Platform) -> None:
     name = cfg.paths.service_user
     if not name:
         return
-    marks = host.get_fact(AccountMarks, account=name, os=plat.os, _sudo=plat.sudo) or {}
+    marks = host.get_fact(AccountMarks, account=name, mac=plat.is_mac, _sudo=plat.sudo) or {}
     if not marks.get("exists"):
         return
-    if plat.os == "macos":
+    if plat.is_mac:
         if marks["user"] != service_account.REAL_NAME:
             _kept(f"account {name}: not made by kitty-ops (its RealName is {marks['user'] or 'empty'!r})")
             return
@@ -429,12 +425,12 @@ def application_data(cfg: KittyConfig, plat: Platform, asked: Asked) -> None:
                 continue
             files.directory(name=f"{field} {folder}", path=folder, present=False, _sudo=plat.sudo)
     # Prometheus's targets and jobs, written by kitty-ops wherever they are, and its copies of the keys.
-    for what, path in (("targets", metrics.targets_file(cfg)), ("jobs", metrics.jobs_file(cfg))):
+    for what, path in (("targets", layout.metrics_targets(cfg)), ("jobs", layout.metrics_jobs(cfg))):
         if not (asked.app_data and _under(path, paths.kitty_root)):
             files.file(name=f"Prometheus {what} {path}", path=path, present=False, _sudo=plat.sudo)
     files.directory(
-        name=f"Prometheus's copies of the keys {scrape_keys.folder(cfg)}",
-        path=scrape_keys.folder(cfg),
+        name=f"Prometheus's copies of the keys {layout.prometheus_keys_dir(cfg)}",
+        path=layout.prometheus_keys_dir(cfg),
         present=False,
         _sudo=plat.sudo,
     )
@@ -461,10 +457,10 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
 
 def _kept_lines(cfg: KittyConfig, plat: Platform) -> list[str]:
     lines = list(_KEPT.get(host.state, {}).get(host.name, []))
-    lines.append(f"backups: {restic.folder(cfg)}, if any (remove.py never removes backups)")
+    lines.append(f"backups: {layout.backup_dir(cfg)}, if any (remove.py never removes backups)")
     tools = (
         "Homebrew and its formulae, the power settings"
-        if plat.os == "macos"
+        if plat.is_mac
         else "apt packages, the Docker engine, compose's plugin"
     )
     lines.append(f"prerequisites: {tools} (other software may use them)")

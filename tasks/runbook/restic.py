@@ -29,6 +29,7 @@ from pyinfra.operations import files
 from tasks.app import secrets
 from tasks.config import KittyConfig
 from tasks.engine import operations, templates
+from tasks.host import layout
 from tasks.host.platform import Platform
 
 TAG = "kitty-ops"
@@ -38,16 +39,12 @@ BACKUP_TAG = f"{TAG},backup"
 SAFETY_TAG = f"{TAG},safety"
 
 
-def folder(cfg: KittyConfig) -> str:
-    return cfg.backup.folder or f"{cfg.paths.opt_dir}/backup"
-
-
 def repository(cfg: KittyConfig) -> str:
-    return cfg.backup.repository or f"{folder(cfg)}/repo"
+    return cfg.backup.repository or f"{layout.backup_dir(cfg)}/repo"
 
 
 def password_file(cfg: KittyConfig) -> str:
-    return f"{folder(cfg)}/restic-password"
+    return f"{layout.backup_dir(cfg)}/restic-password"
 
 
 def environment(cfg: KittyConfig) -> dict[str, str]:
@@ -55,7 +52,7 @@ def environment(cfg: KittyConfig) -> dict[str, str]:
     return {
         "RESTIC_REPOSITORY": repository(cfg),
         "RESTIC_PASSWORD_FILE": password_file(cfg),
-        "RESTIC_CACHE_DIR": f"{folder(cfg)}/cache",
+        "RESTIC_CACHE_DIR": f"{layout.backup_dir(cfg)}/cache",
         "BACKUP_HOST": backup_host(),
     }
 
@@ -140,7 +137,9 @@ def password(cfg: KittyConfig) -> str:
 
 def prepare(cfg: KittyConfig, plat: Platform) -> None:
     """The backup folder (0700) and the password file (0600): the same on every run once made."""
-    files.directory(name="Backup folder (0700)", path=folder(cfg), user=plat.user, mode="700", _sudo=plat.sudo)
+    files.directory(
+        name="Backup folder (0700)", path=layout.backup_dir(cfg), user=plat.user, mode="700", _sudo=plat.sudo
+    )
     operations.secret_file(
         name="restic password file (mode 0600, contents never shown)",
         content=password(cfg),

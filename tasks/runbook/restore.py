@@ -20,10 +20,10 @@ from pyinfra.api import deploy, operation
 from pyinfra.api.exceptions import DeployError
 
 from tasks.config import KittyConfig
+from tasks.engine import run_record
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.runbook import backup, restic, shutdown
-
-OUTCOMES: dict[str, dict] = {}
 
 
 def snapshot_id(data) -> str:
@@ -36,7 +36,7 @@ def snapshot_id(data) -> str:
 
 
 def work(cfg: KittyConfig) -> str:
-    return f"{restic.folder(cfg)}/restore"
+    return f"{layout.backup_dir(cfg)}/restore"
 
 
 def required(cfg: KittyConfig) -> list[str]:
@@ -74,7 +74,7 @@ def verify(cfg: KittyConfig, plat: Platform, snapshot: str) -> None:
 @operation(is_idempotent=False)
 def verified(env: dict, sudo: bool):
     """The snapshot's parts under WORK/parts, or a refusal naming what is wrong (host otherwise untouched)."""
-    outcome = OUTCOMES.setdefault(host.name, {}).setdefault("verify", {})
+    outcome = run_record.kept(host, "restore").setdefault("verify", {})
     yield restic.script_step("backup-verify.sh", env, outcome, {"_sudo": sudo} if sudo else {})
 
 
@@ -104,7 +104,7 @@ def restore(cfg: KittyConfig, plat: Platform) -> None:
 
 @operation(is_idempotent=False)
 def restored(env: dict, sudo: bool):
-    outcome = OUTCOMES.setdefault(host.name, {}).setdefault("restore", {})
+    outcome = run_record.kept(host, "restore").setdefault("restore", {})
     yield restic.script_step("backup-restore.sh", env, outcome, {"_sudo": sudo} if sudo else {})
 
 
@@ -113,8 +113,8 @@ def table():
     if not host.state.is_executing:
         host.noop("printed once the restore ran")
         return
-    mine = OUTCOMES.get(host.name, {})
-    safety = backup.OUTCOMES.get(host.name, {}).get("safety", {})
+    mine = run_record.kept(host, "restore")
+    safety = run_record.kept(host, "backup").get("safety", {})
     rows = list(mine.get("verify", {}).get("rows", []))
     rows += [(f"safety {what}", result) for what, result in safety.get("rows", []) if what == "snapshot"]
     rows += mine.get("restore", {}).get("rows", [])

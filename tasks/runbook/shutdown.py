@@ -18,22 +18,20 @@ from __future__ import annotations
 import shlex
 
 from pyinfra import host, logger
-from pyinfra.api import FactBase, FunctionCommand, deploy, operation
+from pyinfra.api import FactBase, FunctionCommand, Host, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks.app import compose, runtime
 from tasks.config import KittyConfig
+from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.host_facts import ListeningPorts
 from tasks.host.platform import Platform
-from tasks.inference import llamacpp, rpc_workers, servers
-from tasks.supervise import Agent, Family, control
+from tasks.inference import rpc_workers, servers
+from tasks.supervise import Family, control
 from tasks.supervise import stop as supervise_stop
-from tasks.supervise.stop import Target
 
 STACK = "application stack"
-# What compose stopped or killed in this run, per host, for the table.
-STACK_OUTCOMES: dict[str, str] = {}
 
 
 def emergency(data) -> bool:
@@ -50,49 +48,36 @@ def roles(groups, data) -> set[str]:
     return mine
 
 
-def _targets(plat: Platform, names: list[str], who, agent: Agent | None = None) -> list[Target]:
-    if plat.supervisor == "launchd":
-        domain = agent.domain if agent else "system"
-        return [Target(who(name), name, "", domain=domain) for name in names]
-    return [Target(who(name), "", name) for name in names]
-
-
 @deploy("Images service")
 def images_service(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     """The API first (no new requests), then the worker (it finishes the image it is making)."""
     family = Family("images service", layout.IMAGES_LABEL_PREFIX, layout.IMAGES_UNIT_PREFIX)
-    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
 
     def who(name: str) -> str:
-        return "images " + name[len(prefix) :].removesuffix(".service")
+        return "images " + supervise_stop.short_name(plat, family, name)
 
     found = sorted(control.installed(cfg, plat, family), key=lambda name: "worker" in name)
-    supervise_stop.stop(plat.supervisor, _targets(plat, found, who), emergency=emergency, sudo=plat.sudo)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, who), emergency=emergency)
 
 
 @deploy("Model servers")
 def model_servers(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     family = Family("model servers", cfg.launchd.label_prefix, layout.SERVER_UNIT_PREFIX)
-    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
 
     def who(name: str) -> str:
-        return "server " + name[len(prefix) :].removesuffix(".service")
+        return "server " + supervise_stop.short_name(plat, family, name)
 
     # LaunchAgents in the admin's GUI session when kitty_launchd.kind is 'agent'.
     agent = servers.launchd_agent(cfg, plat)
     found = control.installed(cfg, plat, family, agent)
-    targets = _targets(plat, found, who, agent)
-    supervise_stop.stop(plat.supervisor, targets, emergency=emergency, sudo=plat.sudo)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, who, agent), emergency=emergency)
 
 
 @deploy("RPC worker")
 def rpc_worker(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
     """llama.cpp's rpc-server, after the model servers that hold part of their model on it."""
-    family = rpc_workers.FAMILY
-    found = control.installed(cfg, plat, family)
-    supervise_stop.stop(
-        plat.supervisor, _targets(plat, found, lambda name: "rpc worker"), emergency=emergency, sudo=plat.sudo
-    )
+    found = control.installed(cfg, plat, rpc_workers.FAMILY)
+    supervise_stop.stop(plat, supervise_stop.targets(plat, found, lambda name: "rpc worker"), emergency=emergency)
 
 
 def docker(cfg: KittyConfig, plat: Platform) -> compose.Docker:
@@ -120,6 +105,11 @@ def running_services(state: dict) -> list[str]:
     return sorted(name for name, c in state["containers"].items() if c["state"] in ("running", "restarting", "paused"))
 
 
+def stack_outcome(on: Host) -> dict:
+    """What compose stopped or killed in this run on the host, for the table: {"stack": what}."""
+    return run_record.kept(on, "stop: the stack")
+
+
 @operation()
 def compose_stopped(command: str, project: str, emergency: bool = False):
     """Every container of the compose project stopped; none removed, no volume touched.
@@ -131,10 +121,10 @@ def compose_stopped(command: str, project: str, emergency: bool = False):
     state = host.get_fact(compose.ComposeState, compose=command, project=project)
     running = running_services(state)
     if not running:
-        STACK_OUTCOMES[host.name] = "already stopped"
+        stack_outcome(host)["stack"] = "already stopped"
         host.noop(f"no container of compose project {project} runs")
         return
-    STACK_OUTCOMES[host.name] = f"{'killed' if emergency else 'stopped'}: {', '.join(running)}"
+    stack_outcome(host)["stack"] = f"{'killed' if emergency else 'stopped'}: {', '.join(running)}"
     yield f"{command} {'kill' if emergency else 'stop'} 2>&1"
 
 
@@ -160,9 +150,9 @@ def process_paths(cfg: KittyConfig, groups: set[str]) -> list[str]:
     """Where KITTY's executables live: a process started from one of these is ours, any other is not."""
     paths = []
     if "inference" in groups:
-        paths.append(f"{llamacpp.root(cfg)}/")
+        paths.append(f"{layout.llamacpp_dir(cfg)}/")
     if "application" in groups:
-        paths.append(f"{cfg.paths.kitty_root}/{cfg.images.path}/.venv/")
+        paths.append(f"{layout.images_venv(cfg)}/")
     return paths
 
 
@@ -219,12 +209,12 @@ def stop_table(ports: dict, paths: list[str], project: str, emergency: bool, com
     listening = host.get_fact(ListeningPorts) or {}
     left = host.get_fact(KittyProcesses, paths=paths) if paths else []
     rows = [(o.name, o.result + (f" ({o.seconds:.0f} s)" if o.seconds is not None else "")) for o in
-            supervise_stop.outcomes(host.name)]  # fmt: skip
+            supervise_stop.outcomes(host)]  # fmt: skip
     problems = []
     if compose_command:
         state = host.get_fact(compose.ComposeState, compose=compose_command, project=project)
         still = running_services(state)
-        rows.append((f"{STACK} ({project})", STACK_OUTCOMES.get(host.name, "-")))
+        rows.append((f"{STACK} ({project})", stack_outcome(host).get("stack", "-")))
         problems += [f"stack {name}: its container still runs" for name in still]
     for port, owner in sorted(ports.items()):
         holder = listening.get(port)

@@ -172,8 +172,7 @@ def rpc_worker_logs(cfg: KittyConfig, plat: Platform) -> str:
 
 
 def compose_logs(cfg: KittyConfig, plat: Platform) -> str:
-    base = "docker-compose" if plat.os == "macos" else "docker compose"
-    return f"{base} -p {cfg.stack.project_name} logs"
+    return f"{' '.join(plat.compose_argv)} -p {cfg.stack.project_name} logs"
 
 
 def probe_command(checks: list[Check]) -> str:

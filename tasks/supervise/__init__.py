@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, replace
-from weakref import WeakKeyDictionary
 
 from pyinfra import host
 from pyinfra.api import FactBase
 from pyinfra.facts.files import FileContents
 
 from tasks.config import KittyConfig
+from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.supervise import changes, launchd, systemd
@@ -134,9 +134,6 @@ def _explained(decision: Decision, program: Program | None, plat: Platform, why:
 
 # --- The restart table ------------------------------------------------------------------
 
-# What each host's converge planned, in order: (name, decision, note). Per pyinfra
-# state (weakly: it goes with its state) and host, so plans of several hosts or tests never mix.
-_PLANNED: WeakKeyDictionary = WeakKeyDictionary()
 WILL = {
     "install": "start",
     "start": "start",
@@ -154,7 +151,13 @@ def _planned(slot: Slot, decision: Decision) -> None:
         return
     name = slot.program.name if slot.program else (slot.name or slot.label or slot.unit)
     note = slot.program.note if slot.program else ""
-    _PLANNED.setdefault(host.state, {}).setdefault(host.name, []).append((name, decision, note))
+    _planned_rows().append((name, decision, note))
+
+
+def _planned_rows() -> list[tuple[str, str, str]]:
+    # What this host's converge planned, in order: (name, decision, note). Per pyinfra run
+    # and host (tasks/engine/run_record.py), so plans of several hosts or tests never mix.
+    return run_record.kept(host, "planned restarts").setdefault("rows", [])
 
 
 def restart_table() -> list[str]:
@@ -163,7 +166,7 @@ def restart_table() -> list[str]:
     Decided at plan time from facts (the record, the definition on the host, what
     `current` will point at), so `--dry` shows exactly what a converge will do.
     """
-    planned = _PLANNED.get(host.state, {}).get(host.name, [])
+    planned = _planned_rows()
     if not planned:
         return []
     rows = [("program", "will", "why", "context")]

@@ -5,9 +5,12 @@
     stop_command / start_command(plat, job)   POSIX sh: stop it (as a converge stops it), start it
     pid_command(plat, job)                POSIX sh: print its main PID (empty when none)
     status_command(plat, job)             POSIX sh: the supervisor's own account of it
+    status_of(plat, output)               that account read: loaded, running, restarts, last exit, pid
     where_to_look(plat, log, job)         "its log, and the command that shows its state"
     installed(cfg, plat, family, agent)   labels or units of a family on the host
+    installed_jobs(cfg, plat, family, agent)  the same as (name after the prefix, Job)
     definition(supervisor, program)       the plist or unit text of a program, as installed
+    has_agents(plat)                      whether GUI-session agents exist here (launchd)
     gui_agent(plat, required)             the admin's GUI session as a home for LaunchAgents
 
 bench, diagnose, verify, shutdown and the steps use these and never say `launchctl` or
@@ -18,6 +21,7 @@ one helper for every init system).
 
 from __future__ import annotations
 
+import re
 import shlex
 from dataclasses import dataclass
 
@@ -75,6 +79,36 @@ def status_command(plat: Platform, job: Job) -> str:
     return f"systemctl show -p {props} {shlex.quote(job.unit)}"
 
 
+def status_of(plat: Platform, output: str) -> dict:
+    """What status_command printed, read: {"loaded", "running", "restarts": int | None,
+    "last_exit": str | None, "pid": int | None, "state": for people}."""
+    if plat.supervisor == "systemd":
+        fields = dict(line.split("=", 1) for line in output.splitlines() if "=" in line)
+        pid = int(fields.get("MainPID", "0") or 0)
+        restarts = fields.get("NRestarts", "")
+        return {
+            "loaded": fields.get("LoadState") == "loaded",
+            "running": fields.get("ActiveState") == "active" and fields.get("SubState") == "running",
+            "restarts": int(restarts) if restarts.isdigit() else None,
+            "last_exit": fields.get("ExecMainStatus") or None,
+            "pid": pid or None,
+            "state": f"{fields.get('ActiveState', '?')}/{fields.get('SubState', '?')}",
+        }
+    found = {
+        key: re.search(rf"^\s*{key} = (.*)$", output, re.MULTILINE)
+        for key in ("state", "pid", "runs", "last exit code")
+    }
+    value = {key: (m.group(1).strip() if m else None) for key, m in found.items()}
+    return {
+        "loaded": value["state"] is not None,
+        "running": value["state"] == "running",
+        "restarts": max(int(value["runs"]) - 1, 0) if (value["runs"] or "").isdigit() else None,
+        "last_exit": value["last exit code"],
+        "pid": int(value["pid"]) if (value["pid"] or "").isdigit() else None,
+        "state": value["state"] or "not loaded",
+    }
+
+
 def where_to_look(plat: Platform, log: str, job: Job) -> str:
     """For people: the program's log, and the command that shows what the supervisor knows."""
     if plat.supervisor == "launchd":
@@ -94,6 +128,19 @@ def definition(supervisor: str, program: Program) -> str:
     return launchd.render(program) if supervisor == "launchd" else systemd.render(program)
 
 
+def installed_jobs(
+    cfg: KittyConfig, plat: Platform, family: Family, agent: Agent | None = None
+) -> list[tuple[str, Job]]:
+    """Each installed member of `family` as (its name after the family's prefix, its Job)."""
+    launchd = plat.supervisor == "launchd"
+    prefix = family.label_prefix if launchd else family.unit_prefix
+    found = []
+    for name in installed(cfg, plat, family, agent):
+        rest = name[len(prefix) :].removesuffix(".service")
+        found.append((rest, Job(name, "", agent) if launchd else Job("", name)))
+    return found
+
+
 class GuiSession(FactBase[dict]):
     """The connecting user's uid, and whether its GUI login session (launchd's gui/<uid>) exists now."""
 
@@ -104,6 +151,12 @@ class GuiSession(FactBase[dict]):
         lines = [line.strip() for line in output]
         uid = int(lines[0]) if lines and lines[0].isdigit() else None
         return {"uid": uid, "session": len(lines) > 1 and lines[1] == "session"}
+
+
+def has_agents(plat: Platform) -> bool:
+    """Whether programs can run as agents of a GUI session (launchd's LaunchAgents) beside the
+    system's own (LaunchDaemons): so a family may have jobs of both kinds to look for."""
+    return plat.supervisor == "launchd"
 
 
 def gui_agent(plat: Platform, required: bool) -> Agent | None:

@@ -25,20 +25,21 @@ import shlex
 from dataclasses import dataclass
 
 from pyinfra import host, logger
-from pyinfra.api import FunctionCommand, operation
+from pyinfra.api import FunctionCommand, Host, operation
 from pyinfra.api.exceptions import OperationError
 from pyinfra.facts.systemd import SystemdEnabled, SystemdStatus
 
+from tasks.engine import run_record
 from tasks.engine.operations import connector_arguments
+from tasks.host.platform import Platform
 from tasks.supervise.launchd import DOMAIN, LaunchdJob, exit_timeout_command
+from tasks.supervise.program import Agent, Family
 
 MARK = "kitty-stop"
 # Seconds to wait, beyond the program's own stop timeout, for the supervisor to let it go.
 GRACE = 15
 # The job's PID in `launchctl print`, for sed -n.
 PID_LINE = r"s/^[[:space:]]*pid = \([0-9][0-9]*\).*/\1/p"
-# What the stops of this run found, per host: {host name: [Outcome, ...]}.
-OUTCOMES: dict[str, list[Outcome]] = {}
 
 
 @dataclass(frozen=True)
@@ -63,15 +64,36 @@ class Outcome:
     seconds: float | None = None
 
 
-def outcomes(host_name: str) -> list[Outcome]:
-    return list(OUTCOMES.get(host_name, []))
+def outcomes(on: Host) -> list[Outcome]:
+    """What the stops of this run found on the host, in the order they were noted."""
+    return list(_found(on).values())
 
 
-def stop(supervisor: str, targets: list[Target], *, emergency: bool, sudo: bool) -> None:
+def _found(on: Host) -> dict[str, Outcome]:
+    return run_record.kept(on, "stop: supervised programs")
+
+
+def targets(plat: Platform, names: list[str], who, agent: Agent | None = None) -> list[Target]:
+    """The programs `names` (labels or units, as control.installed found them) as targets; `who(name)`
+    names each for people; `agent`: they are LaunchAgents in that GUI session."""
+    if plat.supervisor == "launchd":
+        domain = agent.domain if agent else DOMAIN
+        return [Target(who(name), name, "", domain=domain) for name in names]
+    return [Target(who(name), "", name) for name in names]
+
+
+def short_name(plat: Platform, family: Family, name: str) -> str:
+    """A label or unit of `family` without the family's prefix: `q4` of kitty-llama-q4.service."""
+    prefix = family.label_prefix if plat.supervisor == "launchd" else family.unit_prefix
+    return name[len(prefix) :].removesuffix(".service")
+
+
+def stop(plat: Platform, targets: list[Target], *, emergency: bool) -> None:
     """One operation per target, in the order given (the manual's: images API before its worker, ...)."""
+    sudo = plat.sudo
     for target in targets:
         verb = "kill" if emergency else "stop"
-        if supervisor == "launchd":
+        if plat.supervisor == "launchd":
             job_stopped(
                 name=f"{target.name}: {verb} and keep off at boot ({target.label})",
                 target=target,
@@ -103,7 +125,7 @@ def job_stopped(target: Target, emergency: bool = False, sudo: bool = False):
         raise OperationError(f"launchctl print {service} failed ({status['error']}): cannot tell if it runs")
     if not status["loaded"] and status["disabled"]:
         host.noop(f"{service} is not loaded and disabled at boot")
-        _note(host.name, Outcome(target.name, "already stopped"))
+        _note(host, Outcome(target.name, "already stopped"))
         return
     quoted = shlex.quote(service)
     steps = [f"launchctl disable {quoted}"]
@@ -152,7 +174,7 @@ def unit_stopped(target: Target, emergency: bool = False, sudo: bool = False):
     enabled = bool((host.get_fact(SystemdEnabled, services=unit) or {}).get(unit))
     if not active and not enabled:
         host.noop(f"{unit} is stopped and disabled at boot")
-        _note(host.name, Outcome(target.name, "already stopped"))
+        _note(host, Outcome(target.name, "already stopped"))
         return
     quoted = shlex.quote(unit)
     if emergency:
@@ -183,7 +205,7 @@ def _run_stop(state, host, name: str, command: str, was_running: bool, emergency
     if not ok:
         for line in output.stderr_lines[-5:]:
             host.log_styled(line, fg="red", log_func=logger.error)
-        _note(host.name, Outcome(name, "failed to stop"))
+        _note(host, Outcome(name, "failed to stop"))
         return False
     seconds, killed = _parse(output.stdout_lines)
     if not was_running:
@@ -195,7 +217,7 @@ def _run_stop(state, host, name: str, command: str, was_running: bool, emergency
     if result == "killed":
         host.log_styled(f"{name}: still running at its stop timeout, killed by the supervisor", fg="yellow",
                         log_func=logger.warning)  # fmt: skip
-    _note(host.name, Outcome(name, result, seconds))
+    _note(host, Outcome(name, result, seconds))
     return True
 
 
@@ -213,7 +235,8 @@ def _parse(lines: list[str]) -> tuple[float | None, bool]:
     return None, False
 
 
-def _note(host_name: str, outcome: Outcome) -> None:
+def _note(on: Host, outcome: Outcome) -> None:
     # Planning and executing both evaluate an operation: keep one outcome per program, the latest.
-    found = [o for o in OUTCOMES.get(host_name, []) if o.name != outcome.name]
-    OUTCOMES[host_name] = [*found, outcome]
+    found = _found(on)
+    found.pop(outcome.name, None)
+    found[outcome.name] = outcome

@@ -262,10 +262,11 @@ class FirewallState(FactBase):
     "enabled": pf is on (macOS), "unit": the boot unit is enabled (Linux)}. The live ruleset is
     read only where our file is: a host that never had one is not asked (nft or pfctl unused)."""
 
-    def command(self, os: str) -> str:
+    def command(self, firewall: str) -> str:
+        """`firewall`: "pf" or "nftables" (Platform.firewall)."""
         # nft's table comment, pf's rule labels: "kitty-ops <hash>" (BSD sed: no \| in a pattern).
         loaded = "sed -n 's/.*\"kitty-ops \\([0-9a-f]*\\)\".*/loaded \\1/p' | head -n 1"
-        if os == "macos":
+        if firewall == "pf":
             return (
                 f"if [ -f {PF_FILE} ]; then echo file; "
                 f"{PFCTL} -a {PF_ANCHOR} -sr 2>/dev/null | {loaded}; "
@@ -297,14 +298,14 @@ class FirewallState(FactBase):
 def converge(cfg: KittyConfig, plat: Platform) -> None:
     """This host's firewall as the placement wants it: loaded, kept at boot, or removed with the last port."""
     rules = wanted()
-    state = host.get_fact(FirewallState, os=plat.os, _sudo=plat.sudo) or {}
+    state = host.get_fact(FirewallState, firewall=plat.firewall, _sudo=plat.sudo) or {}
     if not rules:
         if state.get("file"):
             _remove(cfg, plat)
         return
     mark = digest(rules)
     names = ", ".join(f"{r.what} ({r.port})" for r in rules)
-    if plat.os == "macos":
+    if plat.firewall == "pf":
         _root_file(f"pf anchor: {names}", render_pf(rules), PF_FILE, "wheel", plat)
         if state.get("loaded") != mark or not state.get("enabled"):
             server.shell(
@@ -336,7 +337,7 @@ def converge(cfg: KittyConfig, plat: Platform) -> None:
 @deploy("Firewall removed")
 def remove(cfg: KittyConfig, plat: Platform) -> None:
     """The table or anchor, its file and its boot job, whatever the placement says (remove.py)."""
-    state = host.get_fact(FirewallState, os=plat.os, _sudo=plat.sudo) or {}
+    state = host.get_fact(FirewallState, firewall=plat.firewall, _sudo=plat.sudo) or {}
     if state.get("file"):
         _remove(cfg, plat)
 
@@ -349,7 +350,7 @@ def _root_file(name: str, text: str, dest: str, group: str, plat: Platform, **mo
 
 
 def _remove(cfg: KittyConfig, plat: Platform) -> None:
-    if plat.os == "macos":
+    if plat.firewall == "pf":
         server.shell(
             name=f"Remove the pf anchor {PF_ANCHOR} (no server beyond loopback here)",
             commands=[f"{PFCTL} -a {PF_ANCHOR} -F all 2>/dev/null || true", f"rm -f {PF_FILE}"],

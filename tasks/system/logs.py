@@ -31,12 +31,12 @@ LOGROTATE_CONF = "/etc/logrotate.d/kitty"
 
 
 def config_path(plat: Platform) -> str:
-    return NEWSYSLOG_CONF if plat.os == "macos" else LOGROTATE_CONF
+    return {"newsyslog": NEWSYSLOG_CONF, "logrotate": LOGROTATE_CONF}[plat.log_rotator]
 
 
 def render(cfg: KittyConfig, plat: Platform, group: str | None = None) -> str:
     """`group`: the logs folder's group that the service account writes through (service_account.logs_group)."""
-    template = "newsyslog.conf.j2" if plat.os == "macos" else "logrotate.conf.j2"
+    template = {"newsyslog": "newsyslog.conf.j2", "logrotate": "logrotate.conf.j2"}[plat.log_rotator]
     return host_file.render(
         template,
         logs_dir=cfg.paths.logs_dir,
@@ -50,15 +50,14 @@ def render(cfg: KittyConfig, plat: Platform, group: str | None = None) -> str:
 
 @deploy("Log rotation")
 def rotate(cfg: KittyConfig, plat: Platform) -> None:
-    linux_without = plat.os == "linux" and "logrotate" not in cfg.packages.apt
-    if linux_without:
+    if plat.log_rotator == "logrotate" and "logrotate" not in cfg.packages.apt:
         # The prerequisites install it when kitty_packages.apt lists it (the default); data
         # that drops it from the list still gets it. Its systemd timer runs it daily.
         prerequisites.install_apt_missing(
             ["logrotate"], plat, refresh_name="Refresh the apt index for logrotate", install_name="Install logrotate"
         )
     host_file.content(
-        name=f"Rotate the KITTY logs ({'newsyslog' if plat.os == 'macos' else 'logrotate'})",
+        name=f"Rotate the KITTY logs ({plat.log_rotator})",
         path=config_path(plat),
         text=render(cfg, plat, service_account.logs_group(cfg)),
         mode="644",

@@ -261,7 +261,7 @@ def bootstrap(cfg: KittyConfig, plat: Platform, gpu: bool = True) -> None:
 
 def unattended_restart_warning(cfg: KittyConfig, plat: Platform | None = None) -> str | None:
     """Why this Mac would not come back by itself after a power cut, or None; for the plan and the health table."""
-    if (plat is not None and plat.os != "macos") or cfg.macos.filevault == "ignore":
+    if (plat is not None and not plat.is_mac) or cfg.macos.filevault == "ignore":
         return None
     if host.get_fact(FileVault) != "on":
         return None

@@ -274,10 +274,10 @@ def memory_facts() -> tuple[int, int | None]:
     return memory, current if isinstance(current, int) else None
 
 
-def mlock_warnings(cfg: KittyConfig, os: str) -> list[str]:
-    """Enabled servers whose mlock load mode will not lock on this OS: a systemd unit keeps the default
-    RLIMIT_MEMLOCK (a few MiB), so llama.cpp warns "failed to mlock" and loads unlocked."""
-    if os == "macos":
+def mlock_warnings(cfg: KittyConfig, mlock_allowed: bool) -> list[str]:
+    """Enabled servers whose mlock load mode will not lock here (Platform.mlock_allowed): llama.cpp
+    warns "failed to mlock" and loads unlocked."""
+    if mlock_allowed:
         return []
     return [
         f"kitty_servers.{name}.load_mode: {server.load_mode} on Linux locks nothing: the unit keeps the default "
@@ -289,9 +289,10 @@ def mlock_warnings(cfg: KittyConfig, os: str) -> list[str]:
 
 def check(cfg: KittyConfig, plat: Platform) -> Budget | None:
     """Stop the deploy, before any download or restart, when the enabled servers cannot fit."""
-    for warning in context_warnings(cfg) + mlock_warnings(cfg, plat.os):
+    for warning in context_warnings(cfg) + mlock_warnings(cfg, plat.mlock_allowed):
         logger.warning(f"{host.name}: {warning}")
-    if plat.os != "macos":
+    # The Mac's GPU shares its memory, up to the wired limit; a Linux GPU has its own.
+    if not plat.is_mac:
         return None
     memory, _ = memory_facts()
     try:

@@ -9,6 +9,7 @@ from pyinfra.facts.deb import DebPackages
 from pyinfra.operations import apt, brew, files, pip
 
 from tasks.config import KittyConfig
+from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.system.prerequisites_facts import DistInfos, has_pinned_distribution
 
@@ -59,7 +60,7 @@ def install_apt_missing(
 
 def _hf_venv(cfg: KittyConfig, plat: Platform) -> None:
     # Debian's packages lag far behind the `hf` CLI the models step uses: a pinned venv of our own.
-    venv = f"{cfg.paths.opt_dir}/hf"
+    venv = layout.hf_dir(cfg)
     files.directory(name="Hugging Face CLI folder", path=venv, user=plat.user, _sudo=plat.sudo)
     pip.virtualenv(name="Hugging Face CLI venv", path=venv, python="python3", venv=True)
     # The pinned version already there: nothing to ask pip (whose `pip list` alone takes 1-2 s).

@@ -115,7 +115,7 @@ def ensure(cfg: KittyConfig, plat: Platform) -> None:
     existing = host.get_fact(Account, account=name)
     if existing:
         _refuse_closed_paths(cfg, name)
-    if plat.os == "macos":
+    if plat.is_mac:
         macos_account(name=f"Service account {name} (hidden, no login)", account=name, _sudo=plat.sudo)
     elif not existing:
         # Debian's useradd -r also creates a group of the same name.

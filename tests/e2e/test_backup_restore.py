@@ -22,6 +22,7 @@ import pytest
 
 from sandbox import converge as sandbox_converge
 from tasks.app import secrets
+from tasks.host import layout
 from tasks.runbook import restic
 from tests.e2e.conftest import Converge, sandbox_config, ssh
 
@@ -167,7 +168,7 @@ def test_backup_destroy_restore_and_refusal(sandbox, first_converge, canaries, t
     assert f"s3 {BUCKET}  {len(sizes)} objects" in taken.output, taken.output[-3000:]
 
     # The repository holds the .env encrypted: no canary in clear anywhere under the backup folder.
-    folder = restic.folder(cfg)
+    folder = layout.backup_dir(cfg)
     # (The restic password's own 0600 file excepted: that is where it belongs.)
     assert ssh(sandbox, f"sudo stat -c %a {restic.password_file(cfg)}").stdout.strip() == "600"
     assert not files_with(sandbox, canaries, folder, exclude="restic-password"), f"a secret in clear under {folder}"
@@ -226,7 +227,7 @@ def test_a_backup_killed_halfway_leaves_no_snapshot_restore_would_take(sandbox, 
     what it was."""
     cfg = sandbox_config()
     # A repository of its own: the test above damages the default one on purpose.
-    repository = f"{restic.folder(cfg)}/repo-killed"
+    repository = f"{layout.backup_dir(cfg)}/repo-killed"
     good = overrides(tmp_path / "good", repository=repository)
     # Throttled so the copy of a 6 MB object takes ~12 s: time to kill it while it runs.
     slow = overrides(tmp_path / "slow", repository=repository, s3_bwlimit="512K")
@@ -246,7 +247,7 @@ def test_a_backup_killed_halfway_leaves_no_snapshot_restore_would_take(sandbox, 
                               text=True, start_new_session=True)  # fmt: skip
     try:
         # The script's PID (written beside its staging folder), once the bucket copy runs.
-        stage = f"{restic.folder(cfg)}/staging"
+        stage = f"{layout.backup_dir(cfg)}/staging"
         pid = ""
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline and backup.poll() is None:

@@ -71,7 +71,7 @@ def prometheus(sandbox, first_converge, tmp_path):
         "global: {scrape_interval: 1s, evaluation_interval: 5s}\n"
         "scrape_configs:\n"
         "  - job_name: kitty-llama\n"
-        f"    file_sd_configs: [{{files: [{json.dumps(metrics.targets_file(cfg))}], refresh_interval: 2s}}]\n"
+        f"    file_sd_configs: [{{files: [{json.dumps(layout.metrics_targets(cfg))}], refresh_interval: 2s}}]\n"
     )
     ssh(sandbox, f"cat > {PROM_DIR}/prometheus.yml <<'EOF'\n{config}EOF")
     started = ssh(

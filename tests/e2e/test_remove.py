@@ -98,7 +98,7 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
         assert "server q4: stop and remove (host taken out)" in planned.output
         assert "will keep: model files" in planned.output
         assert all(listening(port) for port in ports), "--dry stopped something"
-        assert exists(sandbox, llamacpp.root(cfg))
+        assert exists(sandbox, layout.llamacpp_dir(cfg))
 
         result = remove(sandbox)
         assert result.code == 0, result.output[-4000:]
@@ -112,7 +112,13 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
         for unit in units:
             assert ssh(sandbox, f"systemctl is-active {unit}", check=False).stdout.strip() != "active"
         assert not exists(sandbox, logs.LOGROTATE_CONF)
-        for path in (llamacpp.root(cfg), layout.state_dir(cfg), f"{opt}/keys", f"{opt}/hf", layout.wait_script(cfg)):
+        for path in (
+            layout.llamacpp_dir(cfg),
+            layout.state_dir(cfg),
+            f"{opt}/keys",
+            f"{opt}/hf",
+            layout.wait_script(cfg),
+        ):
             assert not exists(sandbox, path), f"{path} is still there"
         assert ssh(sandbox, f"ls -A {opt}").stdout.split() == [FOREIGN_FILE]
         # Kept, and said where: the models, the app's folder and its volumes.

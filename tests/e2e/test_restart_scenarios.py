@@ -11,7 +11,6 @@ from __future__ import annotations
 import pytest
 
 from tasks.host import layout
-from tasks.inference import llamacpp
 from tests.e2e.conftest import converge, sandbox_config, sandbox_data, ssh
 
 pytestmark = pytest.mark.e2e
@@ -82,7 +81,7 @@ def test_a_disabled_and_a_deleted_server_are_removed(sandbox, first_converge, tm
 def test_a_converge_stopped_after_current_moved_is_finished_by_the_next(sandbox, first_converge, tmp_path):
     """As if a converge moved `current` and died before the restarts: the record still names the old build."""
     cfg = sandbox_config()
-    root = llamacpp.root(cfg)
+    root = layout.llamacpp_dir(cfg)
     current = ssh(sandbox, f"readlink {root}/current").stdout.strip()
     # Pretend each server was started on another build: the record is the host's only memory of it.
     records = layout.records_dir(cfg)

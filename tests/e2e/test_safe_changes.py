@@ -47,7 +47,7 @@ def host_files(name: str, kept: bool = True) -> str:
     records = f"{layout.records_dir(cfg)}/*" if kept else f"{layout.records_dir(cfg)}/*.started"
     return ssh(
         name,
-        f"sha1sum /etc/systemd/system/kitty-llama-* {records}; readlink {llamacpp.root(cfg)}/current",
+        f"sha1sum /etc/systemd/system/kitty-llama-* {records}; readlink {layout.llamacpp_dir(cfg)}/current",
     ).stdout
 
 
@@ -104,7 +104,7 @@ def test_a_server_that_dies_at_start_is_rolled_back_fast_and_the_next_good_conve
 
 def test_a_build_whose_server_cannot_start_puts_current_back(sandbox, first_converge, tmp_path):
     cfg = sandbox_config()
-    root = llamacpp.root(cfg)
+    root = layout.llamacpp_dir(cfg)
     good = ssh(sandbox, f"readlink {root}/current").stdout.strip()
     kitty1 = {"kitty_llamacpp": {**sandbox_data()["kitty_llamacpp"], "ref": "b11434-kitty1"}}
     # The new build, made and switched to, then back: it stays on the host beside the good one.

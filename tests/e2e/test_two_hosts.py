@@ -30,7 +30,8 @@ import pytest
 
 from sandbox import converge as sandbox_converge
 from tasks import config
-from tasks.inference import metrics, scrape_keys
+from tasks.host import layout
+from tasks.inference import scrape_keys
 from tests.e2e.conftest import NAME, ROOT, converge, sandbox_data, split_server, ssh, wait_healthy
 from tests.e2e.test_observability import prometheus_binary
 
@@ -292,10 +293,10 @@ def prometheus(hosts, wired, tmp_path_factory):
     its config: 2.42 predates scrape_config_files) and one job of this test's that sends no key."""
     binary = prometheus_binary(tmp_path_factory.mktemp("prometheus"))
     cfg = config.load({**hosts.data, **hosts.overrides()})
-    jobs = ssh(NAME, f"cat {metrics.jobs_file(cfg)}").stdout
+    jobs = ssh(NAME, f"cat {layout.metrics_jobs(cfg)}").stdout
     no_key = (
         "  - job_name: no-key\n"
-        f"    file_sd_configs: [{{files: [{json.dumps(metrics.targets_file(cfg))}], refresh_interval: 2s}}]\n"
+        f"    file_sd_configs: [{{files: [{json.dumps(layout.metrics_targets(cfg))}], refresh_interval: 2s}}]\n"
         "    relabel_configs:\n"
         "      - {source_labels: [__kitty_job], regex: kitty-llama-q4, action: keep}\n"
     )
@@ -346,7 +347,7 @@ def test_as_prometheus_scrapes_bs_keyed_server_with_a_copy_of_its_key_only_prome
     q4 = hosts.servers["q4"]["port"]
     key = (hosts.keys / "q4.key").read_text().strip()
     # A's targets: B's q4 at the address A's .env uses, sent to its keyed job; A's own servers on loopback.
-    targets = {e["labels"]["server"]: e for e in json.loads(ssh(NAME, f"cat {metrics.targets_file(cfg)}").stdout)}
+    targets = {e["labels"]["server"]: e for e in json.loads(ssh(NAME, f"cat {layout.metrics_targets(cfg)}").stdout)}
     assert targets["q4"]["targets"] == [f"{hosts.b}:{q4}"] and env_line("LLAMACPP_Q4_HOST") == f"http://{hosts.b}:{q4}"
     assert targets["q4"]["labels"] == {
         "server": "q4",
@@ -359,7 +360,7 @@ def test_as_prometheus_scrapes_bs_keyed_server_with_a_copy_of_its_key_only_prome
     copy = scrape_keys.key_path(cfg, "q4")
     assert ssh(NAME, f"sudo stat -c '%a %U' {copy}").stdout.split() == ["600", PROMETHEUS_USER]
     assert ssh(NAME, f"cat {copy}", check=False).returncode != 0
-    for path in (metrics.targets_file(cfg), metrics.jobs_file(cfg)):
+    for path in (layout.metrics_targets(cfg), layout.metrics_jobs(cfg)):
         assert key not in ssh(NAME, f"cat {path}").stdout, path
     assert key not in wired.output
 
@@ -451,5 +452,5 @@ def test_after_the_move_as_prometheus_scrapes_q4_on_a_and_bs_address_left_its_ta
 
     found = wait_for_targets("q4 on A's loopback, alone", moved)
     assert not [t for t in found if hosts.b in t["scrapeUrl"]], found
-    assert hosts.b not in ssh(NAME, f"cat {metrics.targets_file(cfg)}").stdout
+    assert hosts.b not in ssh(NAME, f"cat {layout.metrics_targets(cfg)}").stdout
     assert ssh(NAME, f"sudo test -e {scrape_keys.key_path(cfg, 'q4')}", check=False).returncode == 1

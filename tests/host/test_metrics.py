@@ -6,6 +6,7 @@ import shlex
 
 import pytest
 
+from tasks.host import layout
 from tasks.inference import metrics
 from tasks.inference import servers as server_tasks
 from tests.host import checks
@@ -31,7 +32,7 @@ def test_model_server_is_a_prometheus_target(host, kitty, server):
     srv = kitty.servers[server]
     if not srv.metrics:
         pytest.skip(f"kitty_servers.{server}.metrics is off")
-    path = metrics.targets_file(kitty)
+    path = layout.metrics_targets(kitty)
     listed = host.run(f"cat {shlex.quote(path)}")
     assert listed.rc == 0, f"model server {server}: no target file {path}"
     entries = {e["labels"]["server"]: e for e in json.loads(listed.stdout)}

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from sandbox.macsim import macsim
 from tasks import config
+from tasks.host import layout
 from tasks.host.platform import BREW_PREFIX, Platform
 from tasks.inference import llamacpp
 
@@ -156,11 +157,11 @@ class SimMac:
         llama = {**group_data(overrides)["kitty_llamacpp"], "ref": ref}
         cfg = config.load(group_data({**overrides, "kitty_llamacpp": llama}))
         build = llamacpp.wanted_build(cfg, MAC)
-        prefix = f"{llamacpp.root(cfg)}/builds/{build.id}"
+        prefix = f"{layout.llamacpp_dir(cfg)}/builds/{build.id}"
         record = json.dumps({"ref": ref, "commit": commit or "0" * 40, "cmake_args": " ".join(build.cmake_args)})
         self.check(
-            f"install -d -o admin {shlex.quote(cfg.paths.opt_dir)} {shlex.quote(llamacpp.root(cfg))} "
-            f"{shlex.quote(llamacpp.root(cfg) + '/builds')} && mkdir -p {shlex.quote(prefix)}/bin && "
+            f"install -d -o admin {shlex.quote(cfg.paths.opt_dir)} {shlex.quote(layout.llamacpp_dir(cfg))} "
+            f"{shlex.quote(layout.llamacpp_dir(cfg) + '/builds')} && mkdir -p {shlex.quote(prefix)}/bin && "
             f"cat > {shlex.quote(prefix)}/bin/llama-server && chmod 755 {shlex.quote(prefix)}/bin/llama-server && "
             f"echo {shlex.quote(record)} > {shlex.quote(prefix)}/build.json && chown -R admin {shlex.quote(prefix)}",
             input=STUB.read_text(),

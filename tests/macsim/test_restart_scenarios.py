@@ -17,7 +17,6 @@ import pytest
 
 from tasks import config
 from tasks.host import layout
-from tasks.inference import llamacpp
 from tests.macsim.harness import group_data
 
 pytestmark = pytest.mark.e2e
@@ -129,7 +128,7 @@ def test_a_job_deleted_from_group_data_is_booted_out_and_its_plist_removed(mac):
 
 
 def test_a_converge_stopped_after_current_moved_is_finished_by_the_next(mac):
-    root = llamacpp.root(CFG)
+    root = layout.llamacpp_dir(CFG)
     for name in CFG.enabled_servers():
         record = f"{layout.records_dir(CFG)}/{label(name)}.started"
         mac.check(f"sed -i '' 's|^input llama.cpp=.*|input llama.cpp={root}/builds/an-older-build|' {record}")
@@ -187,7 +186,7 @@ def test_a_job_that_dies_at_start_is_reported_fast_and_its_previous_plist_put_ba
 
 
 def test_a_build_whose_server_cannot_start_puts_current_back(mac):
-    root = llamacpp.root(CFG)
+    root = layout.llamacpp_dir(CFG)
     good = mac.check(f"readlink {root}/current").strip()
     bad = mac.seed_build("b11600")
     binary = f"{root}/builds/{bad}/bin/llama-server"

@@ -6,6 +6,7 @@ import shlex
 from pathlib import Path
 
 from tasks import config
+from tasks.host import layout
 from tasks.inference import llamacpp
 from tests.plan import launchd_facts
 from tests.plan.harness import simulated_platform
@@ -80,7 +81,7 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     plat = simulated_platform(os, user, arch)
     commit = UPSTREAM.get(cfg.llamacpp.ref)
     wanted = llamacpp.wanted_build(cfg, plat, commit)
-    root = llamacpp.root(cfg)
+    root = layout.llamacpp_dir(cfg)
     group = "staff" if os == "macos" else user
     answers = {}
     for ref, sha in UPSTREAM.items():

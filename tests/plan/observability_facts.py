@@ -37,6 +37,6 @@ def converged(data: dict, *, os: str, user: str = "admin", inference: bool = Tru
 def metrics_files(cfg: config.KittyConfig, owner: str) -> dict:
     """The Prometheus targets and scrape jobs (tasks/inference/metrics.py) as the deploy writes them for `cfg`."""
     return {
-        **file_state(metrics.targets_file(cfg), metrics.render(cfg, HOSTNAME), user=owner),
-        **file_state(metrics.jobs_file(cfg), metrics.render_jobs(cfg), user=owner),
+        **file_state(layout.metrics_targets(cfg), metrics.render(cfg, HOSTNAME), user=owner),
+        **file_state(layout.metrics_jobs(cfg), metrics.render_jobs(cfg), user=owner),
     }

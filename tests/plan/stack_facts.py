@@ -36,7 +36,7 @@ def checkout(cfg: config.KittyConfig, *, head: str | None = HEAD, wanted: str | 
 
 def env_file(cfg: config.KittyConfig, user: str, content: str | None = None, mode: str = "rw-------") -> dict:
     """The .env as rendered now (or `content`): File and Sha256File facts."""
-    path = secrets.env_path(cfg)
+    path = layout.env_file(cfg)
     text = secrets.render_env(cfg, secrets.secret_values(cfg.stack, ROOT)) if content is None else content
     return {
         f"sha256sum {path} ": f"{hashlib.sha256(text.encode()).hexdigest()}  {path}",
@@ -80,7 +80,7 @@ def colima_plist(cfg: config.KittyConfig, plat: Platform) -> str:
 def colima(cfg: config.KittyConfig, plat: Platform, *, loaded: bool = True, plist: str | None = "same") -> dict:
     """colima's LaunchDaemon as kitty-ops left it: loaded, its plist as rendered, a record of its start,
     and its start wrapper (templates/colima-start.sh)."""
-    wrapper = observability_facts.file_state(runtime.colima_wrapper(cfg), runtime.COLIMA_WRAPPER.read_text(), "755")
+    wrapper = observability_facts.file_state(layout.colima_wrapper(cfg), runtime.COLIMA_WRAPPER.read_text(), "755")
     return wrapper | supervise_facts.program(
         colima_program(cfg, plat),
         os="macos",
@@ -116,7 +116,7 @@ def converged(data: dict, *, os: str, user: str, arch: str = "x86_64") -> dict:
     cfg = config.load(data)
     plat = simulated_platform(os, user, arch)
     group = "staff" if os == "macos" else user
-    kind = runtime.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else runtime.RUNTIMES[os][0]
+    kind = runtime.runtime_of(cfg.stack, plat) if cfg.stack.runtime != "auto" else plat.container_runtimes[0]
     facts = {
         **checkout(cfg),
         **env_file(cfg, user),

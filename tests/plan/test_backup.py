@@ -6,6 +6,7 @@ import pytest
 from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config
+from tasks.host import layout
 from tasks.runbook import restic
 from tests.plan import hosts, stack_facts
 from tests.plan.harness import plan, simulated_platform
@@ -58,7 +59,7 @@ def test_the_script_is_told_the_compose_project_the_datastores_and_the_keep_rule
 
     env = backup.script_env(CFG, simulated_platform("linux", "admin", "x86_64"), restic.TAG)
     assert env["PG_SERVICE"] == "postgres" and env["REDIS_SERVICE"] == "redis"
-    assert "-p kitty " in env["COMPOSE"] and env["STAGE"].startswith(restic.folder(CFG))
+    assert "-p kitty " in env["COMPOSE"] and env["STAGE"].startswith(layout.backup_dir(CFG))
     assert env["KEEP"] == "--keep-last 7 --keep-daily 7 --keep-weekly 4 --keep-monthly 6"
     assert restic.script_command(env).get_masked_value().startswith("env ")
 

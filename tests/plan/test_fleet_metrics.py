@@ -16,6 +16,7 @@ import sys
 
 import pytest
 
+from tasks.host import layout
 from tasks.inference import api_keys, metrics, scrape_keys
 from tests.plan import multihost
 from tests.plan.test_placement import (
@@ -52,9 +53,10 @@ def test_a_fresh_app_mac_gets_every_macs_targets_a_job_per_key_and_a_copy_of_the
     rules = firewall_rules(two, MAC2)
     # Mac 1 converged but for its Prometheus files: as it was before this feature.
     facts = {MAC1: converged_mac(cfgs[MAC1], app=True), MAC2: converged_mac(cfgs[MAC2], app=False, rules=rules)}
-    for key in [k for k in facts[MAC1] if metrics.targets_file(cfgs[MAC1]) in k or metrics.jobs_file(cfgs[MAC1]) in k]:
+    files = (layout.metrics_targets(cfgs[MAC1]), layout.metrics_jobs(cfgs[MAC1]))
+    for key in [k for k in facts[MAC1] if any(f in k for f in files)]:
         del facts[MAC1][key]
-    facts[MAC1] = {k: v for k, v in facts[MAC1].items() if scrape_keys.folder(cfgs[MAC1]) not in k}
+    facts[MAC1] = {k: v for k, v in facts[MAC1].items() if layout.prometheus_keys_dir(cfgs[MAC1]) not in k}
     plans = multihost.plan_hosts(with_facts(two, facts))
     names = [op.name for op in plans[MAC1].ops]
     assert names == ["Folder of Prometheus's copies of the servers' keys", F16_COPY, TARGETS, JOBS], names

@@ -127,7 +127,10 @@ def test_fresh_linux_plans_venv_then_pip_then_both_units_installed_then_waits_fo
 
 
 def test_converged_linux_with_images_plans_nothing():
-    assert plan(linux_converged(), data=ENABLED).ops == []
+    result = plan(linux_converged(), data=ENABLED)
+    assert result.ops == []
+    # The checkout stays (images asks the checkout's own fact): not even an install waiting on it.
+    assert not [op.name for op in result.conditional if "images" in op.name]
 
 
 def test_converged_linux_with_images_executes_no_install_and_no_restart():
@@ -182,9 +185,12 @@ def test_a_moving_checkout_restarts_both_once():
     data = {**ENABLED, "kitty_stack": {**hosts.DEFAULTS["kitty_stack"], "ref": "v2"}}
     moved = stack_facts.checkout(CFG, head=stack_facts.HEAD, wanted="f" * 40)
     result = plan(linux_converged(checkout=moved), data=data)
-    assert "Check out the application at v2" in [op.name for op in result.ops]
-    # In step now: the install waits on the checkout (the new requirements may differ).
-    assert "Install the images service's requirements.txt (pip)" in [op.name for op in result.conditional]
+    planned = [op.name for op in result.ops]
+    # In step now: the plan knows the checkout moves (its own fact), so the install runs after it
+    # (the new requirements may differ; the install hashes them again and does nothing if not).
+    checkout, install = "Check out the application at v2", "Install the images service's requirements.txt (pip)"
+    assert checkout in planned and install in planned
+    assert planned.index(checkout) < planned.index(install)
     assert [n for n in image_ops(result) if "restart" in n] == [
         "images worker: restart (venv requirements replaced; app checkout replaced)",
         "images api: restart (venv requirements replaced; app checkout replaced)",

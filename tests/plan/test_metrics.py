@@ -9,6 +9,7 @@ import pytest
 
 from tasks import config
 from tasks.engine import host_file
+from tasks.host import layout
 from tasks.inference import llamacpp, metrics, server_args
 from tests.plan import hosts, observability_facts
 from tests.plan.harness import plan
@@ -74,11 +75,11 @@ def test_disabling_a_server_rewrites_the_file_without_it_and_a_fresh_host_gets_i
     # Only the content changed: no mkdir, chmod or chown.
     assert [c for c in ops[OP].commands if not c.startswith("FileUploadCommand")] == []
     fresh = {op.name: op for op in plan(hosts.linux(installed=hosts.APT_PACKAGES), groups=("inference",)).ops}
-    folder = metrics.targets_file(CFG).rsplit("/", 1)[0]
+    folder = layout.metrics_targets(CFG).rsplit("/", 1)[0]
     assert fresh[OP].commands[0] == host_file.folder_command(folder, "admin")
 
 
 def test_the_target_file_is_the_one_the_fake_host_answers_for():
     # Guards the simulated converged hosts: they must describe the file the deploy writes.
     facts = observability_facts.converged(hosts.DEFAULTS, os="linux")
-    assert any(metrics.targets_file(CFG) in key for key in facts)
+    assert any(layout.metrics_targets(CFG) in key for key in facts)

@@ -22,6 +22,7 @@ import pytest
 from tasks import config
 from tasks.app import secrets
 from tasks.config import ConfigError, placement
+from tasks.host import layout
 from tasks.inference import api_keys, metrics, scrape_keys
 from tasks.system import firewall, logs, memory_budget
 from tests.plan import (
@@ -111,7 +112,7 @@ def converged_mac(cfg: config.KittyConfig, *, app: bool, rules: list[firewall.Ru
     copies = [scrape_keys.key_path(cfg, t.server) for t in metrics.scraped(cfg) if t.keyed]
     for path in copies:
         facts.update(key_file(path, path.rpartition("/")[2].removesuffix(".key")))
-    facts[f"find {scrape_keys.folder(cfg)} -type f"] = "\n".join(copies)
+    facts[f"find {layout.prometheus_keys_dir(cfg)} -type f"] = "\n".join(copies)
     if app:
         facts.update(stack_facts.converged(hosts.DEFAULTS, os="macos", user="admin", arch="arm64"))
         # The .env as this placement renders it (the defaults' one would name every server locally).

@@ -12,7 +12,6 @@ from pyinfra.api.exceptions import PyinfraError
 
 from tasks import config
 from tasks.host import layout
-from tasks.inference import metrics, scrape_keys
 from tasks.system import logs, memory_budget, service_account
 from tests.plan import hosts, launchd_facts, supervise_facts
 from tests.plan.harness import plan
@@ -213,7 +212,7 @@ def test_every_sudo_command_carries_the_runs_password(os):
 
 
 def test_prometheus_jobs_and_its_copies_of_the_keys_go_too():
-    jobs, keys = metrics.jobs_file(CFG), scrape_keys.folder(CFG)
+    jobs, keys = layout.metrics_jobs(CFG), layout.prometheus_keys_dir(CFG)
     facts = linux()
     facts.update(launchd_facts.file(jobs, "scrape_configs: []\n"))
     facts.update(launchd_facts.directory(keys))

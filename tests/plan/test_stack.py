@@ -11,6 +11,7 @@ from pyinfra.context import ctx_host
 from tasks import config
 from tasks.app import compose, runtime, secrets
 from tasks.engine import operations
+from tasks.host import layout
 from tests.plan import hosts, stack_facts
 from tests.plan.harness import plan, prepared, simulated_platform
 
@@ -404,7 +405,7 @@ def test_the_env_file_is_written_as_its_owner_never_as_root_and_its_contents_go_
     cfg = config.load(data)
     rendered = secrets.render_env(cfg, secrets.secret_values(cfg.stack))
     assert command.connector_arguments["_stdin"] == rendered
-    assert str(command) == operations.replace_from_stdin(secrets.env_path(cfg))
+    assert str(command) == operations.replace_from_stdin(layout.env_file(cfg))
 
 
 def test_the_env_file_of_the_connecting_user_needs_no_sudo(planned):
@@ -414,7 +415,7 @@ def test_the_env_file_of_the_connecting_user_needs_no_sudo(planned):
 
 
 def test_a_link_in_place_of_the_env_file_is_replaced_not_refused():
-    path = secrets.env_path(CFG)
+    path = layout.env_file(CFG)
     stat = f"user=admin group=admin mode=lrwxrwxrwx atime=0 mtime=0 ctime=0 size=11 '{path}' -> '/etc/shadow'"
     result = plan(with_facts(hosts.linux_converged(), {f"test -L {path} )": stat}))
     assert result.op(ENV_OP).commands == [operations.replace_from_stdin(path)]
@@ -444,11 +445,11 @@ def test_colimas_socket_and_lima_folder_are_computed_as_colima_does(profile, fol
 def test_colima_starts_through_the_wrapper_that_clears_a_power_cuts_stale_files():
     """Issue 25, defect 5: stale ha.pid/ha.sock make every `colima start` fail; the wrapper removes them."""
     program = runtime.colima_program(CFG, MAC, "/Users/admin")
-    assert program.argv[:3] == ["/bin/sh", runtime.colima_wrapper(CFG), "/Users/admin/.colima/_lima/colima"]
+    assert program.argv[:3] == ["/bin/sh", layout.colima_wrapper(CFG), "/Users/admin/.colima/_lima/colima"]
     assert program.argv[3:6] == ["/opt/homebrew/bin/colima", "start", "--foreground"]
     result = plan(hosts.macos(installed=hosts.BREW_PACKAGES))
     wrapper = " ".join(result.op("colima start wrapper (stale Lima files after a power cut)").commands)
-    assert runtime.colima_wrapper(CFG) in wrapper
+    assert layout.colima_wrapper(CFG) in wrapper
 
 
 @pytest.mark.parametrize(("profile", "folder"), [("colima", "default"), ("colima-kitty", "kitty"), ("kitty", "kitty")])

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import StateStage
@@ -154,8 +157,17 @@ def test_mac_stopped_and_disabled_plans_nothing():
 # --- Executed: the table and the verification -------------------------------------------
 
 
-def execute(responses: dict, data: dict | None = None) -> tuple[list[str], str | None]:
-    supervise_stop.OUTCOMES.clear()
+@dataclass
+class Run:
+    commands: list[str]
+    error: str | None
+    # What the run noted for its table: the stack's outcome, and each program's.
+    stack: str
+    outcomes: dict[str, str]
+    state: State
+
+
+def execute(responses: dict, data: dict | None = None) -> Run:
     with prepared(responses, data, ("inference", "application"), "stop.py") as (state, host, ran):
         state.set_stage(StateStage.Execute)
         error = None
@@ -163,28 +175,44 @@ def execute(responses: dict, data: dict | None = None) -> tuple[list[str], str |
             run_ops(state)
         except PyinfraError as failure:
             error = str(failure)
-        return [command for command, _ in ran], error
+        return Run(
+            commands=[command for command, _ in ran],
+            error=error,
+            stack=shutdown.stack_outcome(host).get("stack", "-"),
+            outcomes={o.name: o.result for o in supervise_stop.outcomes(host)},
+            state=state,
+        )
 
 
 def test_executed_stop_records_each_outcome_and_passes_when_ports_are_free():
     # The fake host's facts do not change: the stack was already stopped, the units are stopped now.
-    commands, error = execute(linux(stack="exited"))
-    assert error is None
-    assert shutdown.STACK_OUTCOMES["@fake/kitty"] == "already stopped"
-    outcomes = {o.name: o.result for o in supervise_stop.outcomes("@fake/kitty")}
-    assert outcomes == {
+    run = execute(linux(stack="exited"))
+    assert run.error is None
+    assert run.stack == "already stopped"
+    assert run.outcomes == {
         "images api": "stopped",
         "images worker": "stopped",
         **{f"server {n}": "stopped" for n in SERVERS},
     }
     # The processes check reads only kitty-ops' own paths.
-    ps = [c for c in commands if "ps -A -o pid=" in c]
+    ps = [c for c in run.commands if "ps -A -o pid=" in c]
     assert ps and f"{OPT}/llama.cpp/" in ps[0]
 
 
+def test_a_second_run_in_the_same_process_sees_none_of_the_first_runs_outcomes():
+    # Same host name, same process; the first run's state still alive. Outcomes were module
+    # globals keyed by host name: the second table reported the first run's images service.
+    first = execute(linux(stack="exited"))
+    second = execute(linux(stack="exited", images=False))
+    assert "images api" in first.outcomes
+    assert "images api" not in second.outcomes
+    assert set(second.outcomes) == {f"server {n}" for n in SERVERS}
+    host = first.state.inventory.get_host("@fake/kitty")
+    assert {o.name for o in supervise_stop.outcomes(host)} == set(first.outcomes)
+
+
 def test_a_container_still_running_after_the_stop_fails_it():
-    _, error = execute(linux())
-    assert error is not None
+    assert execute(linux()).error is not None
 
 
 def test_a_port_still_held_fails_the_stop_naming_it():
@@ -192,8 +220,7 @@ def test_a_port_still_held_fails_the_stop_naming_it():
         "ss -ltnpH": ['LISTEN 0 128 127.0.0.1:8083 0.0.0.0:* users:(("llama-server",pid=777,fd=3))'],
         **linux(stack="exited"),
     }
-    _, error = execute(facts)
-    assert error is not None
+    assert execute(facts).error is not None
 
 
 def test_parse_of_the_stop_line():

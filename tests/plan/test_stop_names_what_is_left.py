@@ -23,7 +23,7 @@ def test_a_port_still_held_is_named_in_the_table_and_in_the_failure(caplog):
         **linux(stack="exited"),
     }
     with caplog.at_level(logging.INFO):
-        _, error = execute(facts)
+        error = execute(facts).error
     assert error is not None
     lines = said(caplog)
     row = next(line for line in lines if line.startswith("port 8083 (server q4)"))
@@ -36,7 +36,7 @@ def test_a_port_still_held_is_named_in_the_table_and_in_the_failure(caplog):
 def test_a_kitty_process_left_is_counted_in_the_table_and_named_in_the_failure(caplog):
     facts = {"ps -A -o pid= -o args=": [f" 4242 {SERVER} --port 9999"], **linux(stack="exited")}
     with caplog.at_level(logging.INFO):
-        _, error = execute(facts)
+        error = execute(facts).error
     assert error is not None
     lines = said(caplog)
     assert any(line.startswith("KITTY processes") and line.endswith("1 left") for line in lines)
@@ -45,7 +45,7 @@ def test_a_kitty_process_left_is_counted_in_the_table_and_named_in_the_failure(c
 
 def test_nothing_left_says_none_left_and_every_port_free(caplog):
     with caplog.at_level(logging.INFO):
-        _, error = execute(linux(stack="exited"))
+        error = execute(linux(stack="exited")).error
     assert error is None
     lines = said(caplog)
     assert any(line.startswith("KITTY processes") and line.endswith("none left") for line in lines)

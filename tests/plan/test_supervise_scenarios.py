@@ -17,7 +17,7 @@ import pytest
 
 from tasks import config
 from tasks.host import layout
-from tasks.inference import llamacpp, servers
+from tasks.inference import servers
 from tests.plan import hosts, inference_facts, supervise_facts
 from tests.plan.harness import group_data, plan, simulated_platform
 
@@ -174,7 +174,7 @@ def test_a_converge_stopped_after_current_moved_is_finished_by_the_next(os):
     cfg = config.load(DEFAULTS)
     plat = platform(os)
     facts = converged(os)
-    old = f"{llamacpp.root(cfg)}/builds/b11000-old"
+    old = f"{layout.llamacpp_dir(cfg)}/builds/b11000-old"
     for name, srv in cfg.enabled_servers().items():
         prog = servers.program(cfg, plat, name, srv, inference_facts.build_id(cfg, plat))
         values = inference_facts.input_values(cfg, plat, srv)

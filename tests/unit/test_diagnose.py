@@ -9,6 +9,7 @@ import pytest
 
 from tasks import config
 from tasks.runbook import diagnose
+from tasks.supervise import control
 from tests.plan.harness import group_data, simulated_platform
 
 LINUX = simulated_platform("linux", "admin", "x86_64")
@@ -19,7 +20,7 @@ CANARY = "sk-canary-7f3a9c21d0"
 
 
 def systemd(active, sub, restarts, status, pid):
-    return diagnose.supervisor_state(
+    return control.status_of(
         LINUX,
         f"LoadState=loaded\nActiveState={active}\nSubState={sub}\nNRestarts={restarts}\n"
         f"ExecMainStatus={status}\nMainPID={pid}\n",
@@ -60,9 +61,9 @@ def test_missing_and_unstamped_model_files_are_named():
 
 def test_launchctl_print_gives_runs_and_last_exit():
     printed = "system/com.kitty.llama-server.q4 = {\n\tstate = not running\n\truns = 5\n\tlast exit code = 1\n}"
-    state = diagnose.supervisor_state(MAC, printed)
+    state = control.status_of(MAC, printed)
     assert state["restarts"] == 4 and state["last_exit"] == "1" and not state["running"]
-    assert diagnose.supervisor_state(MAC, "Could not find service")["state"] == "not loaded"
+    assert control.status_of(MAC, "Could not find service")["state"] == "not loaded"
 
 
 def test_missing_env_names_are_names_only():

@@ -104,6 +104,6 @@ def test_an_mlock_mode_on_linux_is_warned_about_since_the_unit_cannot_lock():
     from tasks.system.memory_budget import mlock_warnings
 
     cfg = config.load(host_data(kitty_servers__q4__load_mode="mmap+mlock", kitty_servers__f16__load_mode="mmap"))
-    assert mlock_warnings(cfg, "macos") == []
-    (warning,) = mlock_warnings(cfg, "linux")
+    assert mlock_warnings(cfg, mlock_allowed=True) == []
+    (warning,) = mlock_warnings(cfg, mlock_allowed=False)
     assert warning.startswith("kitty_servers.q4.load_mode: mmap+mlock on Linux locks nothing")

@@ -114,11 +114,11 @@ def test_account_marks_read_the_real_name_macos_gives_either_way(shell, tmp_path
     tools = tmp_path / "tools"
     executable(tools / "dscl", FAKE_DSCL)
     executable(tools / "id", FAKE_ID)
-    ours = answer(shell, AccountMarks, tools=tools, account="kitty", os="macos")
+    ours = answer(shell, AccountMarks, tools=tools, account="kitty", mac=True)
     assert (ours["exists"], ours["user"], ours["group"]) == (True, "KITTY services", "KITTY services")
-    theirs = answer(shell, AccountMarks, tools=tools, account="staffer", os="macos")
+    theirs = answer(shell, AccountMarks, tools=tools, account="staffer", mac=True)
     assert (theirs["exists"], theirs["user"], theirs["group"]) == (True, "Staffer", "")
-    assert answer(shell, AccountMarks, tools=tools, account="nobody-here", os="macos")["exists"] is False
+    assert answer(shell, AccountMarks, tools=tools, account="nobody-here", mac=True)["exists"] is False
 
 
 def test_account_marks_on_linux_read_home_and_shell(shell, tmp_path):
@@ -127,6 +127,6 @@ def test_account_marks_on_linux_read_home_and_shell(shell, tmp_path):
         tools / "getent",
         '#!/bin/sh\n[ "$2" = kitty ] && echo "kitty:x:998:998::/opt/kitty:/usr/sbin/nologin"\ntrue\n',
     )
-    found = answer(shell, AccountMarks, tools=tools, account="kitty", os="linux")
+    found = answer(shell, AccountMarks, tools=tools, account="kitty", mac=False)
     assert (found["exists"], found["home"], found["shell"]) == (True, "/opt/kitty", "/usr/sbin/nologin")
-    assert answer(shell, AccountMarks, tools=tools, account="other", os="linux")["exists"] is False
+    assert answer(shell, AccountMarks, tools=tools, account="other", mac=False)["exists"] is False
