@@ -29,7 +29,6 @@ from __future__ import annotations
 import shlex
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from weakref import WeakKeyDictionary
 
 from pyinfra import host, logger
 from pyinfra.api import FactBase, deploy, operation
@@ -38,6 +37,7 @@ from pyinfra.operations import files, server
 
 from tasks.app import images
 from tasks.config import KittyConfig
+from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.platform import Platform
 from tasks.inference import api_keys, rpc_workers, servers
@@ -313,6 +313,7 @@ def opt_entries(cfg: KittyConfig) -> dict[str, str]:
         layout.hf_dir(cfg): "directory",
         layout.wait_script(cfg): "file",
         layout.colima_wrapper(cfg): "file",
+        layout.prometheus_keys_dir(cfg): "directory",
     }
     return {path[len(opt) + 1 :]: kind for path, kind in paths.items() if path.startswith(opt + "/")}
 
@@ -439,11 +440,10 @@ def application_data(cfg: KittyConfig, plat: Platform, asked: Asked) -> None:
 # --- What was kept --------------------------------------------------------------------------
 
 # What each host's run keeps, per pyinfra state (weakly: it goes with its state), so runs never mix.
-_KEPT: WeakKeyDictionary = WeakKeyDictionary()
 
 
 def _kept(line: str) -> None:
-    _KEPT.setdefault(host.state, {}).setdefault(host.name, []).append(line)
+    run_record.kept(host, "remove").setdefault("kept", []).append(line)
 
 
 @deploy("What was kept")
@@ -456,7 +456,7 @@ def report(cfg: KittyConfig, plat: Platform) -> None:
 
 
 def _kept_lines(cfg: KittyConfig, plat: Platform) -> list[str]:
-    lines = list(_KEPT.get(host.state, {}).get(host.name, []))
+    lines = list(run_record.kept(host, "remove").get("kept", []))
     lines.append(f"backups: {layout.backup_dir(cfg)}, if any (remove.py never removes backups)")
     tools = (
         "Homebrew and its formulae, the power settings"

@@ -219,3 +219,9 @@ def test_prometheus_jobs_and_its_copies_of_the_keys_go_too():
     result = remove_plan(facts)
     assert result.op(f"Prometheus jobs {jobs}").commands == [f"rm -f {jobs}"]
     assert result.op(f"Prometheus's copies of the keys {keys}").commands == [f"rm -rf {keys}"]
+
+
+def test_prometheus_key_copies_in_opt_dir_are_kitty_ops_own_so_opt_dir_goes_whole():
+    # Else the first run keeps opt_dir for them, deletes them anyway, and the second run removes opt_dir.
+    result = remove_plan(linux(opt=[*OURS, "prometheus-keys"]))
+    assert result.op(f"kitty-ops' folder {OPT}").commands == [f"rm -rf {OPT}"]
