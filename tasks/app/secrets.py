@@ -109,9 +109,7 @@ def model_urls(cfg: KittyConfig) -> dict[str, str]:
 
 
 def render_env(cfg: KittyConfig, secrets: dict[str, str]) -> str:
-    return templates.render(
-        ENV_TEMPLATE, filters={"single_quoted": single_quoted}, values=env_values(cfg), secrets=secrets
-    )
+    return templates.render(ENV_TEMPLATE, single_quoted=single_quoted, values=env_values(cfg), secrets=secrets)
 
 
 def single_quoted(value: str) -> str:

@@ -6,7 +6,6 @@ scripts there are POSIX sh, uploaded as they are (`path`).
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import jinja2
@@ -26,10 +25,7 @@ def path(name: str) -> Path:
     return FOLDER / name
 
 
-def render(name: str, filters: dict[str, Callable] | None = None, **values) -> str:
-    """The template rendered with `values`; `filters` added for this render only (an overlay
-    shares the environment's loader and cache)."""
-    environment = ENVIRONMENT.overlay() if filters else ENVIRONMENT
-    if filters:
-        environment.filters.update(filters)
-    return environment.get_template(name).render(**values)
+def render(name: str, **values) -> str:
+    """The template rendered with `values` (a function among them is called by the template, as
+    the .env's `single_quoted(value)`: the environment stays the same for every render)."""
+    return ENVIRONMENT.get_template(name).render(**values)
