@@ -1,4 +1,4 @@
-"""One read of each fact per run, over the host's fact shell; installed once per run by tasks.engine.entry."""
+"""One read of each fact per run, over the host's fact shell; installed once per run by tasks.host.entry."""
 
 from __future__ import annotations
 

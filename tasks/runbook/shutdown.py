@@ -62,7 +62,7 @@ def images_service(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
 
 @deploy("Model servers")
 def model_servers(cfg: KittyConfig, plat: Platform, emergency: bool) -> None:
-    family = Family("model servers", cfg.launchd.label_prefix, layout.SERVER_UNIT_PREFIX)
+    family = servers.family(cfg)
 
     def who(name: str) -> str:
         return "server " + supervise_stop.short_name(plat, family, name)

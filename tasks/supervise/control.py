@@ -32,7 +32,7 @@ from pyinfra.facts.server import Home
 
 from tasks.config import KittyConfig
 from tasks.host.platform import Platform
-from tasks.supervise import Installed, _where, launchd, systemd
+from tasks.supervise import Installed, _where, launchd, stop, systemd
 from tasks.supervise.program import Agent, Family, Program
 
 
@@ -133,12 +133,10 @@ def installed_jobs(
 ) -> list[tuple[str, Job]]:
     """Each installed member of `family` as (its name after the family's prefix, its Job)."""
     launchd = plat.supervisor == "launchd"
-    prefix = family.label_prefix if launchd else family.unit_prefix
-    found = []
-    for name in installed(cfg, plat, family, agent):
-        rest = name[len(prefix) :].removesuffix(".service")
-        found.append((rest, Job(name, "", agent) if launchd else Job("", name)))
-    return found
+    return [
+        (stop.short_name(plat, family, name), Job(name, "", agent) if launchd else Job("", name))
+        for name in installed(cfg, plat, family, agent)
+    ]
 
 
 class GuiSession(FactBase[dict]):

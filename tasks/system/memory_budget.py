@@ -57,7 +57,7 @@ class ServerNeed:
     weights: int
     kv_cache: int
     compute: int
-    # Weights an mlock load mode wires as well (tasks/config.py ModelServer.load_mode).
+    # Weights an mlock load mode wires as well (tasks/config/schema.py ModelServer.load_mode).
     locked: int = 0
 
     @property

@@ -1,4 +1,4 @@
-"""Only the service account step, for the plan tests of tasks.service_account (deploy.py calls it too)."""
+"""Only the service account step, for the plan tests of tasks.system.service_account (deploy.py calls it too)."""
 
 from pyinfra import host
 
