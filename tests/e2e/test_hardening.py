@@ -33,7 +33,7 @@ TARGET = "/etc/kitty-hardening-target"
 SECRET = "sk-hardening-5be0c2a91d"
 DEPLOY = """
 from pyinfra import host
-from tasks import operations
+from tasks.engine import operations
 
 operations.secret_file(
     name="Write the secrets file as its owner",
