@@ -93,6 +93,9 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
             log = ssh(sandbox, "tail -20 /tmp/foreign-remove/log", check=False).stdout
             raise AssertionError(f"{error}\n{log}") from error
 
+        # Backups are never removed: one an earlier test took (test_backup_restore) stays in opt_dir.
+        backup = layout.backup_dir(cfg)
+        kept_backup = [backup.rpartition("/")[2]] if backup.startswith(f"{opt}/") and exists(sandbox, backup) else []
         planned = remove(sandbox, "--dry")
         assert planned.code == 0, planned.output[-4000:]
         assert "server q4: stop and remove (host taken out)" in planned.output
@@ -120,7 +123,7 @@ def test_remove_takes_out_only_kitty_ops_own_keeps_models_and_app_data_then_depl
             layout.wait_script(cfg),
         ):
             assert not exists(sandbox, path), f"{path} is still there"
-        assert ssh(sandbox, f"ls -A {opt}").stdout.split() == [FOREIGN_FILE]
+        assert ssh(sandbox, f"ls -A {opt}").stdout.split() == sorted([*kept_backup, FOREIGN_FILE])
         # Kept, and said where: the models, the app's folder and its volumes.
         assert exists(sandbox, model)
         assert exists(sandbox, f"{cfg.paths.kitty_root}/.env")
