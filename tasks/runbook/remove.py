@@ -323,7 +323,10 @@ def builds_keys_records(cfg: KittyConfig, plat: Platform) -> None:
     """opt_dir's entries of kitty-ops' (the folder too, when nothing else is in it); keys kept elsewhere."""
     opt = cfg.paths.opt_dir.rstrip("/")
     entries = host.get_fact(FolderEntries, folders=[opt], _sudo=plat.sudo) or {}
-    _remove_folder(opt, opt_entries(cfg), entries, plat, what="kitty-ops' folder")
+    # The backups are kitty-ops' but never removed (said among what is kept): not "foreign".
+    backup = layout.backup_dir(cfg)
+    keep = {backup.rpartition("/")[2]} if backup.startswith(f"{opt}/") else set()
+    _remove_folder(opt, opt_entries(cfg), entries, plat, what="kitty-ops' folder", keep=keep)
     own = layout.keys_dir(cfg)
     for name, srv in sorted(api_keys.keyed_servers(cfg).items()):
         if not _under(srv.api_key_file, own):
@@ -335,16 +338,20 @@ def builds_keys_records(cfg: KittyConfig, plat: Platform) -> None:
             )
 
 
-def _remove_folder(folder: str, ours: dict[str, str], entries: dict, plat: Platform, what: str) -> None:
-    """`folder` whole when it holds only `ours` ({name: kind}); else only those of `ours` it holds."""
+def _remove_folder(
+    folder: str, ours: dict[str, str], entries: dict, plat: Platform, what: str, keep: set[str] = frozenset()
+) -> None:
+    """`folder` whole when it holds only `ours` ({name: kind}); else only those of `ours` it holds.
+    `keep`: names of kitty-ops' that stay (and keep the folder) without being called foreign."""
     if folder not in entries:
         return
     names = entries[folder]
-    foreign = sorted(name for name in names if name not in ours)
-    if not foreign:
+    foreign = sorted(name for name in names if name not in ours and name not in keep)
+    if not foreign and not set(names) & set(keep):
         files.directory(name=f"{what} {folder}", path=folder, present=False, _sudo=plat.sudo)
         return
-    _kept(f"{folder}: {', '.join(foreign)} (not kitty-ops')")
+    if foreign:
+        _kept(f"{folder}: {', '.join(foreign)} (not kitty-ops')")
     for name in sorted(set(names) & set(ours)):
         remove = files.directory if ours[name] == "directory" else files.file
         remove(name=f"{folder}/{name}", path=f"{folder}/{name}", present=False, _sudo=plat.sudo)

@@ -225,3 +225,17 @@ def test_prometheus_key_copies_in_opt_dir_are_kitty_ops_own_so_opt_dir_goes_whol
     # Else the first run keeps opt_dir for them, deletes them anyway, and the second run removes opt_dir.
     result = remove_plan(linux(opt=[*OURS, "prometheus-keys"]))
     assert result.op(f"kitty-ops' folder {OPT}").commands == [f"rm -rf {OPT}"]
+
+
+def test_a_backup_in_opt_dir_keeps_the_folder_but_kitty_ops_entries_go():
+    facts = linux(opt=[*OURS, "backup"])
+    for name in OURS:
+        if name.endswith(".sh"):
+            facts.update(launchd_facts.file(f"{OPT}/{name}", "#!/bin/sh\n"))
+        else:
+            facts.update(launchd_facts.directory(f"{OPT}/{name}"))
+    result = remove_plan(facts)
+    planned = names(result)
+    assert f"kitty-ops' folder {OPT}" not in planned
+    assert {f"{OPT}/{name}" for name in OURS} <= set(planned)
+    assert not [c for c in result.commands if f"{OPT}/backup" in c or c.endswith(f"rm -rf {OPT}")]
