@@ -60,6 +60,41 @@ def _apply_models_lock(raw: dict[str, Any]) -> list[str]:
     return errors
 
 
+TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
+
+
+def data_value(data: Mapping[str, Any] | Any, key: str) -> Any:
+    """One `--data` value, from a mapping or pyinfra's `host.data`; None when not given."""
+    return data.get(key) if hasattr(data, "get") else getattr(data, key, None)
+
+
+def data_flag(data: Mapping[str, Any] | Any, key: str) -> bool:
+    """A yes/no `--data` switch of an entry script (stop's emergency, remove's remove_*).
+
+    Anything but a yes or a no is refused, naming the switch: a typo must not turn
+    `emergency=ture` into a graceful stop, or `remove_models=ye` into models kept unsaid.
+    """
+    value = data_value(data, key)
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    text = str(value).strip().lower()
+    if text not in TRUE and text not in FALSE:
+        raise ConfigError(f"--data {key}={value!r}: say true or false")
+    return text in TRUE
+
+
+def data_choices(data: Mapping[str, Any] | Any, key: str, known: tuple[str, ...]) -> set[str] | None:
+    """A comma-separated `--data` choice (stop's role); None when not given, refused when unknown."""
+    value = data_value(data, key)
+    if value is None or value == "":
+        return None
+    chosen = {part.strip() for part in str(value).split(",") if part.strip()}
+    unknown = sorted(chosen - set(known))
+    if unknown or not chosen:
+        raise ConfigError(f"--data {key}={value!r}: say one or more of {', '.join(known)} (separated by commas)")
+    return chosen
+
+
 def _switch_value(value: Any) -> Any:
     # --data gives strings: "true"/"false" mean booleans here.
     return {"true": True, "false": False}.get(value, value) if isinstance(value, str) else value

@@ -36,7 +36,7 @@ from pyinfra.api.exceptions import DeployError
 from pyinfra.operations import files, server
 
 from tasks.app import images
-from tasks.config import KittyConfig
+from tasks.config import KittyConfig, data_flag
 from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.platform import Platform
@@ -47,7 +47,6 @@ from tasks.supervise import converge as supervise_converge
 from tasks.system import firewall, logs, memory_budget, service_account
 
 WHY = "host taken out"
-TRUE, FALSE = ("1", "true", "yes"), ("0", "false", "no", "")
 # What kitty-ops keeps in opt_dir, by kind; the backup folder (default <opt_dir>/backup) is not among them.
 HF_FOLDER = (
     "hf"  # the hf CLI's venv, its HF_HOME and token files (tasks/system/prerequisites.py, tasks/inference/models.py)
@@ -64,16 +63,6 @@ class Asked:
     app_data: bool = False
 
 
-def _flag(data, key: str) -> bool:
-    value = data.get(key) if hasattr(data, "get") else getattr(data, key, None)
-    if value is None or isinstance(value, bool):
-        return bool(value)
-    text = str(value).strip().lower()
-    if text in TRUE or text in FALSE:
-        return text in TRUE
-    raise DeployError(f"{host.name}: --data {key}={value!r}: say true or false")
-
-
 def _under(path: str, folder: str) -> bool:
     p, f = PurePosixPath(path), PurePosixPath(folder)
     return p == f or f in p.parents
@@ -81,7 +70,7 @@ def _under(path: str, folder: str) -> bool:
 
 def options(cfg: KittyConfig, data) -> Asked:
     """`remove_models` / `remove_app_data` from `--data`; refused, naming the field, where they remove too much."""
-    asked = Asked(models=_flag(data, "remove_models"), app_data=_flag(data, "remove_app_data"))
+    asked = Asked(models=data_flag(data, "remove_models"), app_data=data_flag(data, "remove_app_data"))
     problems = []
     if asked.app_data:
         paths = cfg.paths

@@ -22,7 +22,7 @@ from pyinfra.api import FactBase, FunctionCommand, Host, deploy, operation
 from pyinfra.facts.server import Home
 
 from tasks.app import compose, runtime
-from tasks.config import KittyConfig
+from tasks.config import KittyConfig, data_choices, data_flag
 from tasks.engine import run_record
 from tasks.host import layout
 from tasks.host.host_facts import ListeningPorts
@@ -32,20 +32,20 @@ from tasks.supervise import Family, control
 from tasks.supervise import stop as supervise_stop
 
 STACK = "application stack"
+ROLES = ("inference", "application")
 
 
 def emergency(data) -> bool:
-    value = data.get("emergency") if hasattr(data, "get") else getattr(data, "emergency", None)
-    return str(value).lower() in ("1", "true", "yes") if value is not None else False
+    """`--data emergency=true`; a value that is neither yes nor no is refused before anything stops."""
+    return data_flag(data, "emergency")
 
 
 def roles(groups, data) -> set[str]:
     """The roles to stop on this host: its inventory groups, narrowed by `--data role=inference|application`."""
-    mine = {group for group in groups if group in ("inference", "application")}
-    only = data.get("role") if hasattr(data, "get") else getattr(data, "role", None)
-    if only:
-        mine &= {part.strip() for part in str(only).split(",")}
-    return mine
+    mine = {group for group in groups if group in ROLES}
+    # A misspelt role is refused: narrowed to nothing, the stop would stop nothing and pass.
+    only = data_choices(data, "role", ROLES)
+    return mine if only is None else mine & only
 
 
 @deploy("Images service")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import pytest
 from pyinfra.api import State
 from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.operations import run_ops
@@ -125,6 +126,16 @@ def test_role_data_stops_one_role_only():
     assert [n for n in names(inference) if not n.startswith("server ")] == []
     application = stop_plan(linux(), groups=("application",))
     assert [n for n in names(application) if n.startswith("server ")] == []
+
+
+def test_a_misspelt_switch_is_refused_before_anything_is_planned():
+    # Read as before, `emergency=ture` was a graceful stop, and `role=infernce` stopped nothing and passed.
+    with pytest.raises(PyinfraError, match="emergency='ture': say true or false"):
+        stop_plan(linux(), data={"emergency": "ture"})
+    with pytest.raises(PyinfraError, match="role='infernce': say one or more of inference, application"):
+        stop_plan(linux(), data={"role": "infernce"})
+    both = stop_plan(linux(), data={"role": "inference, application", "emergency": "no"})
+    assert names(both) == names(stop_plan(linux()))
 
 
 # --- macOS -----------------------------------------------------------------------------
