@@ -108,6 +108,9 @@ def start(name: str = DEFAULT_NAME, ssh_port: int = DEFAULT_PORT, timeout: float
     state.mkdir(parents=True)
     key = state / "id_ed25519"
     run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"admin@{name}", "-f", str(key))
+    # The image and zsh's packages first: on a fresh clone the first start builds the sandbox image
+    # and downloads the packages (minutes), which the SSH wait below must not count.
+    sandbox_image, debs = image(), zsh_debs()
     t0 = time.monotonic()
     run(
         "docker", "run", "-d", "--init",
@@ -116,11 +119,11 @@ def start(name: str = DEFAULT_NAME, ssh_port: int = DEFAULT_PORT, timeout: float
         "--hostname", "kitty-studio",
         "-p", f"127.0.0.1:{ssh_port}:22",
         "-v", f"{HERE}:/macsim:ro",
-        "-v", f"{zsh_debs()}:/macsim-debs:ro",
+        "-v", f"{debs}:/macsim-debs:ro",
         "-e", f"MACSIM_ADMIN_PASSWORD={ADMIN_PASSWORD}",
         "--stop-signal", "SIGTERM",
         "--entrypoint", "/bin/sh",
-        image(),
+        sandbox_image,
         "/macsim/setup-mac.sh",
     )  # fmt: skip
     run(
