@@ -66,25 +66,6 @@ AREAS = {
     ),
     "fact shell framing": ("tasks/engine/fact_shell.py", None, []),
 }
-# Top-level files and folders the tests read besides tasks/ and tests/ (mutmut copies those itself).
-ALSO_COPY = [
-    ".ci",
-    "templates",
-    "group_data",
-    "inventories",
-    "sandbox",
-    "benchmarks",
-    "conftest.py",
-    "pytest.ini",
-    "deploy.py",
-    "stop.py",
-    "backup.py",
-    "restore.py",
-    "bench.py",
-    "diagnose.py",
-    "inventory.py",
-    "lock_models.py",
-]
 LEFT_OUT = [
     "tests/plan/test_dry_run_cli.py",
     "tests/plan/test_placement.py::test_the_two_macs_dry_run_through_pyinfras_cli_plans_each_mac_its_servers",
@@ -141,10 +122,17 @@ def scratch_copy(scratch: Path, fresh: bool = True) -> None:
         shutil.copy2(source, target)
 
 
+def also_copy() -> list[str]:
+    """Every top-level file and folder of the tree besides tasks/ and tests/ (mutmut copies those
+    itself): the tests read many of them (templates, sandbox, .github, .importlinter, the README)."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True, check=True).stdout.decode()
+    return sorted({name.split("/", 1)[0] for name in listed.split("\0") if name} - {"tasks", "tests"})
+
+
 def configure(scratch: Path, area: str) -> None:
     path, _, plan_tests = AREAS[area]
     lines = ["[mutmut]", "source_paths = tasks", "only_mutate =", f"    {path}"]
-    lines += ["also_copy ="] + [f"    {name}" for name in ALSO_COPY]
+    lines += ["also_copy ="] + [f"    {name}" for name in also_copy()]
     lines += ["pytest_add_cli_args ="] + [f"    --deselect={name}" for name in LEFT_OUT]
     lines += ["    -p", "    no:cacheprovider"]
     lines += ["pytest_add_cli_args_test_selection =", "    tests/unit"] + [f"    {name}" for name in plan_tests]

@@ -289,11 +289,10 @@ def redact(text: str, known: list[str]) -> str:
     return text
 
 
-def known_secrets(cfg: KittyConfig, host_name: str | None = None) -> list[str]:
+def known_secrets(cfg: KittyConfig, host_name: str) -> list[str]:
     """Every secret value the deploy knows on the controller: the stack's secrets, the backup password
     (this host's own and the shared one) and the model servers' API keys."""
-    backup = restic.password_secrets(cfg, host_name) if host_name else []
-    names = [*cfg.stack.secrets, cfg.backup.password_secret, *backup]
+    names = [*cfg.stack.secrets, cfg.backup.password_secret, *restic.password_secrets(cfg, host_name)]
     values = secrets.secret_values(cfg.stack.model_copy(update={"secrets": names}))
     return [*values.values(), *api_keys.env_secrets(cfg).values()]
 

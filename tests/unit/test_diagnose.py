@@ -212,3 +212,12 @@ def test_known_secrets_hold_the_servers_api_keys_and_this_hosts_backup_password(
     known = diagnose.known_secrets(cfg, "studio2.local")
     key = (tmp_path / "keys" / "q4.key").read_text().strip()
     assert key in known and "own-backup-canary" in known
+
+
+def test_a_known_secret_inside_a_longer_one_leaves_no_part_of_the_longer():
+    # Replaced shortest first (or in name order, where the short one sorts last here), the short
+    # value inside the long one would be redacted alone and the long one's rest left in clear.
+    short, long = "Q9kshortvalue", "AQ9kshortvalue-tail42"
+    text = f"first {long} then {short} ."
+    assert diagnose.redact(text, [long, short]) == f"first {diagnose.REDACTED} then {diagnose.REDACTED} ."
+    assert diagnose.redact(text, [short, long]) == f"first {diagnose.REDACTED} then {diagnose.REDACTED} ."
