@@ -272,3 +272,95 @@ def test_a_session_that_dies_mid_answer_sends_the_fact_to_a_session_of_its_own(l
     finally:
         process.stdin.close()
         process.wait(timeout=10)
+
+
+def test_the_sessions_command_line_starts_the_driver_under_every_login_shell(login_shell, tmp_path):
+    """What the SSH session runs (fact_shell.driver_command), run as sshd runs it: `$SHELL -c LINE`.
+    Under zsh (macOS's login shell) it is /bin/sh that runs the driver, as on the Mac."""
+    process = subprocess.Popen(
+        [login_shell, "-c", fact_shell.driver_command()],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        cwd=tmp_path,
+        env={"PATH": os.environ["PATH"], "SHELL": login_shell, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)},
+    )
+
+    def send(data: bytes) -> None:
+        process.stdin.write(data)
+        process.stdin.flush()
+
+    shell = FactShell(send, lambda: process.stdout.read1(65536))
+    try:
+        assert shell.run("echo out; echo err >&2; exit 4") == (4, ["out"], ["err"])
+        assert shell.broken is False
+    finally:
+        process.stdin.close()
+        assert process.wait(timeout=10) == 0
+
+
+CHUNKED_COMMANDS = ["printf 'a\\nb'; echo err >&2; exit 3", "true", "printf '\\n\\nx\\n'", "echo last"]
+CHUNKED_NONCES = [f"{i:032x}".replace("0", "b", 1) for i in range(1, len(CHUNKED_COMMANDS) + 1)]
+
+
+@pytest.fixture(scope="module")
+def transcript(tmp_path_factory) -> tuple[bytes, list]:
+    """Every byte the driver (dash) answered to CHUNKED_COMMANDS, and the answers read live."""
+    cwd = tmp_path_factory.mktemp("transcript")
+    drawn = iter(CHUNKED_NONCES)
+    process, shell = start(shutil.which("dash") or "/bin/sh", cwd, nonce=lambda: next(drawn))
+    received, stream = shell._receive, []
+
+    def recording() -> bytes:
+        stream.append(received())
+        return stream[-1]
+
+    shell._receive = recording
+    try:
+        answers = [shell.run(command) for command in CHUNKED_COMMANDS]
+    finally:
+        process.stdin.close()
+        process.wait(timeout=10)
+    return b"".join(stream), answers
+
+
+@settings(max_examples=60, deadline=None)
+@given(cuts=st.lists(st.integers(min_value=0, max_value=4000), max_size=20))
+def test_an_answer_reads_the_same_however_the_bytes_arrive(transcript, cuts):
+    """Over a pipe the header and the output arrive in separate reads; over SSH one `recv` often
+    holds a header and the output after it, or the end of one answer and the start of the next.
+    Property: the same bytes, cut anywhere, are the same answers."""
+    stream, answers = transcript
+    points = sorted({0, *(cut % (len(stream) + 1) for cut in cuts), len(stream)})
+    chunks = iter([stream[a:b] for a, b in itertools.pairwise(points) if b > a] + [b""])
+    drawn = iter(CHUNKED_NONCES)
+    shell = FactShell(lambda data: None, chunks.__next__, nonce=lambda: next(drawn))
+    assert [shell.run(command) for command in CHUNKED_COMMANDS] == answers
+    assert [*chunks] == [b""]  # every byte read, and none asked for beyond the last answer
+
+
+def test_an_answer_announced_too_large_is_refused_before_any_of_it_is_read():
+    """A header is the driver's word on how much to read: one beyond any fact's output (MAX_ANSWER
+    in all, however split between stdout and stderr) is out of protocol, not a reason to read a GB."""
+    limit = FactShell.MAX_ANSWER
+    for out, err, refused in [(limit, 1, True), (limit // 2 + 1, limit // 2 + 1, True), (limit - 1, 1, False)]:
+        asked = []
+
+        def receive(out=out, err=err, asked=asked) -> bytes:
+            asked.append(1)
+            return f"{NONCE} 0 {out} {err}\n".encode() if len(asked) == 1 else b""
+
+        shell = FactShell(lambda data: None, receive, nonce=lambda: NONCE)
+        with pytest.raises(FactShellBroken):
+            shell.run("true")
+        # Refused at the header: asked once. Accepted: asked for the output (the session then ended).
+        assert len(asked) == (1 if refused else 2), (out, err)
+
+
+def test_closing_the_shell_ends_its_session_and_it_is_not_asked_again():
+    closed = []
+    shell = FactShell(lambda data: None, lambda: b"", close=lambda: closed.append(True), nonce=lambda: NONCE)
+    assert shell.broken is False
+    shell.close()
+    assert closed == [True] and shell.broken
+    with pytest.raises(FactShellBroken):
+        shell.run("true")
