@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import itertools
 import os
+import select
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,21 @@ def driver_shell(login_shell: str) -> str:
     return "/bin/sh" if Path(login_shell).name == "zsh" else login_shell
 
 
+# A test waits this long for the driver's next bytes, then reads the session as ended: a reader
+# that waits for bytes that never come (a framing bug) fails its test instead of hanging the run.
+ANSWER_WAIT_S = 30
+
+
+def reader(process: subprocess.Popen) -> Callable[[], bytes]:
+    """`receive` for a FactShell over `process`'s stdout: what is there, b"" at its end or after ANSWER_WAIT_S."""
+
+    def receive() -> bytes:
+        ready, _, _ = select.select([process.stdout], [], [], ANSWER_WAIT_S)
+        return os.read(process.stdout.fileno(), 65536) if ready else b""
+
+    return receive
+
+
 def start(login_shell: str, cwd: Path, nonce=None, sent: list | None = None) -> tuple[subprocess.Popen, FactShell]:
     """The driver as the SSH session runs it (its command line: fact_shell.driver_command), under `login_shell`.
 
@@ -82,7 +99,7 @@ def start(login_shell: str, cwd: Path, nonce=None, sent: list | None = None) -> 
         process.stdin.flush()
 
     more = {"nonce": nonce} if nonce else {}
-    return process, FactShell(send, lambda: process.stdout.read1(65536), **more)
+    return process, FactShell(send, reader(process), **more)
 
 
 def as_sshd_runs_it(login_shell: str, command: str, cwd: Path) -> tuple[int, list[str], list[str]]:
@@ -256,7 +273,7 @@ def test_a_session_that_dies_mid_answer_sends_the_fact_to_a_session_of_its_own(l
         # The header and part of the answer, then the session ends.
         if received:
             return b""
-        chunk = process.stdout.read1(65536)
+        chunk = reader(process)()
         received.append(chunk)
         return chunk[: chunk.index(b"\n") + 1]
 
@@ -289,7 +306,7 @@ def test_the_sessions_command_line_starts_the_driver_under_every_login_shell(log
         process.stdin.write(data)
         process.stdin.flush()
 
-    shell = FactShell(send, lambda: process.stdout.read1(65536))
+    shell = FactShell(send, reader(process))
     try:
         assert shell.run("echo out; echo err >&2; exit 4") == (4, ["out"], ["err"])
         assert shell.broken is False
