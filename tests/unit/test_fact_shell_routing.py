@@ -170,3 +170,20 @@ def test_a_session_that_cannot_be_opened_leaves_the_host_to_sessions_per_command
     ssh_host.connector.client = Refusing()
     assert fact_shell.shell_for(ssh_host) is None
     assert ssh_host.__dict__[fact_shell._ATTR] == (ssh_host.connector.client, None)
+
+
+def test_a_sudo_password_prompt_over_the_fact_shell_asks_the_operator_and_asks_the_host_again(
+    over_fact_shell, monkeypatch
+):
+    """sudo on a Mac asks for a password. pyinfra's connectors see its line on stderr, ask the
+    operator once, keep the answer on the host, and run the command again: so must the fact shell."""
+    from pyinfra.connectors import util
+
+    host, _, sent = over_fact_shell
+    asked = []
+    monkeypatch.setattr(util, "getpass", lambda prompt: asked.append(prompt) or "typed")
+    success, _ = fact_shell.run_fact_command(host, "echo 'sudo: a password is required' >&2; exit 1")
+    assert not success
+    assert asked == [f"{host.print_prefix}sudo password: "]
+    assert host.connector_data["prompted_sudo_password"] == "typed"
+    assert len(sent) == 2  # asked again, over the fact shell
