@@ -80,12 +80,18 @@ def reader(process: subprocess.Popen) -> Callable[[], bytes]:
     return receive
 
 
-def start(login_shell: str, cwd: Path, nonce=None, sent: list | None = None) -> tuple[subprocess.Popen, FactShell]:
+def start(
+    login_shell: str, cwd: Path, nonce=None, sent: list | None = None, session_line: bool = False
+) -> tuple[subprocess.Popen, FactShell]:
     """The driver as the SSH session runs it (its command line: fact_shell.driver_command), under `login_shell`.
 
-    `nonce`: the nonces to draw (default: the real random ones); `sent`: collects what went to its stdin."""
+    `nonce`: the nonces to draw (default: the real random ones); `sent`: collects what went to its stdin;
+    `session_line`: the session's very command line, run as sshd runs it (`$SHELL -c LINE`), instead
+    of the driver run straight by the shell under test."""
     process = subprocess.Popen(
-        [driver_shell(login_shell), "-c", _DRIVER, "kitty-fact-shell"],
+        [login_shell, "-c", fact_shell.driver_command()]
+        if session_line
+        else [driver_shell(login_shell), "-c", _DRIVER, "kitty-fact-shell"],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         cwd=cwd,
@@ -294,19 +300,7 @@ def test_a_session_that_dies_mid_answer_sends_the_fact_to_a_session_of_its_own(l
 def test_the_sessions_command_line_starts_the_driver_under_every_login_shell(login_shell, tmp_path):
     """What the SSH session runs (fact_shell.driver_command), run as sshd runs it: `$SHELL -c LINE`.
     Under zsh (macOS's login shell) it is /bin/sh that runs the driver, as on the Mac."""
-    process = subprocess.Popen(
-        [login_shell, "-c", fact_shell.driver_command()],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        cwd=tmp_path,
-        env={"PATH": os.environ["PATH"], "SHELL": login_shell, "HOME": str(tmp_path), "TMPDIR": str(tmp_path)},
-    )
-
-    def send(data: bytes) -> None:
-        process.stdin.write(data)
-        process.stdin.flush()
-
-    shell = FactShell(send, reader(process))
+    process, shell = start(login_shell, tmp_path, session_line=True)
     try:
         assert shell.run("echo out; echo err >&2; exit 4") == (4, ["out"], ["err"])
         assert shell.broken is False

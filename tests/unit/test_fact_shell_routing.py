@@ -57,8 +57,8 @@ def _streams(result) -> tuple[bool, list[str], list[str]]:
 )
 def test_a_fact_command_answers_as_the_connector_would(over_fact_shell, command, arguments):
     host, _, sent = over_fact_shell
-    expected = _streams(host.connector.run_shell_command(command, **dict(arguments)))
-    answered = fact_shell.run_fact_command(host, command, **dict(arguments))
+    expected = _streams(host.connector.run_shell_command(command, **arguments))
+    answered = fact_shell.run_fact_command(host, command, **arguments)
     assert answered is not None and len(sent) == 1  # it went over the fact shell, once
     assert _streams(answered) == expected
 
@@ -121,12 +121,6 @@ def ssh_host(tmp_path):
         yield inventory.get_host("127.0.0.1")
 
 
-def _driver_shell(tmp_path) -> fact_shell.FactShell:
-    process, shell = start(shutil.which("dash") or "/bin/sh", tmp_path)
-    shell._close = lambda: (process.stdin.close(), process.wait(timeout=10))
-    return shell
-
-
 def test_only_a_host_over_ssh_has_a_fact_shell(local, ssh_host):  # noqa: F811
     """@local starts a process per command already: no fact shell. A host over SSH with no
     session to open one in has none either, and that answer is kept."""
@@ -137,7 +131,7 @@ def test_only_a_host_over_ssh_has_a_fact_shell(local, ssh_host):  # noqa: F811
 
 
 def test_the_fact_shell_of_a_connection_is_kept_until_it_breaks_or_the_host_reconnects(ssh_host, tmp_path, monkeypatch):
-    shell = _driver_shell(tmp_path)
+    process, shell = start(shutil.which("dash") or "/bin/sh", tmp_path)
     try:
         # Opened for this connection (its client): the same shell for every later fact.
         ssh_host.__dict__[fact_shell._ATTR] = (ssh_host.connector.client, shell)
@@ -157,7 +151,8 @@ def test_the_fact_shell_of_a_connection_is_kept_until_it_breaks_or_the_host_reco
         shell.close()
         assert fact_shell.shell_for(ssh_host) is None
     finally:
-        shell.close()
+        process.stdin.close()
+        process.wait(timeout=10)
 
 
 def test_a_session_that_cannot_be_opened_leaves_the_host_to_sessions_per_command(ssh_host, monkeypatch):
